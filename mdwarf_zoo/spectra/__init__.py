@@ -1,0 +1,1 @@
+"""Spectrum tooling: wavelength grids, PHOENIX-ACES grids, observed formats, preprocessing."""

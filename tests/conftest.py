@@ -1,0 +1,34 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# Real third-party data (see ../shared/data/PROVENANCE.md); never copied into the repository.
+SHARED_DATA = Path(
+    os.environ.get(
+        "MDWARF_ZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real third-party data; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set MDWARF_ZOO_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def shared_file(relative: str) -> Path:
+    """A file below the shared data folder; skips the calling test when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"real data file {path} is absent (see shared/data/PROVENANCE.md)")
+    return path
