@@ -1,5 +1,22 @@
-"""mdwarf_zoo: a Keras 3 model zoo for the stellar parameters of M dwarfs."""
+"""mdwarf_zoo: a Keras 3 model zoo for the stellar parameters of M dwarfs.
 
-from mdwarf_zoo._version import __version__
+Importing the package registers every architecture family with the zoo registry and with
+Keras serialisation (package ``mdwarf_zoo``), so ``keras.saving.load_model`` can read zoo models.
+"""
 
-__all__ = ["__version__"]
+import os
+
+# TensorFlow's C++ INFO/WARNING chatter drowns the command line; users can still override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from mdwarf_zoo._version import __version__  # noqa: E402
+from mdwarf_zoo import models  # noqa: E402,F401  (registers every family)
+from mdwarf_zoo.registry import create_model, list_models, register_model  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "create_model",
+    "list_models",
+    "register_model",
+]

@@ -1,0 +1,227 @@
+"""Shared pieces of the model families: argument checks, special layers, the autoencoder base."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+# Activations whose derivative the contractive penalty knows in closed form.
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "softplus", "elu")
+
+
+def check_positive_int(owner: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative_float(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
+    if value == float("inf"):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    return float(value)
+
+
+def check_positive_float(owner: str, name: str, value: Any) -> float:
+    value = check_nonnegative_float(owner, name, value)
+    if value == 0:
+        raise ValueError(f"{owner}: {name} must be > 0, got {value!r}")
+    return value
+
+
+def check_widths(owner: str, name: str, value: Any, *, allow_empty: bool = False) -> list[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{owner}: {name} must be a list of positive integers, got {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{owner}: {name} must hold at least one width, got {value!r}")
+    return [check_positive_int(owner, f"{name}[{i}]", width) for i, width in enumerate(value)]
+
+
+def check_choice(owner: str, name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{owner}: {name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def check_seed(owner: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{owner}: seed must be None or an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def initializer(seed: int | None, offset: int) -> keras.initializers.Initializer:
+    """Glorot-uniform kernels, seeded per layer when the model has a seed."""
+    return keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset)
+
+
+def activation_derivative(activation: str, pre_activation, output):
+    """d activation / d pre-activation, for the activations in ``ACTIVATIONS``."""
+    if activation == "relu":
+        return ops.cast(ops.greater(output, 0.0), output.dtype)
+    if activation == "sigmoid":
+        return output * (1.0 - output)
+    if activation == "tanh":
+        return 1.0 - ops.square(output)
+    if activation == "linear":
+        return ops.ones_like(output)
+    if activation == "softplus":
+        return ops.sigmoid(pre_activation)
+    if activation == "elu":
+        return ops.where(ops.greater(pre_activation, 0.0), 1.0, output + 1.0)
+    raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+
+
+@keras.saving.register_keras_serializable(package="mdwarf_zoo")
+class ContractiveDense(keras.layers.Dense):
+    """A ``Dense`` layer that adds the contractive penalty of Rifai et al. (2011) to the loss.
+
+    The penalty is ``contractive`` times the batch mean of the squared Frobenius norm of the
+    Jacobian of this layer's activations with respect to its input,
+    ``sum_j f'(z_j)^2 ||W_j||^2``. For ReLU that is ``sum_j 1[h_j > 0] ||W_j||^2`` (MB24's
+    script used the sigmoid form ``h(1-h)`` on a ReLU bottleneck; this layer uses the
+    derivative of the activation it actually has).
+
+    Args:
+        units: output size.
+        contractive: the penalty weight lambda (MB24: 1e-4); 0 switches it off.
+        activation: one of ``ACTIVATIONS``.
+        **kwargs: the arguments of ``keras.layers.Dense``.
+    """
+
+    def __init__(self, units: int, contractive: float = 1e-4, activation: str = "relu", **kwargs):
+        check_choice("ContractiveDense", "activation", activation, ACTIVATIONS)
+        super().__init__(units, activation=activation, **kwargs)
+        self.contractive = check_nonnegative_float("ContractiveDense", "contractive", contractive)
+        self.activation_name = activation
+
+    def penalty(self, pre_activation, output):
+        """Per-sample squared Frobenius norm of the Jacobian (before the weight lambda)."""
+        derivative = activation_derivative(self.activation_name, pre_activation, output)
+        column_norms = ops.sum(ops.square(self.kernel), axis=0)
+        return ops.sum(ops.square(derivative) * column_norms, axis=-1)
+
+    def call(self, inputs, training=None):
+        pre_activation = ops.matmul(inputs, self.kernel)
+        if self.use_bias:
+            pre_activation = ops.add(pre_activation, self.bias)
+        output = self.activation(pre_activation)
+        if self.contractive > 0:
+            self.add_loss(self.contractive * ops.mean(self.penalty(pre_activation, output)))
+        return output
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["contractive"] = self.contractive
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mdwarf_zoo")
+class GaussianSampling(keras.layers.Layer):
+    """Draws ``z = mean + exp(log_var / 2) * eps`` while training; the mean otherwise.
+
+    Adds ``kl_weight`` times the batch mean of KL(q(z|x) || N(0, 1)) to the loss.
+
+    Args:
+        kl_weight: the weight of the KL term (beta).
+        seed: seed of the noise, for reproducible training.
+    """
+
+    def __init__(self, kl_weight: float = 1e-5, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.kl_weight = check_nonnegative_float("GaussianSampling", "kl_weight", kl_weight)
+        self.seed = check_seed("GaussianSampling", seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        mean, log_var = inputs
+        if self.kl_weight > 0:
+            kl = -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
+            self.add_loss(self.kl_weight * ops.mean(kl))
+        if not training:
+            return mean
+        noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        return mean + ops.exp(0.5 * log_var) * noise
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(kl_weight=self.kl_weight, seed=self.seed)
+        return config
+
+
+class ZooModel(keras.Model):
+    """Behaviour shared by every zoo architecture (a functional ``keras.Model`` subclass).
+
+    Subclasses build their graph in ``__init__``, call ``super().__init__(inputs=...,
+    outputs=...)`` and store every constructor argument under its own name in
+    ``self._zoo_config``, which ``get_config()`` returns.
+    """
+
+    #: ``"autoencoder"`` or ``"regressor"``.
+    kind: str = ""
+
+    def compile_default(self) -> None:
+        """Compile with Adam at ``self.learning_rate`` and MSE (extra terms are model losses)."""
+        self.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+
+    def get_config(self) -> dict:
+        config = {"name": self.name, "trainable": self.trainable}
+        config.update(self._zoo_config)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        return cls(**config)
+
+
+class Autoencoder(ZooModel):
+    """An autoencoder with a flat layer list: ``layers[0]`` is the ``InputLayer``, then the
+    encoder, the bottleneck at ``bottleneck_index``, then the decoder from ``decoder_start``.
+
+    ``model.encoder`` maps spectra to the latent vector (the latent mean for a VAE) and
+    ``model.decoder`` maps latent vectors to spectra; both share the model's layers.
+    """
+
+    kind = "autoencoder"
+
+    @property
+    def bottleneck_index(self) -> int:
+        return self._bottleneck_index
+
+    @property
+    def decoder_start(self) -> int:
+        return self._decoder_start
+
+    @property
+    def default_freeze(self) -> int:
+        """MB24's transfer rule for this architecture: freeze ``layers[:default_freeze]``.
+
+        That keeps the deepest weighted encoder layer, the bottleneck and the decoder trainable
+        (for the MB24 dense autoencoder: 5, i.e. the input and the first four encoder layers).
+        """
+        weighted = [
+            index for index in range(1, self.bottleneck_index) if self.layers[index].weights
+        ]
+        return weighted[-1] if weighted else 1
+
+    @property
+    def encoder(self) -> keras.Model:
+        return keras.Model(
+            self.input, self.layers[self.bottleneck_index].output, name=f"{self.name}_encoder"
+        )
+
+    @property
+    def decoder(self) -> keras.Model:
+        latent = keras.Input((self.latent_dim,), name="latent")
+        x = latent
+        for layer in self.layers[self.decoder_start :]:
+            x = layer(x)
+        return keras.Model(latent, x, name=f"{self.name}_decoder")
