@@ -1,0 +1,1 @@
+"""Training recipes (TOML), shipped as package data."""

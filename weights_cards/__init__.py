@@ -1,0 +1,1 @@
+"""Model cards of the published weights entries (shipped as package data)."""
