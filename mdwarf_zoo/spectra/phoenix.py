@@ -665,3 +665,51 @@ def download_grid(
                        progress=progress)
         paths.append(target)
     return paths
+
+
+def read_phoenix_spectrum(
+    path: str | os.PathLike,
+    start: float | None = None,
+    stop: float | None = None,
+    *,
+    wavelength_file: str | os.PathLike | None = None,
+) -> Spectrum:
+    """Read one HiRes file as a :class:`Spectrum` (erg/s/cm^2/cm, vacuum Angstrom).
+
+    Args:
+        path: a ``lte*-HiRes.fits`` file.
+        start, stop: wavelength range to keep, Angstrom (default: all).
+        wavelength_file: the WAVE file (default: searched in the file's folder and the three
+            folders above it).
+
+    Raises:
+        FileNotFoundError: when the file or its WAVE file is not found.
+        ValueError: for a damaged file or a length that differs from the WAVE file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PHOENIX file {path} does not exist")
+    point = check_phoenix_file(path)
+    if wavelength_file is None:
+        for folder in list(path.parents)[:4]:
+            if (folder / WAVE_FILENAME).is_file():
+                wavelength_file = folder / WAVE_FILENAME
+                break
+        else:
+            raise FileNotFoundError(
+                f"{WAVE_FILENAME} not found next to {path} or in the 3 folders above it; "
+                "pass wavelength_file="
+            )
+    wave = fits.getdata(wavelength_file).astype(np.float64)
+    flux = fits.getdata(path).astype(np.float64)
+    if wave.shape != flux.shape:
+        raise ValueError(f"{path}: {flux.size} flux values but {wavelength_file} has {wave.size}")
+    keep = slice(None)
+    if start is not None or stop is not None:
+        lo = 0 if start is None else int(np.searchsorted(wave, start, "left"))
+        hi = wave.size if stop is None else int(np.searchsorted(wave, stop, "right"))
+        keep = slice(lo, hi)
+    return Spectrum(wave[keep], flux[keep], metadata={
+        "source": str(path), "flux_unit": FLUX_UNIT, "medium": "vacuum", "grid": GRID_NAME,
+        "label": str((point.teff, point.logg, point.metallicity, point.alpha)),
+    })
