@@ -1,0 +1,820 @@
+"""A spectrum simulator: a synthetic M-dwarf domain and an "observed" domain with a known gap.
+
+**What it is.** A fast, deterministic, physically *motivated* toy model of M-dwarf spectra
+around 8800-8835 A, for tests, demos and method studies (does transfer learning close a
+synthetic gap whose size and sources are known?). **What it is not.** A model atmosphere or a
+replacement for PHOENIX-ACES: there is no radiative transfer through a stratified atmosphere,
+no equation of state beyond a one-layer Saha/Boltzmann estimate, and the molecular bands are a
+pseudo-random line forest, not TiO or FeH line lists. Parameters inferred from real spectra
+with networks trained here mean nothing.
+
+The model (all steps smooth in every label):
+
+1. One line-forming layer at ``T = 0.85 Teff`` with a gas pressure that grows with log g
+   (``P_g ~ g^0.65``, Gray 2005 ch. 9 scaling) and falls with [M/H] and Teff; the electron
+   pressure follows from the Saha ionisation of the main electron donors (Na, K, Ca, Al, Mg,
+   Fe, Si), and the continuum opacity from H- bound-free, ``kappa ~ P_e theta^2.5 10^(0.754
+   theta)`` (Gray 2005, eq. 8.12).
+2. Atomic lines (``ATOMIC_LINES``: real lines, plus a seeded weak-line forest standing in for
+   the many weak lines a real list has) with strength ``gf * abundance * 10^[M/H] * (neutral or
+   ionised fraction, Saha) * 10^(-theta chi) / kappa`` (Boltzmann), Voigt profiles
+   (``scipy.special.voigt_profile``) with thermal + 1 km/s microturbulent Doppler width and a
+   van der Waals Lorentz width proportional to the hydrogen density, i.e. growing with log g.
+3. Molecular absorption: a TiO-like and an FeH-like forest of weak lines on a smooth
+   pseudo-continuum, with molecular equilibrium scaling (``10^(theta D_eff)``, so the bands
+   deepen steeply as Teff falls; TiO ~ 10^(2[M/H]), FeH ~ 10^[M/H], both grow with pressure).
+4. The line-to-continuum opacity ratio ``eta`` gives the Milne-Eddington flux
+   ``F/F_c = (1 + beta / (1 + eta)) / (1 + beta)`` (Mihalas 1978, sec. 10-3; Gray 2005 ch. 13),
+   with a source-function gradient ``beta`` that grows as Teff falls.
+5. Computed on a grid twice as fine as the output (at most 0.005 A) over the window plus 5 A
+   each side, then broadened by rotation and by the instrument with
+   ``mdwarf_zoo.spectra.broadening`` and interpolated onto the output grid.
+
+Wavelengths are vacuum (the line list is converted from air with ``air_to_vacuum``).
+
+Sources:
+    Gray, D. F. 2005, The Observation and Analysis of Stellar Photospheres, 3rd ed.
+    Mihalas, D. 1978, Stellar Atmospheres, 2nd ed.
+    Asplund, M. et al. 2009, ARA&A 47, 481 (solar abundances).
+    NIST Atomic Spectra Database (ionisation energies; Mg I 8806.76 line data).
+    Ryabchikova, T. et al. 2015, Phys. Scr. 90, 054005 (VALD3), for the style and approximate
+    values of the atomic line data (air wavelengths, lower-level excitation, log gf).
+    Mas-Buitrago, P. et al. 2024, A&A 687, A205 (the window, R = 94,600 and the label ranges).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import voigt_profile
+
+from mdwarf_zoo.spectra.broadening import (
+    SPEED_OF_LIGHT_KMS,
+    air_to_vacuum,
+    instrumental_broadening,
+    rotational_broadening,
+)
+from mdwarf_zoo.spectra.grid import MB24_GRID, WavelengthGrid
+
+__all__ = [
+    "ATOMIC_LINES",
+    "LABEL_NAMES",
+    "LABEL_RANGES",
+    "GapConfig",
+    "Line",
+    "line_list",
+    "observe",
+    "synthetic_spectra",
+    "validate_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Column order of a label array.
+LABEL_NAMES = ("teff", "logg", "metallicity", "vsini")
+#: Labels the simulator accepts, inclusive (K, dex cgs, dex, km/s).
+LABEL_RANGES = {
+    "teff": (2300.0, 4600.0),
+    "logg": (3.5, 6.0),
+    "metallicity": (-1.5, 1.0),
+    "vsini": (0.0, 100.0),
+}
+_LABEL_UNITS = {"teff": "K", "logg": "dex", "metallicity": "dex", "vsini": "km/s"}
+
+_K_BOLTZMANN = 1.380649e-16  # erg/K
+_AMU = 1.66053907e-24  # g
+_MARGIN = 5.0  # Angstrom computed beyond each end of the output grid (MB24's margin)
+_LINE_REACH = 8.0  # lines this far outside the computed range still contribute wings
+_CHUNK = 128  # spectra computed together (memory ~ 128 x 12,000 x 8 bytes per array)
+
+# Element data: solar abundance A(X) = log(N_X/N_H) + 12 (Asplund et al. 2009), first
+# ionisation energy in eV (NIST ASD), atomic mass in amu.
+ELEMENTS: dict[str, tuple[float, float, float]] = {
+    "Na": (6.24, 5.139, 22.99),
+    "Mg": (7.60, 7.646, 24.31),
+    "Al": (6.45, 5.986, 26.98),
+    "Si": (7.51, 8.152, 28.09),
+    "K": (5.03, 4.341, 39.10),
+    "Ca": (6.34, 6.113, 40.08),
+    "Ti": (4.95, 6.828, 47.87),
+    "Cr": (5.64, 6.767, 52.00),
+    "Fe": (7.50, 7.902, 55.85),
+    "Ni": (6.22, 7.640, 58.69),
+}
+_ELECTRON_DONORS = ("Na", "K", "Ca", "Al", "Mg", "Fe", "Si")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One absorption line.
+
+    Attributes:
+        species: element and ionisation stage, e.g. ``"Fe I"``.
+        wavelength: vacuum wavelength, Angstrom.
+        excitation: lower-level excitation potential, eV.
+        log_gf: log10 of oscillator strength times statistical weight.
+        log_gamma6: log10 of the van der Waals damping constant per hydrogen atom
+            (rad s^-1 cm^3); -7.5 is typical of neutral metals.
+        origin: ``"real"`` for measured lines, ``"forest"`` for the seeded weak-line forest,
+            ``"missing"`` for lines only the observed domain has.
+    """
+
+    species: str
+    wavelength: float
+    excitation: float
+    log_gf: float
+    log_gamma6: float = -7.5
+    origin: str = "real"
+
+
+# Real lines in and around the MB24 window: air wavelength (A), species, lower-level excitation
+# (eV), log gf, log gamma6. Approximate values in the style of VALD3/NIST (Moore, Minnaert &
+# Houtgast 1966 solar identifications); good to ~0.01 A and a few tenths of a dex in log gf.
+_REAL_LINES_AIR = (
+    (8757.19, "Fe I", 2.845, -2.03, -7.60),
+    (8763.97, "Fe I", 4.652, -0.15, -7.30),
+    (8772.87, "Al I", 4.022, -0.32, -7.20),
+    (8773.90, "Al I", 4.022, -0.16, -7.20),
+    (8793.34, "Fe I", 4.608, -0.10, -7.30),
+    (8804.62, "Fe I", 2.279, -3.23, -7.70),
+    (8806.76, "Mg I", 4.346, -0.14, -7.00),
+    (8824.22, "Fe I", 2.198, -1.54, -7.70),
+    (8838.43, "Fe I", 2.858, -1.98, -7.60),
+    (8846.74, "Fe I", 4.990, -0.75, -7.30),
+)
+
+#: The real atomic lines (vacuum wavelengths).
+ATOMIC_LINES: tuple[Line, ...] = tuple(
+    Line(species, float(air_to_vacuum(air)), chi, log_gf, gamma6)
+    for air, species, chi, log_gf, gamma6 in _REAL_LINES_AIR
+)
+
+_FOREST_SPECIES = ("Fe I", "Ti I", "Cr I", "Ni I", "Si I", "Ca I", "Fe I", "Ti I")
+
+
+def _random_lines(
+    rng: np.random.Generator, n: int, low: float, high: float, origin: str, log_gf: tuple
+) -> tuple[Line, ...]:
+    species = rng.choice(_FOREST_SPECIES, n)
+    wavelength = np.sort(rng.uniform(low, high, n))
+    excitation = rng.uniform(0.8, 5.0, n)
+    gf = rng.uniform(*log_gf, n)
+    gamma6 = rng.uniform(-7.8, -7.2, n)
+    return tuple(
+        Line(str(s), float(w), float(x), float(g), float(d), origin)
+        for s, w, x, g, d in zip(species, wavelength, excitation, gf, gamma6, strict=True)
+    )
+
+
+@lru_cache(maxsize=8)
+def line_list(seed: int = 0) -> tuple[Line, ...]:
+    """The simulator's atomic line list: the real lines plus a seeded weak-line forest.
+
+    The forest (110 lines between 8780 and 8855 A, log gf -3.5..-0.5 with excitation 0.8-5
+    eV) stands in for the weak lines of a real list; it is pseudo-random and says nothing
+    about real stars.
+
+    Args:
+        seed: seed of the forest; the same seed gives the same list.
+
+    Returns:
+        Lines sorted by wavelength (vacuum, Angstrom).
+    """
+    rng = np.random.default_rng([0x5EED, int(seed)])
+    forest = _random_lines(rng, 110, 8780.0, 8855.0, "forest", (-3.5, -1.2))
+    return tuple(sorted(ATOMIC_LINES + forest, key=lambda line: line.wavelength))
+
+
+def _missing_lines(seed: int, n: int) -> tuple[Line, ...]:
+    """Lines that real stars have and the synthetic list lacks (observed domain only)."""
+    rng = np.random.default_rng([0x0B5, int(seed)])
+    return _random_lines(rng, n, 8780.0, 8855.0, "missing", (-3.2, -1.8))
+
+
+# ----------------------------------------------------------------------------------------------
+# Physics
+
+
+@dataclass(frozen=True)
+class _Physics:
+    """What differs between the synthetic and the observed physics."""
+
+    lines: tuple[Line, ...]
+    damping_scale: float = 1.0
+    molecular_scale: float = 1.0
+
+
+def _layer(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Temperature, pressures and continuum opacity of the line-forming layer, per row."""
+    teff, logg, metallicity = labels[:, 0], labels[:, 1], labels[:, 2]
+    # Lines form at ~0.85 Teff; the geometric mean with 3300 K compresses the temperature
+    # range as a stratified atmosphere does (cool stars' lines form relatively deeper).
+    temperature = 0.85 * np.sqrt(teff * 3300.0)
+    theta = 5040.0 / temperature
+    log_pg = 5.8 + 0.65 * (logg - 5.0) - 0.3 * metallicity - 0.4 * (teff - 3000.0) / 1000.0
+    saha = 2.5 * np.log10(temperature) - 0.1762  # log of the Saha factor without exp(-chi/kT)
+    donors = sum(
+        10.0 ** (ELEMENTS[e][0] - 12.0 + metallicity + saha - theta * ELEMENTS[e][1])
+        for e in _ELECTRON_DONORS
+    )
+    log_pe = 0.5 * (log_pg + np.log10(donors))
+    log_kappa = log_pe + 2.5 * np.log10(theta) + 0.754 * theta
+    n_hydrogen = 10.0**log_pg / (_K_BOLTZMANN * temperature)
+    return {
+        "temperature": temperature,
+        "theta": theta,
+        "log_pg": log_pg,
+        "log_pe": log_pe,
+        "saha": saha,
+        "log_kappa": log_kappa,
+        "n_hydrogen": n_hydrogen,
+        "metallicity": metallicity,
+        "teff": teff,
+        "logg": logg,
+    }
+
+
+# Sets the absolute line strength: Fe I 8824 at 3500 K, log g 5, [M/H] 0 has EW ~ 0.2 A.
+_LOG_STRENGTH_ZERO = 11.4
+
+
+def _line_strength(line: Line, layer: dict[str, np.ndarray]) -> np.ndarray:
+    """Integrated line opacity relative to the continuum, Angstrom (weak-line EW scale)."""
+    element, stage = line.species.split()
+    abundance, chi_ion, _ = ELEMENTS[element]
+    theta = layer["theta"]
+    log_ratio = layer["saha"] - theta * chi_ion - layer["log_pe"]  # log N_II / N_I
+    ionised = 1.0 / (1.0 + 10.0 ** (-log_ratio))
+    fraction = ionised if stage == "II" else 1.0 - ionised
+    log_strength = (
+        _LOG_STRENGTH_ZERO
+        + line.log_gf
+        + abundance
+        - 12.0
+        + layer["metallicity"]
+        + np.log10(fraction)
+        - theta * line.excitation
+        - layer["log_kappa"]
+        + 2.0 * math.log10(line.wavelength / 8800.0)
+    )
+    return 10.0**log_strength
+
+
+def _line_opacity(
+    wavelength: np.ndarray, layer: dict[str, np.ndarray], physics: _Physics
+) -> np.ndarray:
+    """Sum of Voigt profiles of the atomic lines, shape (n, n_pixels)."""
+    n = layer["teff"].size
+    opacity = np.zeros((n, wavelength.size))
+    temperature = layer["temperature"][:, None]
+    for line in physics.lines:
+        if not wavelength[0] - _LINE_REACH < line.wavelength < wavelength[-1] + _LINE_REACH:
+            continue
+        strength = _line_strength(line, layer)[:, None]
+        mass = ELEMENTS[line.species.split()[0]][2] * _AMU
+        velocity = np.sqrt(_K_BOLTZMANN * temperature / mass) * 1e-5  # km/s, 1-D thermal
+        sigma = line.wavelength / SPEED_OF_LIGHT_KMS * np.sqrt(velocity**2 + 0.5)  # + 1 km/s
+        # van der Waals: FWHM (rad/s) = gamma6 N_H (T/5000)^0.3; HWHM in A = lambda^2/(4 pi c).
+        gamma_rad = 10.0**line.log_gamma6 * physics.damping_scale * layer["n_hydrogen"][:, None]
+        gamma_rad = gamma_rad * (temperature / 5000.0) ** 0.3 + 1e8
+        hwhm = (line.wavelength * 1e-8) ** 2 / (4.0 * math.pi * 2.99792458e10) * gamma_rad * 1e8
+        reach = 4.0 if line.origin == "real" else 1.0
+        lo = max(int(np.searchsorted(wavelength, line.wavelength - reach)), 0)
+        hi = min(int(np.searchsorted(wavelength, line.wavelength + reach)), wavelength.size)
+        if hi <= lo:
+            continue
+        offset = wavelength[lo:hi][None, :] - line.wavelength
+        profile = voigt_profile(offset, sigma, hwhm)
+        # Subtract the profile at the cut so that each line goes to zero continuously.
+        edge = voigt_profile(np.full((1, 1), reach), sigma, hwhm)
+        opacity[:, lo:hi] += strength * np.clip(profile - edge, 0.0, None)
+    return opacity
+
+
+@lru_cache(maxsize=16)
+def _molecular_templates(start: float, step: float, size: int, seed: int) -> np.ndarray:
+    """Unit-strength TiO-like and FeH-like line forests and a pseudo-continuum, (3, size)."""
+    wavelength = start + step * np.arange(size)
+    rng = np.random.default_rng([0x7105, int(seed)])
+    templates = np.zeros((3, size))
+    for row, (n_lines, width) in enumerate(((1400, 0.025), (500, 0.035))):
+        lo, hi = start - 2.0, start + step * (size - 1) + 2.0
+        centres = rng.uniform(lo, hi, n_lines)
+        # A band-like envelope: strength rises toward a head-like region, varies smoothly.
+        envelope = 0.6 + 0.4 * np.sin(2.0 * np.pi * (centres - 8790.0) / (37.0 + 20.0 * row))
+        strengths = envelope * rng.lognormal(0.0, 0.8, n_lines)
+        for centre, strength in zip(centres, strengths, strict=True):
+            lo_i = max(int(np.searchsorted(wavelength, centre - 0.4)), 0)
+            hi_i = min(int(np.searchsorted(wavelength, centre + 0.4)), size)
+            if hi_i <= lo_i:
+                continue
+            offset = wavelength[lo_i:hi_i] - centre
+            profile = voigt_profile(offset, width, 0.01) - voigt_profile(0.4, width, 0.01)
+            templates[row, lo_i:hi_i] += strength * np.clip(profile, 0.0, None)
+        templates[row] /= templates[row].mean()
+    templates[2] = 1.0 + 0.25 * (wavelength - 8817.5) / 17.5  # pseudo-continuum slope
+    return templates
+
+
+def _molecular_opacity(
+    wavelength: np.ndarray, layer: dict[str, np.ndarray], physics: _Physics, seed: int
+) -> np.ndarray:
+    """TiO-like and FeH-like absorption (forest and pseudo-continuum), shape (n, n_pixels)."""
+    templates = _molecular_templates(
+        float(wavelength[0]), float(wavelength[1] - wavelength[0]), wavelength.size, seed
+    )
+    theta, mh, logg = layer["theta"], layer["metallicity"], layer["logg"]
+    # Molecular equilibrium: the molecule fraction grows as 10^(theta D); effective slopes are
+    # chosen so that the bands go from barely there at 4500 K to strong at 2300 K (real D0:
+    # TiO 6.9 eV, FeH 1.6 eV; a one-layer model has no temperature structure to soften them).
+    # TiO and FeH grow with metallicity and pressure (log g), softened the same way.
+    tio = 10.0 ** (-0.4 + 2.8 * (theta - 2.152) + 1.2 * mh + 0.3 * (logg - 5.0))
+    feh = 10.0 ** (-0.8 + 2.0 * (theta - 2.152) + 0.8 * mh + 0.6 * (logg - 5.0))
+    scale = physics.molecular_scale
+    return scale * (
+        tio[:, None] * templates[0]
+        + feh[:, None] * templates[1]
+        + 0.3 * (tio + feh)[:, None] * templates[2]
+    )
+
+
+def _source_gradient(teff: np.ndarray) -> np.ndarray:
+    """Milne-Eddington beta = B1/B0, larger for cooler stars (Planck slope at 8800 A)."""
+    return 0.55 * 16350.0 / teff
+
+
+def _fine_grid(grid: WavelengthGrid) -> np.ndarray:
+    step = min(grid.step, 0.01) / 2.0
+    start = grid.start - _MARGIN
+    size = math.ceil((grid.stop + _MARGIN - start) / step - 1e-6) + 1
+    return start + step * np.arange(size)
+
+
+def _physical_flux(
+    labels: np.ndarray,
+    grid: WavelengthGrid,
+    resolving_power: float | None,
+    physics: _Physics,
+    seed: int,
+) -> np.ndarray:
+    """Continuum-normalised, broadened spectra on ``grid`` for one chunk of labels."""
+    fine = _fine_grid(grid)
+    layer = _layer(labels)
+    eta = _line_opacity(fine, layer, physics) + _molecular_opacity(fine, layer, physics, seed)
+    beta = _source_gradient(labels[:, 0])[:, None]
+    flux = (1.0 + beta / (1.0 + eta)) / (1.0 + beta)
+    vsini = labels[:, 3]
+    for value in np.unique(vsini):
+        rows = vsini == value
+        flux[rows] = rotational_broadening(fine, flux[rows], float(value))
+    if resolving_power is not None:
+        flux = instrumental_broadening(fine, flux, resolving_power)
+    out = grid.wavelength
+    return np.stack([np.interp(out, fine, row) for row in flux])
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels
+
+
+def validate_labels(labels: np.ndarray) -> np.ndarray:
+    """Check a label array and return it as float64 of shape (n, 4).
+
+    Args:
+        labels: (n, 4) or (4,) array of Teff (K), log g (dex), [M/H] (dex), v sin i (km/s).
+
+    Returns:
+        The labels, float64, shape (n, 4).
+
+    Raises:
+        ValueError: for a wrong shape, a non-finite value or a value outside ``LABEL_RANGES``,
+            naming the row, the label and the value.
+    """
+    array = np.asarray(labels, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != 4 or array.shape[0] == 0:
+        raise ValueError(
+            f"labels must have shape (n, 4) with columns {', '.join(LABEL_NAMES)}, "
+            f"got shape {np.shape(labels)}"
+        )
+    for column, name in enumerate(LABEL_NAMES):
+        values = array[:, column]
+        low, high = LABEL_RANGES[name]
+        bad = ~np.isfinite(values) | (values < low) | (values > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"labels row {row}: {name} = {float(values[row])!r} is outside the simulator's "
+                f"range "
+                f"{low:g}..{high:g} {_LABEL_UNITS[name]} ({int(bad.sum())} bad row(s) in all)"
+            )
+    return array
+
+
+def _chunks(n: int, size: int = _CHUNK) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _run_chunks(function, labels: np.ndarray, args: tuple, workers: int, progress: bool):
+    """Apply ``function(labels_chunk, *args)`` to fixed chunks, in order, maybe in processes."""
+    from tqdm.auto import tqdm
+
+    slices = list(_chunks(labels.shape[0]))
+    bar = tqdm(total=labels.shape[0], unit="spectrum", disable=not progress, desc="simulate")
+    parts = []
+    if workers > 1 and len(slices) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(function, labels[s], *args) for s in slices]
+            for s, future in zip(slices, futures, strict=True):
+                parts.append(future.result())
+                bar.update(s.stop - s.start)
+    else:
+        for s in slices:
+            parts.append(function(labels[s], *args))
+            bar.update(s.stop - s.start)
+    bar.close()
+    return np.concatenate(parts, axis=0)
+
+
+def synthetic_spectra(
+    labels: np.ndarray,
+    grid: WavelengthGrid | None = None,
+    *,
+    seed: int = 0,
+    resolving_power: float | None = 94600,
+    workers: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """Continuum-normalised synthetic spectra for a set of labels (the "synthetic domain").
+
+    A tool for tests, demos and method studies, not a replacement for PHOENIX (see the module
+    docstring for the model). Each spectrum is computed at high resolution over the grid plus
+    5 A each side, broadened by ``rotational_broadening`` (v sin i, limb darkening 0.6) and
+    ``instrumental_broadening`` (R), and interpolated onto ``grid``.
+
+    Args:
+        labels: (n, 4) Teff (K), log g (dex), [M/H] (dex), v sin i (km/s), within
+            ``LABEL_RANGES`` (Teff 2300-4600, log g 3.5-6.0, [M/H] -1.5..+1.0, v sin i 0-100).
+        grid: output wavelength grid (vacuum, Angstrom); default the MB24 grid, 8800-8835 A
+            in 0.01 A steps (3501 pixels).
+        seed: seed of the pseudo-random parts of the line list (the weak-atomic and the
+            molecular forests); it selects one fixed "universe" of lines, not noise.
+        resolving_power: instrumental R; ``None`` leaves the spectra unbroadened by the
+            instrument (as PHOENIX files are).
+        workers: processes to use (results do not depend on it).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        float64 array (n, len(grid)) of flux relative to the true continuum (values in 0..1).
+
+    Raises:
+        ValueError: for labels of the wrong shape, NaN, or outside the range (naming the row
+            and value), or a bad ``resolving_power``.
+
+    Examples:
+        >>> from mdwarf_zoo.spectra.simulate import synthetic_spectra
+        >>> flux = synthetic_spectra([[3300, 4.9, 0.0, 2.0]])
+        >>> flux.shape
+        (1, 3501)
+    """
+    labels = validate_labels(labels)
+    grid = MB24_GRID if grid is None else grid
+    _check_resolving_power(resolving_power, "resolving_power")
+    physics = _Physics(line_list(seed))
+    return _run_chunks(
+        _physical_flux, labels, (grid, resolving_power, physics, seed), workers, progress
+    )
+
+
+def _check_resolving_power(value: float | None, name: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The observed domain
+
+
+@dataclass(frozen=True)
+class GapConfig:
+    """The knobs of the synthetic gap, each with its default (the "observed" domain).
+
+    Physics knobs (the observed spectrum is recomputed from the labels with this physics):
+
+    Attributes:
+        missing_lines: number of lines real stars have and the synthetic list lacks (log gf
+            -3.2..-1.8, random species and excitation); default 40.
+        loggf_scatter: Gaussian error (dex) of the synthetic log gf values, i.e. the observed
+            stars' log gf differ from the list's by this much per line; default 0.15.
+        loggf_bias: mean of that error (dex; > 0 makes observed lines stronger); default 0.10.
+        damping_scale: observed van der Waals damping over the synthetic one (ABO theory vs
+            Unsold-like: typically 1.5-2.5); default 1.5.
+        molecular_scale: observed molecular absorption over the synthetic one; default 1.25.
+        line_list_seed: seed of the line-list errors (which lines are missing, which log gf
+            are off); one fixed "real universe", independent of the noise seed; default 1.
+
+    Instrument and reduction knobs (drawn per spectrum from the ``seed`` of ``observe``):
+
+    Attributes:
+        resolving_power_scale: observed R over the synthetic R (resolution mismatch); the
+            spectrum gets the extra Gaussian broadening that makes R_syn into R_obs;
+            default 0.95.
+        rv_residual: standard deviation of the residual radial velocity after the RV
+            correction, km/s; default 0.3.
+        continuum_error: standard deviation of a smooth multiplicative continuum-placement
+            error (a quadratic over the window), relative; default 0.01.
+        continuum_offset: mean continuum-placement error (relative; normalisers put the
+            continuum of an absorbed M-dwarf spectrum low); default -0.01.
+        telluric_depth: central depth of the strongest telluric H2O line; the lines sit at
+            fixed observer-frame wavelengths and move with a barycentric velocity drawn
+            uniformly in +-30 km/s; default 0.02.
+        bad_pixel_fraction: fraction of pixels set to 0 (dead or masked pixels); default 5e-4.
+        cosmic_rays: mean number of cosmic-ray spikes per spectrum (Poisson), each 1-3 pixels,
+            0.1-1.0 above the flux; default 0.5.
+    """
+
+    missing_lines: int = 40
+    loggf_scatter: float = 0.15
+    loggf_bias: float = 0.10
+    damping_scale: float = 1.5
+    molecular_scale: float = 1.25
+    line_list_seed: int = 1
+    resolving_power_scale: float = 0.95
+    rv_residual: float = 0.3
+    continuum_error: float = 0.01
+    continuum_offset: float = -0.01
+    telluric_depth: float = 0.02
+    bad_pixel_fraction: float = 5e-4
+    cosmic_rays: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = {
+            "missing_lines": (0, 10000),
+            "loggf_scatter": (0.0, 3.0),
+            "loggf_bias": (-3.0, 3.0),
+            "damping_scale": (0.0, 100.0),
+            "molecular_scale": (0.0, 100.0),
+            "resolving_power_scale": (1e-3, 1.0),
+            "rv_residual": (0.0, 100.0),
+            "continuum_error": (0.0, 0.5),
+            "continuum_offset": (-0.5, 0.5),
+            "telluric_depth": (0.0, 1.0),
+            "bad_pixel_fraction": (0.0, 1.0),
+            "cosmic_rays": (0.0, 1000.0),
+        }
+        for name, (low, high) in checks.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.integer, np.floating)) or not (
+                math.isfinite(value) and low <= value <= high
+            ):
+                raise ValueError(
+                    f"gap knob {name} must be a number in {low}..{high}, got {value!r}"
+                )
+        if int(self.missing_lines) != self.missing_lines:
+            raise ValueError(
+                f"gap knob missing_lines must be an integer, got {self.missing_lines!r}"
+            )
+
+    @classmethod
+    def none(cls) -> GapConfig:
+        """No gap at all: every knob at its neutral value."""
+        return cls(
+            missing_lines=0,
+            loggf_scatter=0.0,
+            loggf_bias=0.0,
+            damping_scale=1.0,
+            molecular_scale=1.0,
+            resolving_power_scale=1.0,
+            rv_residual=0.0,
+            continuum_error=0.0,
+            continuum_offset=0.0,
+            telluric_depth=0.0,
+            bad_pixel_fraction=0.0,
+            cosmic_rays=0.0,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def changes_physics(self) -> bool:
+        return (
+            self.missing_lines > 0
+            or self.loggf_scatter > 0
+            or self.loggf_bias != 0
+            or self.damping_scale != 1.0
+            or self.molecular_scale != 1.0
+        )
+
+
+def _observed_physics(gap: GapConfig, synthetic_seed: int) -> _Physics:
+    lines = line_list(synthetic_seed)
+    rng = np.random.default_rng([0x6A9, int(gap.line_list_seed)])
+    errors = rng.normal(0.0, 1.0, len(lines)) * gap.loggf_scatter + gap.loggf_bias
+    lines = tuple(
+        replace(line, log_gf=line.log_gf + float(error))
+        for line, error in zip(lines, errors, strict=True)
+    )
+    lines = lines + _missing_lines(gap.line_list_seed, int(gap.missing_lines))
+    return _Physics(lines, gap.damping_scale, gap.molecular_scale)
+
+
+# Telluric H2O lines near 8800 A: observer-frame vacuum wavelength (A) and relative depth.
+# Approximate positions of weak lines of the H2O 3-nu band region; the MB24 window is nearly
+# free of tellurics (METHOD.md), so the default depth is small.
+_TELLURIC_LINES = (
+    (8793.9, 0.5),
+    (8800.6, 0.3),
+    (8807.8, 0.6),
+    (8812.1, 0.4),
+    (8819.4, 1.0),
+    (8826.2, 0.5),
+    (8829.9, 0.7),
+    (8834.5, 0.4),
+    (8842.6, 0.8),
+)
+
+
+def _observe_chunk(
+    flux: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    seed: int,
+    grid: WavelengthGrid,
+    resolving_power: float | None,
+    synthetic_seed: int,
+    gap: GapConfig,
+    snr: float | None,
+) -> np.ndarray:
+    wavelength = grid.wavelength
+    out = flux.astype(np.float64, copy=True)
+    if gap.changes_physics:
+        observed = _physical_flux(
+            labels, grid, resolving_power, _observed_physics(gap, synthetic_seed), synthetic_seed
+        )
+        synthetic = _physical_flux(
+            labels, grid, resolving_power, _Physics(line_list(synthetic_seed)), synthetic_seed
+        )
+        out = observed + (out - synthetic)
+    if gap.resolving_power_scale < 1.0 and resolving_power is not None:
+        extra = resolving_power / math.sqrt(1.0 / gap.resolving_power_scale**2 - 1.0)
+        out = instrumental_broadening(wavelength, out, extra)
+    x = (wavelength - wavelength.mean()) / (0.5 * (wavelength[-1] - wavelength[0]))
+    for i, row in enumerate(rows):
+        rng = np.random.default_rng([int(seed), int(row)])
+        rv, berv = rng.normal(0.0, 1.0), rng.uniform(-30.0, 30.0)
+        coefficients = rng.normal(0.0, 1.0, 3)
+        if gap.rv_residual > 0:
+            shift = 1.0 + gap.rv_residual * rv / SPEED_OF_LIGHT_KMS
+            out[i] = np.interp(wavelength, wavelength * shift, out[i])
+        if gap.telluric_depth > 0:
+            shift = 1.0 - berv / SPEED_OF_LIGHT_KMS
+            telluric = np.ones_like(wavelength)
+            for centre, depth in _TELLURIC_LINES:
+                profile = np.exp(-0.5 * ((wavelength - centre * shift) / 0.04) ** 2)
+                telluric *= 1.0 - gap.telluric_depth * depth * profile
+            out[i] *= telluric
+        if gap.continuum_error > 0 or gap.continuum_offset != 0:
+            smooth = coefficients[0] + coefficients[1] * x + coefficients[2] * (1.5 * x**2 - 0.5)
+            out[i] /= 1.0 + gap.continuum_offset + gap.continuum_error * smooth / math.sqrt(3)
+        if snr is not None:
+            sigma = np.sqrt(np.clip(out[i], 0.0, None)) / snr
+            out[i] += sigma * rng.normal(0.0, 1.0, wavelength.size)
+        if gap.cosmic_rays > 0:
+            for _ in range(rng.poisson(gap.cosmic_rays)):
+                start = int(rng.integers(0, wavelength.size))
+                width = int(rng.integers(1, 4))
+                out[i, start : start + width] += rng.uniform(0.1, 1.0)
+        if gap.bad_pixel_fraction > 0:
+            bad = rng.random(wavelength.size) < gap.bad_pixel_fraction
+            out[i, bad] = 0.0
+    return out
+
+
+def observe(
+    flux: np.ndarray,
+    labels: np.ndarray,
+    *,
+    snr: float | None = 150,
+    seed: int = 0,
+    grid: WavelengthGrid | None = None,
+    resolving_power: float | None = 94600,
+    synthetic_seed: int = 0,
+    workers: int = 1,
+    progress: bool = False,
+    **gap,
+) -> np.ndarray:
+    """Turn synthetic spectra into the "observed" domain with a controlled synthetic gap.
+
+    ``flux`` holds the synthetic spectra of ``labels`` (from ``synthetic_spectra`` with the same
+    ``grid``, ``resolving_power`` and ``seed`` passed here as ``synthetic_seed``). The physics
+    knobs (``missing_lines``, ``loggf_scatter``, ``loggf_bias``, ``damping_scale``,
+    ``molecular_scale``) need the labels: the spectrum is recomputed with the perturbed line
+    list and physics, and the difference to the synthetic physics is added to ``flux``, so
+    that for simulator spectra the result *is* the perturbed spectrum, and for other spectra
+    (e.g. interpolated PHOENIX) the same physical gap is laid on top. Then, in this order:
+    resolution mismatch, residual RV, telluric lines, continuum-placement error, photon noise
+    at ``snr`` (sigma = sqrt(flux) / snr), cosmic rays, bad pixels. See ``GapConfig`` for each
+    knob and its default; ``GapConfig.none()`` gives no gap at all.
+
+    Args:
+        flux: (n, len(grid)) synthetic spectra of ``labels``.
+        labels: (n, 4) Teff, log g, [M/H], v sin i of each spectrum.
+        snr: signal-to-noise ratio at the continuum; ``None`` for no noise.
+        seed: seed of the per-spectrum randomness (noise, RV, tellurics' barycentric velocity,
+            continuum error, cosmic rays, bad pixels); spectrum ``i`` uses
+            ``numpy.random.default_rng([seed, i])`` so the result of a row does not depend on
+            the others.
+        grid: the wavelength grid of ``flux``; default the MB24 grid.
+        resolving_power: the synthetic spectra's R (``None``: unbroadened).
+        synthetic_seed: the ``seed`` that ``synthetic_spectra`` was called with.
+        workers: processes to use (results do not depend on it).
+        progress: show a tqdm progress bar.
+        **gap: ``GapConfig`` fields overriding the defaults, or ``gap=GapConfig(...)``.
+
+    Returns:
+        float64 array (n, len(grid)) of observed-domain flux.
+
+    Raises:
+        ValueError: for bad labels, a flux shape that does not match labels and grid,
+            non-finite flux, an unknown knob or a knob out of range, or ``snr`` <= 0.
+
+    Examples:
+        >>> from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+        >>> labels = [[3300, 4.9, 0.0, 2.0]]
+        >>> observed = observe(synthetic_spectra(labels), labels, snr=150, seed=1)
+    """
+    labels = validate_labels(labels)
+    grid = MB24_GRID if grid is None else grid
+    config = _gap_config(gap)
+    flux = np.asarray(flux, dtype=np.float64)
+    if flux.ndim == 1:
+        flux = flux[None, :]
+    if flux.shape != (labels.shape[0], len(grid)):
+        raise ValueError(
+            f"observe: flux must have shape (n_labels, n_pixels) = ({labels.shape[0]}, "
+            f"{len(grid)}), got {flux.shape}"
+        )
+    if not np.all(np.isfinite(flux)):
+        row = int(np.argwhere(~np.isfinite(flux))[0, 0])
+        raise ValueError(f"observe: flux row {row} contains a non-finite value")
+    if snr is not None and not (isinstance(snr, (int, float)) and math.isfinite(snr) and snr > 0):
+        raise ValueError(f"observe: snr must be a finite number > 0 (or None), got {snr!r}")
+    _check_resolving_power(resolving_power, "resolving_power")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"observe: seed must be a non-negative integer, got {seed!r}")
+    # One array so that the chunking helper splits flux, labels and row numbers together.
+    rows = np.arange(labels.shape[0], dtype=np.float64)[:, None]
+    combined = np.concatenate([flux, labels, rows], axis=1)
+    return _run_chunks(
+        _observe_combined,
+        combined,
+        (len(grid), int(seed), grid, resolving_power, synthetic_seed, config, snr),
+        workers,
+        progress,
+    )
+
+
+def _observe_combined(
+    combined: np.ndarray,
+    n_pixels: int,
+    seed: int,
+    grid: WavelengthGrid,
+    resolving_power: float | None,
+    synthetic_seed: int,
+    config: GapConfig,
+    snr: float | None,
+) -> np.ndarray:
+    flux = combined[:, :n_pixels]
+    labels = combined[:, n_pixels : n_pixels + 4]
+    rows = combined[:, n_pixels + 4].astype(np.int64)
+    return _observe_chunk(
+        flux, labels, rows, seed, grid, resolving_power, synthetic_seed, config, snr
+    )
+
+
+def _gap_config(gap: dict) -> GapConfig:
+    if "gap" in gap:
+        config = gap.pop("gap")
+        if not isinstance(config, GapConfig):
+            raise ValueError(f"observe: gap must be a GapConfig, got {type(config).__name__}")
+        return replace(config, **gap) if gap else config
+    known = {f.name for f in fields(GapConfig)}
+    unknown = sorted(set(gap) - known)
+    if unknown:
+        raise ValueError(
+            f"observe: unknown gap knob(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return GapConfig(**gap)
