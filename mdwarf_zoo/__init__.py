@@ -10,9 +10,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from mdwarf_zoo._version import __version__  # noqa: E402
-from mdwarf_zoo import models  # noqa: E402,F401  (registers every family)
-from mdwarf_zoo.registry import create_model, list_models, register_model  # noqa: E402
+from mdwarf_zoo import models  # noqa: F401  (registers every family)
+from mdwarf_zoo._version import __version__
+from mdwarf_zoo.registry import create_model, list_models, register_model
 
 __all__ = [
     "__version__",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import mdwarf_zoo
 from mdwarf_zoo.models import ContractiveDense, DenseAutoencoder, mb24_widths
 from mdwarf_zoo.registry import get_entry
@@ -34,14 +34,32 @@ def sample_targets(model: keras.Model, x: np.ndarray, seed: int = 1) -> np.ndarr
 
 
 def test_registry_lists_every_family():
-    assert {"dense_ae_1024", "dense_ae_1280", "dense_ae_1536", "dense_ae_1792", "dense_ae_2048",
-            "dense_ae_tiny", "conv_ae", "conv_ae_tiny", "vae_1024", "vae_tiny", "latent_cnn",
-            "latent_mlp", "spectrum_cnn"} <= set(ALL_MODELS)
+    assert {
+        "dense_ae_1024",
+        "dense_ae_1280",
+        "dense_ae_1536",
+        "dense_ae_1792",
+        "dense_ae_2048",
+        "dense_ae_tiny",
+        "conv_ae",
+        "conv_ae_tiny",
+        "vae_1024",
+        "vae_tiny",
+        "latent_cnn",
+        "latent_mlp",
+        "spectrum_cnn",
+    } <= set(ALL_MODELS)
     assert mdwarf_zoo.list_models("dense_ae_1*") == [
-        "dense_ae_1024", "dense_ae_1280", "dense_ae_1536", "dense_ae_1792"
+        "dense_ae_1024",
+        "dense_ae_1280",
+        "dense_ae_1536",
+        "dense_ae_1792",
     ]
-    assert set(mdwarf_zoo.list_models(kind="regressor")) >= {"latent_cnn", "latent_mlp",
-                                                               "spectrum_cnn"}
+    assert set(mdwarf_zoo.list_models(kind="regressor")) >= {
+        "latent_cnn",
+        "latent_mlp",
+        "spectrum_cnn",
+    }
     assert mdwarf_zoo.list_models("no_such_*") == []
 
 
@@ -81,7 +99,7 @@ def test_config_round_trip(name):
     assert clone.get_config() == config
     assert clone.count_params() == model.count_params()
     # Same seed, same initial weights: the config says everything about the model.
-    for a, b in zip(model.get_weights(), clone.get_weights()):
+    for a, b in zip(model.get_weights(), clone.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -156,8 +174,9 @@ def test_contractive_penalty_equals_numerical_jacobian(activation):
     rng = np.random.default_rng(4)
     layer = ContractiveDense(5, contractive=1.0, activation=activation)
     layer.build((None, 7))
-    layer.set_weights([rng.normal(size=(7, 5)).astype("float32"),
-                       rng.normal(size=5).astype("float32")])
+    layer.set_weights(
+        [rng.normal(size=(7, 5)).astype("float32"), rng.normal(size=5).astype("float32")]
+    )
     x = rng.normal(size=(6, 7)).astype("float64")
     penalty = float(np.asarray(keras.ops.mean(layer.penalty(*_pre_and_post(layer, x)))))
 
@@ -167,10 +186,12 @@ def test_contractive_penalty_equals_numerical_jacobian(activation):
     eps = 1e-3
     norms = []
     for row in x:
-        jac = np.stack([
-            (forward(row + eps * e[None])[0] - forward(row - eps * e[None])[0]) / (2 * eps)
-            for e in np.eye(7)
-        ])
+        jac = np.stack(
+            [
+                (forward(row + eps * e[None])[0] - forward(row - eps * e[None])[0]) / (2 * eps)
+                for e in np.eye(7)
+            ]
+        )
         norms.append(np.sum(jac**2))
     assert penalty == pytest.approx(np.mean(norms), rel=2e-3)
     # The layer adds lambda times that penalty to the model losses.
@@ -186,12 +207,16 @@ def _pre_and_post(layer, x):
 def test_penalties_enter_the_training_loss():
     x = sample_inputs(mdwarf_zoo.create_model("dense_ae_tiny"), n=8)
     plain = DenseAutoencoder(widths=mb24_widths(64), latent_dim=8, l1=0.0, contractive=0.0, seed=2)
-    penalised = DenseAutoencoder(widths=mb24_widths(64), latent_dim=8, l1=0.0, contractive=0.5,
-                                 seed=2)
+    penalised = DenseAutoencoder(
+        widths=mb24_widths(64), latent_dim=8, l1=0.0, contractive=0.5, seed=2
+    )
     hidden = keras.Model(penalised.inputs, penalised.layers[5].output)(x)
     bottleneck = penalised.layers[6]
-    expected = 0.5 * float(np.asarray(keras.ops.mean(
-        bottleneck.penalty(*_pre_and_post(bottleneck, np.asarray(hidden))))))
+    expected = 0.5 * float(
+        np.asarray(
+            keras.ops.mean(bottleneck.penalty(*_pre_and_post(bottleneck, np.asarray(hidden))))
+        )
+    )
     assert expected > 0
     difference = penalised.evaluate(x, x, verbose=0) - plain.evaluate(x, x, verbose=0)
     assert difference == pytest.approx(expected, rel=1e-4)
@@ -238,5 +263,5 @@ def test_seeded_models_are_identical_and_seeds_matter():
     a = mdwarf_zoo.create_model("dense_ae_tiny", seed=7).get_weights()
     b = mdwarf_zoo.create_model("dense_ae_tiny", seed=7).get_weights()
     c = mdwarf_zoo.create_model("dense_ae_tiny", seed=8).get_weights()
-    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=False))
     assert not np.array_equal(a[0], c[0])

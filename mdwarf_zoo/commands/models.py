@@ -12,7 +12,9 @@ def add_parser(subparsers) -> None:
         description="List the registered architectures: name, kind, input shape, latent size "
         "and number of parameters.",
     )
-    parser.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'dense_ae*'")
+    parser.add_argument(
+        "pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'dense_ae*'"
+    )
     parser.add_argument(
         "--kind", choices=("autoencoder", "regressor"), default=None, help="keep one kind only"
     )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -155,17 +155,17 @@ class ConvAutoencoder(Autoencoder):
         self.contractive = contractive
         self.learning_rate = learning_rate
         self.seed = seed
-        self._zoo_config = dict(
-            input_length=input_length,
-            filters=list(filters),
-            kernel_size=kernel_size,
-            strides=strides,
-            latent_dim=latent_dim,
-            activation=activation,
-            contractive=contractive,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
+        self._zoo_config = {
+            "input_length": input_length,
+            "filters": list(filters),
+            "kernel_size": kernel_size,
+            "strides": strides,
+            "latent_dim": latent_dim,
+            "activation": activation,
+            "contractive": contractive,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         self._bottleneck_index = len(encoder_layers) + 1
         self._decoder_start = self._bottleneck_index + 1
         self.compile_default()

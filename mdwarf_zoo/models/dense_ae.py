@@ -8,7 +8,7 @@ first encoder layer and the bottleneck, contractive penalty on the 32-d bottlene
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -146,16 +146,16 @@ class DenseAutoencoder(Autoencoder):
         self.contractive = contractive
         self.learning_rate = learning_rate
         self.seed = seed
-        self._zoo_config = dict(
-            input_length=input_length,
-            widths=list(widths),
-            latent_dim=latent_dim,
-            activation=activation,
-            l1=l1,
-            contractive=contractive,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
+        self._zoo_config = {
+            "input_length": input_length,
+            "widths": list(widths),
+            "latent_dim": latent_dim,
+            "activation": activation,
+            "l1": l1,
+            "contractive": contractive,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         self._bottleneck_index = len(widths) + 1
         self._decoder_start = len(widths) + 2
         self.compile_default()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -72,20 +72,30 @@ class LatentCNN(ZooModel):
         layers = [
             keras.layers.Reshape((latent_dim, 1), name="to_channels"),
             keras.layers.Conv1D(
-                nf1, 2, padding="same", activation="relu",
-                kernel_initializer=initializer(seed, 0), name="conv_1",
+                nf1,
+                2,
+                padding="same",
+                activation="relu",
+                kernel_initializer=initializer(seed, 0),
+                name="conv_1",
             ),
             keras.layers.Conv1D(
-                nf2, 2, padding="same", activation="relu",
-                kernel_initializer=initializer(seed, 1), name="conv_2",
+                nf2,
+                2,
+                padding="same",
+                activation="relu",
+                kernel_initializer=initializer(seed, 1),
+                name="conv_2",
             ),
             keras.layers.Flatten(name="flatten"),
         ]
         for i, units in enumerate((256, 128, nu)):
             layers.append(
                 keras.layers.Dense(
-                    units, activation="relu",
-                    kernel_initializer=initializer(seed, 2 + i), name=f"dense_{i + 1}",
+                    units,
+                    activation="relu",
+                    kernel_initializer=initializer(seed, 2 + i),
+                    name=f"dense_{i + 1}",
                 )
             )
         layers.append(
@@ -107,10 +117,15 @@ class LatentCNN(ZooModel):
         self.n_outputs = n_outputs
         self.learning_rate = learning_rate
         self.seed = seed
-        self._zoo_config = dict(
-            latent_dim=latent_dim, nf1=nf1, nf2=nf2, nu=nu, n_outputs=n_outputs,
-            learning_rate=learning_rate, seed=seed,
-        )
+        self._zoo_config = {
+            "latent_dim": latent_dim,
+            "nf1": nf1,
+            "nf2": nf2,
+            "nu": nu,
+            "n_outputs": n_outputs,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         self.compile_default()
 
 
@@ -155,8 +170,10 @@ class LatentMLP(ZooModel):
         # === Layers ===
         layers = [
             keras.layers.Dense(
-                units, activation="relu",
-                kernel_initializer=initializer(seed, i), name=f"dense_{i + 1}",
+                units,
+                activation="relu",
+                kernel_initializer=initializer(seed, i),
+                name=f"dense_{i + 1}",
             )
             for i, units in enumerate(hidden)
         ]
@@ -179,10 +196,13 @@ class LatentMLP(ZooModel):
         self.n_outputs = n_outputs
         self.learning_rate = learning_rate
         self.seed = seed
-        self._zoo_config = dict(
-            latent_dim=latent_dim, hidden=list(hidden), n_outputs=n_outputs,
-            learning_rate=learning_rate, seed=seed,
-        )
+        self._zoo_config = {
+            "latent_dim": latent_dim,
+            "hidden": list(hidden),
+            "n_outputs": n_outputs,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         self.compile_default()
 
 

@@ -79,12 +79,20 @@ class SpectrumCNN(ZooModel):
         layers = [
             keras.layers.Reshape((input_length, 1), name="to_channels"),
             keras.layers.Conv1D(
-                filters_1, kernel_size, padding="same", activation="relu",
-                kernel_initializer=initializer(seed, 0), name="conv_1",
+                filters_1,
+                kernel_size,
+                padding="same",
+                activation="relu",
+                kernel_initializer=initializer(seed, 0),
+                name="conv_1",
             ),
             keras.layers.Conv1D(
-                filters_2, kernel_size, padding="same", activation="relu",
-                kernel_initializer=initializer(seed, 1), name="conv_2",
+                filters_2,
+                kernel_size,
+                padding="same",
+                activation="relu",
+                kernel_initializer=initializer(seed, 1),
+                name="conv_2",
             ),
             keras.layers.MaxPooling1D(pool_size, name="pool"),
             keras.layers.Flatten(name="flatten"),
@@ -113,11 +121,16 @@ class SpectrumCNN(ZooModel):
         self.pool_size = pool_size
         self.learning_rate = learning_rate
         self.seed = seed
-        self._zoo_config = dict(
-            input_length=input_length, n_outputs=n_outputs, filters_1=filters_1,
-            filters_2=filters_2, kernel_size=kernel_size, pool_size=pool_size,
-            learning_rate=learning_rate, seed=seed,
-        )
+        self._zoo_config = {
+            "input_length": input_length,
+            "n_outputs": n_outputs,
+            "filters_1": filters_1,
+            "filters_2": filters_2,
+            "kernel_size": kernel_size,
+            "pool_size": pool_size,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         self.compile_default()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -129,15 +129,15 @@ class VariationalAutoencoder(Autoencoder):
         self.kl_weight = kl_weight
         self.learning_rate = learning_rate
         self.seed = seed
-        self._zoo_config = dict(
-            input_length=input_length,
-            widths=list(widths),
-            latent_dim=latent_dim,
-            activation=activation,
-            kl_weight=kl_weight,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
+        self._zoo_config = {
+            "input_length": input_length,
+            "widths": list(widths),
+            "latent_dim": latent_dim,
+            "activation": activation,
+            "kl_weight": kl_weight,
+            "learning_rate": learning_rate,
+            "seed": seed,
+        }
         names = [layer.name for layer in self.layers]
         self._bottleneck_index = names.index("latent_mean")
         self._decoder_start = names.index("sampling") + 1

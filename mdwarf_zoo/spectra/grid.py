@@ -216,8 +216,7 @@ class Spectrum:
             wavelength = u.Quantity(axis).to_value(u.AA, equivalencies=u.spectral())
         except u.UnitConversionError as error:
             raise ValueError(
-                f"specutils spectrum: spectral axis in {axis.unit} cannot be converted to "
-                "Angstrom"
+                f"specutils spectrum: spectral axis in {axis.unit} cannot be converted to Angstrom"
             ) from error
         flux_values = np.asarray(getattr(flux, "value", flux), dtype=np.float64)
         sigma = None
