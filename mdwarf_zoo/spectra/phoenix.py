@@ -273,7 +273,8 @@ def check_phoenix_file(path: str | os.PathLike, name: str | None = None) -> Grid
     except Exception as error:  # astropy raises many types for a damaged file
         raise ValueError(f"{path}: not a readable FITS file ({error})") from error
     if data is None or data.ndim != 1 or data.size == 0:
-        raise ValueError(f"{path}: primary HDU must hold a 1-D array, got {getattr(data, 'shape', None)}")
+        shape = getattr(data, "shape", None)
+        raise ValueError(f"{path}: primary HDU must hold a 1-D array, got shape {shape}")
     name = name or path.name
     if name == WAVE_FILENAME:
         return None
