@@ -136,11 +136,12 @@ class Spectrum:
                 kind = "duplicate" if steps[i] == 0 else "unsorted (decreasing)"
                 raise ValueError(
                     f"{source}: wavelengths must be strictly increasing; {kind} at index {i}: "
-                    f"{wavelength[i]!r} then {wavelength[i + 1]!r} Angstrom "
+                    f"{float(wavelength[i])!r} then {float(wavelength[i + 1])!r} Angstrom "
                     f"({bad.size} such steps in total)"
                 )
         if wavelength[0] <= 0:
-            raise ValueError(f"{source}: wavelengths must be > 0 Angstrom, got {wavelength[0]!r}")
+            first = float(wavelength[0])
+            raise ValueError(f"{source}: wavelengths must be > 0 Angstrom, got {first!r}")
         sigma = None
         if self.sigma is not None:
             sigma = _as_1d_float(self.sigma, "sigma", source)
@@ -151,7 +152,8 @@ class Spectrum:
             _check_finite(sigma, "sigma", source)
             if np.any(sigma < 0):
                 i = int(np.flatnonzero(sigma < 0)[0])
-                raise ValueError(f"{source}: sigma must be >= 0, got {sigma[i]!r} at index {i}")
+                value = float(sigma[i])
+                raise ValueError(f"{source}: sigma must be >= 0, got {value!r} at index {i}")
         object.__setattr__(self, "wavelength", wavelength)
         object.__setattr__(self, "flux", flux)
         object.__setattr__(self, "sigma", sigma)
@@ -264,5 +266,5 @@ def _check_finite(values: np.ndarray, what: str, source: str) -> None:
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"{source}: {what} has {int(bad.sum())} non-finite value(s) "
-            f"(first: {values[i]!r} at index {i}); expected finite numbers"
+            f"(first: {float(values[i])!r} at index {i}); expected finite numbers"
         )

@@ -147,8 +147,8 @@ def _validated_array(values: object, what: str, where: str) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{where}: {what} has {int(bad.sum())} non-finite value(s), first {array[i]!r} at "
-            f"index {i}"
+            f"{where}: {what} has {int(bad.sum())} non-finite value(s), first "
+            f"{float(array[i])!r} at index {i}"
         )
     return array
 
