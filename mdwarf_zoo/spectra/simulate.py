@@ -70,6 +70,7 @@ __all__ = [
     "Line",
     "line_list",
     "observe",
+    "phoenix_flux",
     "synthetic_spectra",
     "validate_labels",
 ]
@@ -492,6 +493,45 @@ def synthetic_spectra(
     return _run_chunks(
         _physical_flux, labels, (grid, resolving_power, physics, seed), workers, progress
     )
+
+
+def phoenix_flux(
+    labels: np.ndarray,
+    grid: WavelengthGrid,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """Un-normalised, unbroadened synthetic flux in PHOENIX-ACES units, erg/s/cm^2/cm.
+
+    The continuum-normalised spectrum (v sin i taken from ``labels``, no instrumental
+    broadening, as PHOENIX files are) times the surface flux of a blackbody at Teff,
+    ``pi B_lambda(Teff)``, so that files written in the PHOENIX layout have a real, sloped
+    continuum that a normaliser must remove.
+
+    Args:
+        labels: (n, 4) labels (use v sin i = 0 for grid files).
+        grid: wavelength grid, Angstrom (vacuum).
+        seed: line-list seed, as in ``synthetic_spectra``.
+        workers: processes to use.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        float64 array (n, len(grid)), erg/s/cm^2/cm.
+
+    Raises:
+        ValueError: as ``synthetic_spectra``.
+    """
+    labels = validate_labels(labels)
+    normalised = synthetic_spectra(
+        labels, grid, seed=seed, resolving_power=None, workers=workers, progress=progress
+    )
+    wavelength_cm = grid.wavelength * 1e-8
+    h, c, k = 6.62607015e-27, 2.99792458e10, _K_BOLTZMANN
+    exponent = h * c / (wavelength_cm[None, :] * k * labels[:, :1])
+    planck = 2.0 * h * c**2 / wavelength_cm[None, :] ** 5 / np.expm1(exponent)
+    return normalised * math.pi * planck
 
 
 def _check_resolving_power(value: float | None, name: str) -> None:
