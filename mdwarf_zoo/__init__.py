@@ -13,10 +13,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from mdwarf_zoo import models  # noqa: F401  (registers every family)
 from mdwarf_zoo._version import __version__
 from mdwarf_zoo.registry import create_model, list_models, register_model
+from mdwarf_zoo.transfer import transfer
 
 __all__ = [
     "__version__",
     "create_model",
     "list_models",
     "register_model",
+    "transfer",
 ]
