@@ -275,7 +275,8 @@ def load_labels(source: str | os.PathLike | np.ndarray) -> np.ndarray:
         raise ValueError(f"{where}: row {i} has non-finite labels {table[i].tolist()}")
     if np.any(table[:, 3] < 0):
         i = int(np.flatnonzero(table[:, 3] < 0)[0])
-        raise ValueError(f"{where}: row {i} has v sin i = {table[i, 3]!r} km/s; expected >= 0")
+        value = float(table[i, 3])
+        raise ValueError(f"{where}: row {i} has v sin i = {value!r} km/s; expected >= 0")
     return table
 
 
@@ -379,7 +380,13 @@ def build_training_set(
         f"teff{t:g}_logg{g:g}_mh{m:+g}_vsini{v:g}" for t, g, m, v in table.tolist()
     ]
     if out.exists():
-        with h5py.File(out, "r") as handle:
+        try:
+            existing = h5py.File(out, "r")
+        except OSError as error:
+            raise FileExistsError(
+                f"{out} exists and is not a spectrum set (not HDF5); not touching it"
+            ) from error
+        with existing as handle:
             if handle.attrs.get("format") != FORMAT:
                 raise FileExistsError(f"{out} exists and is not a spectrum set; not touching it")
             if bool(handle.attrs["complete"]):
