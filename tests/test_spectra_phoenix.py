@@ -271,3 +271,39 @@ def test_download_checks_integrity_and_reports_failures(tmp_path, server):
     with pytest.raises(DownloadError, match="failed after 1 attempts"):
         download_grid([GridPoint(3100, 4.5, 0.0)], local, server.url, include_wavelength=False,
                       retries=0, progress=False)
+
+
+def _tfg_spectrum(teff: int, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    py7zr = pytest.importorskip("py7zr")
+    from conftest import shared_file
+
+    archive = shared_file(f"phoenix/tfg_carmenes_vis_convolved/file_{teff}.7z")
+    with py7zr.SevenZipFile(archive) as handle:
+        handle.extract(path=folder, targets=[f"file_{teff}.csv"])
+    data = np.loadtxt(folder / f"file_{teff}.csv", delimiter=",", skiprows=1)
+    return data[:, 0], data[:, 1]
+
+
+def test_real_phoenix_derived_spectra_through_the_layout_and_interpolation(tmp_path):
+    """Real PHOENIX-ACES spectra (TFG, R = 94,600) written in the HiRes layout and read back."""
+    wave, flux_2700 = _tfg_spectrum(2700, tmp_path)
+    wave_2800, flux_2800 = _tfg_spectrum(2800, tmp_path)
+    np.testing.assert_array_equal(wave, wave_2800)
+    write_phoenix_wavelength(tmp_path / "grid", wave)
+    write_phoenix_spectrum(tmp_path / "grid", flux_2700, 2700, 5.0, 0.0)
+    write_phoenix_spectrum(tmp_path / "grid", flux_2800, 2800, 5.0, 0.0)
+    grid = PhoenixGrid(tmp_path / "grid")
+    middle = grid.interpolate((2750, 5.0, 0.0), 8790, 8845)
+    keep = (wave >= 8790) & (wave <= 8845)
+    np.testing.assert_allclose(middle.flux, 0.5 * (flux_2700[keep] + flux_2800[keep]),
+                               rtol=1e-6)
+    assert 1e12 < np.median(middle.flux) < 1e14   # erg/s/cm^2/cm, as PROVENANCE.md says
+    with pytest.raises(ValueError, match="log g = 4.5 lies outside"):
+        grid.interpolate((2750, 4.5, 0.0))
+    from mdwarf_zoo.spectra.preprocess import Preprocessor
+
+    # Already at R = 94,600: the Preprocessor must not broaden it again.
+    prepared = Preprocessor(resolving_power=94600)(
+        middle.replace(metadata={"resolving_power": 94600.0}))
+    assert len(prepared) == 3501 and 0 <= prepared.flux.min() and prepared.flux.max() == 1.0
+    assert 0.3 < np.median(prepared.flux) < 1.0
