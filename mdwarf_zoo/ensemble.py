@@ -1,0 +1,334 @@
+"""Ensemble estimates with asymmetric errors (stage 4 of Mas-Buitrago et al. 2024, MB24).
+
+For each parameter many latent regressors are trained (MB24: 5 seeds x 26 autoencoders = 130);
+the best K by validation MSE are kept (MB24: 80), and for each star the K predictions become one
+value with lower/upper errors:
+
+* **value** = the mode of a Gaussian kernel density estimate of the K predictions
+  (``scipy.stats.gaussian_kde``, Scott's bandwidth), located on a grid of 2048 points spanning
+  the predictions +- 3 bandwidths and refined by a parabola through the highest grid point and
+  its neighbours;
+* **lower error** = ``max(mode - P16, 0)`` and **upper error** = ``max(P84 - mode, 0)``, where
+  P16 and P84 are the 16th and 84th percentiles of the K predictions themselves
+  (``numpy.percentile``, linear interpolation). For a Gaussian spread they are the usual
+  1-sigma errors; for a skewed spread they differ, and the error on the side of the long tail is
+  larger. The density is used for the mode only, so the errors are not inflated by the kernel
+  width;
+* **degenerate case**: when all K predictions are equal (a spread of at most 1e-12 of their
+  magnitude) the density is undefined: the value is that prediction and both errors are 0.
+
+The output is an ``astropy.table.Table`` with one row per star.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.table import Table
+from scipy.stats import gaussian_kde
+
+__all__ = [
+    "PARAMETERS",
+    "PARAMETER_UNITS",
+    "ensemble_table",
+    "kde_estimate",
+    "kde_estimates",
+    "select_best",
+    "write_table",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Parameter names of the output table, in order.
+PARAMETERS = ("teff", "logg", "mh", "vsini")
+#: Their units.
+PARAMETER_UNITS = {"teff": u.K, "logg": u.dex, "mh": u.dex, "vsini": u.km / u.s}
+#: Human-readable descriptions, for table column metadata.
+_DESCRIPTIONS = {
+    "teff": "effective temperature",
+    "logg": "surface gravity log10(g / cm s-2)",
+    "mh": "metallicity [M/H]",
+    "vsini": "projected rotational velocity",
+}
+_GRID_POINTS = 2048
+LOWER_PERCENTILE = 16.0
+UPPER_PERCENTILE = 84.0
+
+
+def select_best(validation_mse: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
+    """Indices of the K regressors with the lowest validation MSE (MB24: best 80 of 130).
+
+    Args:
+        validation_mse: one validation MSE per regressor (finite).
+        k: how many to keep; ``k`` larger than the number of regressors keeps them all
+            (with a warning).
+
+    Returns:
+        The indices, best first; ties keep the original order (stable sort).
+
+    Raises:
+        ValueError: for an empty or non-finite ``validation_mse`` or ``k`` < 1.
+
+    Examples:
+        >>> from mdwarf_zoo.ensemble import select_best
+        >>> select_best([0.3, 0.1, 0.2, 0.1], 2).tolist()
+        [1, 3]
+    """
+    mse = np.asarray(validation_mse, dtype=np.float64)
+    if mse.ndim != 1 or mse.size == 0:
+        raise ValueError(
+            f"select_best: validation_mse must be a non-empty 1-D sequence, got shape {mse.shape}"
+        )
+    if not np.all(np.isfinite(mse)):
+        bad = int(np.flatnonzero(~np.isfinite(mse))[0])
+        raise ValueError(f"select_best: validation_mse[{bad}] = {mse[bad]!r} is not finite")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"select_best: k must be an integer >= 1, got {k!r}")
+    if k > mse.size:
+        logger.warning("select_best: asked for the best %d of only %d regressors; keeping all",
+                       k, mse.size)
+    return np.argsort(mse, kind="stable")[: int(k)]
+
+
+def kde_estimate(samples: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """The KDE mode of one star's ensemble predictions and its asymmetric errors.
+
+    See the module docstring for the exact rule: value = mode of a Gaussian KDE (Scott's
+    bandwidth), lower error = ``max(mode - P16, 0)``, upper error = ``max(P84 - mode, 0)`` with
+    the percentiles of the predictions; identical predictions give that value and 0, 0.
+
+    Args:
+        samples: the K predictions of one parameter for one star (physical units).
+
+    Returns:
+        ``(value, lower_error, upper_error)``.
+
+    Raises:
+        ValueError: for an empty sample or a non-finite prediction.
+
+    Examples:
+        >>> import numpy as np
+        >>> from mdwarf_zoo.ensemble import kde_estimate
+        >>> value, lower, upper = kde_estimate(np.random.default_rng(0).normal(3300, 30, 4000))
+        >>> abs(value - 3300) < 5 and abs(lower - 30) < 3 and abs(upper - 30) < 3
+        True
+    """
+    values = np.asarray(samples, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("kde_estimate: no predictions")
+    if not np.all(np.isfinite(values)):
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise ValueError(f"kde_estimate: prediction {bad} is {values[bad]!r}, not finite")
+    spread = float(np.ptp(values))
+    if spread <= 1e-12 * max(1.0, float(np.max(np.abs(values)))):
+        return float(values[0]), 0.0, 0.0
+    kde = gaussian_kde(values)
+    bandwidth = float(np.sqrt(kde.covariance[0, 0]))
+    grid = np.linspace(values.min() - 3 * bandwidth, values.max() + 3 * bandwidth, _GRID_POINTS)
+    density = kde(grid)
+    peak = int(np.argmax(density))
+    mode = float(grid[peak])
+    if 0 < peak < grid.size - 1:
+        left, centre, right = density[peak - 1 : peak + 2]
+        curvature = left - 2 * centre + right
+        if curvature < 0:
+            step = grid[1] - grid[0]
+            mode += float(0.5 * (left - right) / curvature * step)
+    low, high = np.percentile(values, [LOWER_PERCENTILE, UPPER_PERCENTILE])
+    return mode, max(mode - float(low), 0.0), max(float(high) - mode, 0.0)
+
+
+def kde_estimates(predictions: np.ndarray) -> np.ndarray:
+    """:func:`kde_estimate` for every star.
+
+    Args:
+        predictions: (K, n_stars) predictions of one parameter (one row per regressor).
+
+    Returns:
+        (n_stars, 3): value, lower error, upper error.
+
+    Raises:
+        ValueError: for a wrong shape or a non-finite prediction (naming the star).
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if predictions.ndim != 2 or 0 in predictions.shape:
+        raise ValueError(
+            f"kde_estimates: predictions must be (K regressors, n stars), got {predictions.shape}"
+        )
+    out = np.empty((predictions.shape[1], 3))
+    for star in range(predictions.shape[1]):
+        try:
+            out[star] = kde_estimate(predictions[:, star])
+        except ValueError as error:
+            raise ValueError(f"star {star}: {error}") from None
+    return out
+
+
+def ensemble_table(
+    predictions: Mapping[str, np.ndarray],
+    identifiers: Sequence[str] | None = None,
+    *,
+    validation_mse: Mapping[str, Sequence[float]] | None = None,
+    keep: int | None = 80,
+    identifier_column: str = "id",
+) -> Table:
+    """One row per star: KDE-mode value and lower/upper errors of every parameter, with units.
+
+    Args:
+        predictions: per parameter (``"teff"`` K, ``"logg"`` dex, ``"mh"`` dex, ``"vsini"``
+            km/s; any subset, in physical units) a (n_regressors, n_stars) array.
+        identifiers: one name per star (e.g. the ``OBJECT`` header of each file, or a Karmn);
+            default ``star_0``, ``star_1`` ...
+        validation_mse: per parameter one validation MSE per regressor; when given, only the
+            best ``keep`` regressors of that parameter enter the estimate (MB24: 80 of 130).
+        keep: K for the best-K selection; ``None`` keeps all.
+        identifier_column: name of the identifier column.
+
+    Returns:
+        An ``astropy.table.Table`` with columns ``id``, then for each parameter ``<p>``,
+        ``<p>_err_lower``, ``<p>_err_upper`` (units K, dex, dex, km/s); ``table.meta`` records
+        the rule, the percentiles and how many regressors each parameter used.
+
+    Raises:
+        ValueError: for an unknown parameter, predictions of inconsistent shapes, a
+            ``validation_mse`` of the wrong length, or the wrong number of identifiers.
+
+    Examples:
+        >>> import numpy as np
+        >>> from mdwarf_zoo.ensemble import ensemble_table
+        >>> rng = np.random.default_rng(0)
+        >>> table = ensemble_table({"teff": rng.normal(3300, 30, (80, 2))}, ["A", "B"])
+        >>> table.colnames
+        ['id', 'teff', 'teff_err_lower', 'teff_err_upper']
+        >>> str(table["teff"].unit)
+        'K'
+    """
+    if not predictions:
+        raise ValueError("ensemble_table: predictions is empty")
+    unknown = [name for name in predictions if name not in PARAMETERS]
+    if unknown:
+        raise ValueError(
+            f"ensemble_table: unknown parameter(s) {unknown}; expected names from {PARAMETERS}"
+        )
+    n_stars = None
+    columns: dict[str, np.ndarray] = {}
+    used: dict[str, int] = {}
+    for name in [p for p in PARAMETERS if p in predictions]:
+        array = np.asarray(predictions[name], dtype=np.float64)
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2:
+            raise ValueError(
+                f"ensemble_table: predictions[{name!r}] must be (n_regressors, n_stars), got "
+                f"{array.shape}"
+            )
+        if n_stars is None:
+            n_stars = array.shape[1]
+        elif array.shape[1] != n_stars:
+            raise ValueError(
+                f"ensemble_table: predictions[{name!r}] has {array.shape[1]} stars, the other "
+                f"parameters {n_stars}"
+            )
+        if validation_mse is not None and name in validation_mse and keep is not None:
+            mse = np.asarray(validation_mse[name], dtype=np.float64)
+            if mse.shape != (array.shape[0],):
+                raise ValueError(
+                    f"ensemble_table: validation_mse[{name!r}] has {mse.size} values for "
+                    f"{array.shape[0]} regressors"
+                )
+            array = array[select_best(mse, keep)]
+        used[name] = int(array.shape[0])
+        estimates = kde_estimates(array)
+        columns[name] = estimates[:, 0]
+        columns[f"{name}_err_lower"] = estimates[:, 1]
+        columns[f"{name}_err_upper"] = estimates[:, 2]
+    if identifiers is None:
+        identifiers = [f"star_{i}" for i in range(n_stars)]
+    identifiers = [str(value).strip() for value in identifiers]
+    if len(identifiers) != n_stars:
+        raise ValueError(
+            f"ensemble_table: {len(identifiers)} identifiers for {n_stars} stars"
+        )
+    table = Table()
+    table[identifier_column] = identifiers
+    for name, values in columns.items():
+        parameter = name.split("_err_")[0]
+        column = values * PARAMETER_UNITS[parameter]
+        table[name] = column
+        what = _DESCRIPTIONS[parameter]
+        if name.endswith("_err_lower"):
+            table[name].description = f"lower error of the {what} (mode - P16)"
+        elif name.endswith("_err_upper"):
+            table[name].description = f"upper error of the {what} (P84 - mode)"
+        else:
+            table[name].description = f"{what}: mode of the KDE of the ensemble predictions"
+    table.meta["estimate"] = "mode of a Gaussian KDE (scipy gaussian_kde, Scott bandwidth)"
+    table.meta["errors"] = (
+        f"lower = max(mode - P{LOWER_PERCENTILE:g}, 0), upper = max(P{UPPER_PERCENTILE:g} - "
+        "mode, 0), percentiles of the ensemble predictions"
+    )
+    table.meta["n_regressors"] = used
+    return table
+
+
+_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".csv": "ascii.csv"}
+
+
+def write_table(
+    table: Table, path: str | os.PathLike, *, format: str | None = None, overwrite: bool = False
+) -> Path:
+    """Write a results table as ECSV, FITS or CSV (chosen from the suffix unless ``format``).
+
+    ECSV and FITS keep the units and the metadata; CSV keeps the values only.
+
+    Args:
+        table: e.g. from :func:`ensemble_table`.
+        path: output file (``.ecsv``, ``.fits``/``.fit`` or ``.csv``).
+        format: ``"ecsv"``, ``"fits"`` or ``"csv"`` to override the suffix.
+        overwrite: replace an existing file (refused by default).
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: when ``path`` exists and ``overwrite`` is false.
+        ValueError: for an unknown format or suffix.
+
+    Examples:
+        >>> from mdwarf_zoo.ensemble import write_table
+        >>> write_table(table, "estimates.ecsv")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if format is None:
+        suffix = path.suffix.lower()
+        if suffix not in _FORMATS:
+            raise ValueError(
+                f"write_table: cannot tell the format of {str(path)!r} from its suffix "
+                f"{suffix!r}; use .ecsv, .fits or .csv, or pass format="
+            )
+        astropy_format = _FORMATS[suffix]
+    else:
+        key = "." + str(format).lower().lstrip(".")
+        if key not in _FORMATS:
+            raise ValueError(f"write_table: format must be 'ecsv', 'fits' or 'csv', got {format!r}")
+        astropy_format = _FORMATS[key]
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"write_table: {path} exists; refusing to overwrite it (pass overwrite=True or "
+            "choose another path)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = table.copy()
+    if astropy_format == "fits":
+        # FITS headers take short scalar keywords only; keep the rule as comments.
+        meta = dict(out.meta)
+        out.meta.clear()
+        out.meta["comments"] = [f"{key}: {value}" for key, value in meta.items()]
+    out.write(path, format=astropy_format, overwrite=overwrite)
+    logger.info("wrote %d rows to %s", len(table), path)
+    return path

@@ -1,0 +1,171 @@
+"""Ensemble: best-K selection, KDE mode and asymmetric errors, the results table and writing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from scipy import stats
+
+from mdwarf_zoo.ensemble import (
+    ensemble_table,
+    kde_estimate,
+    kde_estimates,
+    select_best,
+    write_table,
+)
+
+
+def split_normal(rng, n, mode, sigma_low, sigma_high):
+    """Samples of a two-piece normal: mode ``mode``, widths ``sigma_low`` / ``sigma_high``."""
+    low = rng.random(n) < sigma_low / (sigma_low + sigma_high)
+    return np.where(
+        low, mode - np.abs(rng.normal(0, sigma_low, n)), mode + np.abs(rng.normal(0, sigma_high, n))
+    )
+
+
+def test_select_best_keeps_lowest_mse_stable_on_ties():
+    mse = [0.5, 0.1, 0.3, 0.1, 0.9, 0.2]
+    assert select_best(mse, 3).tolist() == [1, 3, 5]
+    assert select_best(mse, 1).tolist() == [1]
+    assert select_best(mse, 10).tolist() == [1, 3, 5, 2, 0, 4]
+    rng = np.random.default_rng(0)
+    mse = rng.uniform(0, 1, 130)
+    best = select_best(mse, 80)
+    assert len(best) == 80 and mse[best].max() <= np.sort(mse)[79]
+    for bad, pattern in (([], "non-empty"), ([0.1, np.nan], "not finite")):
+        with pytest.raises(ValueError, match=pattern):
+            select_best(bad, 1)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        select_best([0.1], 0)
+
+
+def test_kde_mode_and_errors_of_a_gaussian():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(3300.0, 30.0, 20000)
+    value, lower, upper = kde_estimate(samples)
+    sigma = 30.0 * stats.norm.ppf(0.84)
+    assert value == pytest.approx(3300.0, abs=3.0)
+    assert value - lower == pytest.approx(3300.0 - sigma, abs=1.5)
+    assert value + upper == pytest.approx(3300.0 + sigma, abs=1.5)
+    assert lower + upper == pytest.approx(2 * sigma, rel=0.03)
+
+
+def test_kde_mode_and_errors_of_a_skewed_two_piece_normal():
+    # Mode 3300 K, sigma 20 K below and 60 K above: P(X < mode) = 1/4, so
+    # P16 = mode + 20 * Phi^-1(0.32) and P84 = mode + 60 * Phi^-1(1 - 0.16 / 1.5).
+    p16 = 3300.0 + 20.0 * stats.norm.ppf(0.16 / 0.5)
+    p84 = 3300.0 + 60.0 * stats.norm.ppf(0.5 + (0.84 - 0.25) / 1.5)
+    samples = split_normal(np.random.default_rng(2), 40000, 3300.0, 20.0, 60.0)
+    value, lower, upper = kde_estimate(samples)
+    # The KDE smooths the cusp at the mode toward the long tail by a fraction of a sigma.
+    assert value == pytest.approx(3300.0, abs=8.0)
+    assert value - lower == pytest.approx(p16, abs=1.5)
+    assert value + upper == pytest.approx(p84, abs=2.0)
+    assert upper > 3 * lower  # the long tail's side has the larger error
+
+
+def test_kde_mode_of_a_gamma_distribution():
+    samples = np.random.default_rng(3).gamma(3.0, 1.0, 30000)  # mode (k - 1) theta = 2
+    value, lower, upper = kde_estimate(samples)
+    low, high = stats.gamma(3.0).ppf([0.16, 0.84])
+    assert value == pytest.approx(2.0, abs=0.15)
+    assert value - lower == pytest.approx(low, abs=0.03)
+    assert value + upper == pytest.approx(high, abs=0.05)
+
+
+def test_kde_degenerate_and_small_samples():
+    assert kde_estimate(np.full(80, 4.85)) == (4.85, 0.0, 0.0)
+    assert kde_estimate([3.0]) == (3.0, 0.0, 0.0)
+    value, lower, upper = kde_estimate([1.0, 2.0])
+    assert value == pytest.approx(1.5, abs=1e-6)
+    assert lower == pytest.approx(0.34) and upper == pytest.approx(0.34)
+    # A clear mode: errors never negative even when the mode sits beyond a percentile.
+    value, lower, upper = kde_estimate([0.0] * 70 + [10.0] * 10)
+    assert value == pytest.approx(0.0, abs=0.2) and lower >= 0 and upper >= 0
+    with pytest.raises(ValueError, match="no predictions"):
+        kde_estimate([])
+    with pytest.raises(ValueError, match="not finite"):
+        kde_estimate([1.0, np.inf])
+    with pytest.raises(ValueError, match="star 1"):
+        kde_estimates(np.array([[1.0, 2.0], [1.5, np.nan]]))
+
+
+def test_ensemble_table_best_k_units_and_identifiers():
+    rng = np.random.default_rng(4)
+    n_regressors, n_stars = 130, 3
+    truth = np.array([3100.0, 3500.0, 3900.0])
+    good = rng.normal(truth, 25.0, (n_regressors, n_stars))
+    # The 50 worst regressors (by validation MSE) are biased by +500 K: best-80 drops them.
+    mse_teff = np.concatenate([rng.uniform(0.01, 0.02, 80), rng.uniform(0.5, 0.6, 50)])
+    good[80:] += 500.0
+    predictions = {
+        "teff": good,
+        "logg": rng.normal(5.0, 0.04, (n_regressors, n_stars)),
+        "mh": rng.normal(0.0, 0.05, (n_regressors, n_stars)),
+        "vsini": rng.normal(3.0, 0.3, (n_regressors, n_stars)),
+    }
+    table = ensemble_table(
+        predictions,
+        ["J00051+457 ", "J00067-075", "J23492+024"],
+        validation_mse={"teff": mse_teff},
+        keep=80,
+    )
+    assert table.colnames == [
+        "id",
+        "teff", "teff_err_lower", "teff_err_upper",
+        "logg", "logg_err_lower", "logg_err_upper",
+        "mh", "mh_err_lower", "mh_err_upper",
+        "vsini", "vsini_err_lower", "vsini_err_upper",
+    ]
+    assert list(table["id"]) == ["J00051+457", "J00067-075", "J23492+024"]
+    assert [str(table[c].unit) for c in ("teff", "logg", "mh", "vsini")] == [
+        "K", "dex", "dex", "km / s",
+    ]
+    assert str(table["teff_err_upper"].unit) == "K"
+    assert np.all(np.abs(table["teff"] - truth) < 20.0)
+    assert table.meta["n_regressors"] == {"teff": 80, "logg": 130, "mh": 130, "vsini": 130}
+    assert "P16" in table.meta["errors"]
+    # Without the selection the biased regressors pull the spread up.
+    everything = ensemble_table({"teff": good})
+    assert np.all(everything["teff_err_upper"] > table["teff_err_upper"])
+    assert list(everything["id"]) == ["star_0", "star_1", "star_2"]
+
+
+def test_ensemble_table_errors():
+    with pytest.raises(ValueError, match="unknown parameter"):
+        ensemble_table({"feh": np.zeros((3, 2))})
+    with pytest.raises(ValueError, match="has 3 stars"):
+        ensemble_table({"teff": np.zeros((3, 2)) + [1, 2], "logg": np.zeros((3, 3))})
+    with pytest.raises(ValueError, match="1 identifiers for 2 stars"):
+        ensemble_table({"teff": np.ones((3, 2))}, ["a"])
+    with pytest.raises(ValueError, match="2 values for 3 regressors"):
+        ensemble_table({"teff": np.ones((3, 2))}, validation_mse={"teff": [1, 2]})
+
+
+@pytest.mark.parametrize("suffix", [".ecsv", ".fits", ".csv"])
+def test_write_table_formats_and_refuses_overwrite(tmp_path, suffix):
+    rng = np.random.default_rng(5)
+    table = ensemble_table(
+        {"teff": rng.normal(3300, 30, (40, 2)), "vsini": rng.normal(2, 0.2, (40, 2))},
+        ["GJ 699", "GJ 273"],
+    )
+    path = write_table(table, tmp_path / f"estimates{suffix}")
+    back = Table.read(path)
+    assert list(back["id"]) == ["GJ 699", "GJ 273"]
+    assert np.allclose(np.asarray(back["teff"]), np.asarray(table["teff"]))
+    if suffix != ".csv":
+        assert str(back["teff"].unit) == "K" and str(back["vsini"].unit) == "km / s"
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        write_table(table, path)
+    write_table(table[:1], path, overwrite=True)
+    assert len(Table.read(path)) == 1
+
+
+def test_write_table_unknown_format(tmp_path):
+    table = ensemble_table({"teff": np.ones((2, 1))})
+    with pytest.raises(ValueError, match="suffix"):
+        write_table(table, tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="format must be"):
+        write_table(table, tmp_path / "x.txt", format="votable")
+    assert write_table(table, tmp_path / "x.txt", format="csv").is_file()
