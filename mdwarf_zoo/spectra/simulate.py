@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
@@ -424,25 +426,40 @@ def _chunks(n: int, size: int = _CHUNK) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork: workers inherit the imported modules instead of importing the package again (whose
+    # top level loads Keras); spawn where fork does not exist or is unsafe (macOS).
+    if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin":
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 def _run_chunks(function, labels: np.ndarray, args: tuple, workers: int, progress: bool):
     """Apply ``function(labels_chunk, *args)`` to fixed chunks, in order, maybe in processes."""
     from tqdm.auto import tqdm
 
     slices = list(_chunks(labels.shape[0]))
     bar = tqdm(total=labels.shape[0], unit="spectrum", disable=not progress, desc="simulate")
-    parts = []
+    result = None
+
+    def store(s: slice, part: np.ndarray) -> None:
+        # Fill one preallocated array: no list of parts plus a concatenated copy in memory.
+        nonlocal result
+        if result is None:
+            result = np.empty((labels.shape[0],) + part.shape[1:], dtype=part.dtype)
+        result[s] = part
+        bar.update(s.stop - s.start)
+
     if workers > 1 and len(slices) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
             futures = [pool.submit(function, labels[s], *args) for s in slices]
             for s, future in zip(slices, futures, strict=True):
-                parts.append(future.result())
-                bar.update(s.stop - s.start)
+                store(s, future.result())
     else:
         for s in slices:
-            parts.append(function(labels[s], *args))
-            bar.update(s.stop - s.start)
+            store(s, function(labels[s], *args))
     bar.close()
-    return np.concatenate(parts, axis=0)
+    return result
 
 
 def synthetic_spectra(
