@@ -10,7 +10,15 @@ import sys
 from mdwarf_zoo._version import __version__
 
 # One module in mdwarf_zoo/commands/ per sub-command, in the order --help lists them.
-COMMANDS = ("models", "build_set", "prepare_observed", "simulate")
+COMMANDS = (
+    "models",
+    "weights",
+    "download",
+    "push",
+    "build_set",
+    "prepare_observed",
+    "simulate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -182,6 +182,39 @@ class ZooModel(keras.Model):
     def from_config(cls, config: dict, custom_objects=None):
         return cls(**config)
 
+    @classmethod
+    def from_pretrained(cls, source, **kwargs) -> ZooModel:
+        """Load pretrained weights of this architecture (see ``mdwarf_zoo.from_pretrained``).
+
+        Args:
+            source: a local folder, ``"owner/name"``, ``"hf://owner/name[@revision]"`` or a
+                published weights entry name.
+            **kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``endpoint``,
+                ``token``.
+
+        Returns:
+            The model, with ``model.zoo_metadata``.
+
+        Raises:
+            TypeError: when the checkpoint holds another architecture (the message names it).
+            ValueError, FileNotFoundError: as ``mdwarf_zoo.from_pretrained``.
+
+        Examples:
+            >>> from mdwarf_zoo.models.dense_ae import DenseAutoencoder
+            >>> source = "hf://acme/dense_ae_1024_mb24"
+            >>> model = DenseAutoencoder.from_pretrained(source)  # doctest: +SKIP
+        """
+        from mdwarf_zoo.hub import from_pretrained
+
+        model = from_pretrained(source, **kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained({source!r}): the checkpoint holds a "
+                f"{type(model).__name__}, not a {cls.__name__}; use "
+                f"mdwarf_zoo.from_pretrained({source!r}) or {type(model).__name__}.from_pretrained"
+            )
+        return model
+
 
 class Autoencoder(ZooModel):
     """An autoencoder with a flat layer list: ``layers[0]`` is the ``InputLayer``, then the

@@ -1,0 +1,50 @@
+"""``mdwarf-zoo weights [PATTERN]``: the published weights entries as a table."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="list the published pretrained weights",
+        description="List the published weights entries: name, architecture, where the weights "
+        "come from (Hub repository at a pinned commit, or bundled with the package), licence, "
+        "metrics. Load one with mdwarf_zoo.from_pretrained(NAME).",
+    )
+    parser.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'mb24_*'")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mdwarf_zoo.commands.models import format_table
+    from mdwarf_zoo.weights import get_pretrained, list_pretrained
+
+    names = list_pretrained(args.pattern)
+    if not names:
+        what = f"matches {args.pattern!r}" if args.pattern else "is installed"
+        print(f"no published weights entry {what}")
+        return 1
+    rows = []
+    for name in names:
+        entry = get_pretrained(name)
+        source = (
+            f"{entry.repository}@{entry.revision[:12]}"
+            if entry.repository
+            else f"bundled ({entry.bundled})"
+        )
+        metrics = ", ".join(f"{key}={value:.3g}" for key, value in entry.metrics.items())
+        rows.append(
+            {
+                "name": name,
+                "architecture": entry.architecture,
+                "source": source,
+                "licence": entry.license,
+                "metrics": metrics or "-",
+                "description": entry.description,
+            }
+        )
+    columns = ("name", "architecture", "source", "licence", "metrics", "description")
+    print(format_table(rows, columns))
+    return 0
