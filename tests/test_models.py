@@ -265,3 +265,20 @@ def test_seeded_models_are_identical_and_seeds_matter():
     c = mdwarf_zoo.create_model("dense_ae_tiny", seed=8).get_weights()
     assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=False))
     assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("name", ["dense_ae_tiny", "vae_tiny", "conv_ae_tiny"])
+def test_mixed_bfloat16_training_keeps_float32_penalties(name):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = mdwarf_zoo.create_model(name, seed=0)
+        x = sample_inputs(model, n=16)
+        loss = model.train_on_batch(x, x)
+        model(x, training=True)
+        loss_dtypes = {keras.backend.standardize_dtype(term.dtype) for term in model.losses}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(loss)
+    assert loss_dtypes == {"float32"}
+    assert model.layers[1].compute_dtype == "bfloat16"
+    assert model.layers[1].kernel.dtype == "float32"

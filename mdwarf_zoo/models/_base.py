@@ -79,6 +79,24 @@ def activation_derivative(activation: str, pre_activation, output):
 
 
 @keras.saving.register_keras_serializable(package="mdwarf_zoo")
+class ActivityL1(keras.regularizers.Regularizer):
+    """L1 activity regularisation, ``l1 * sum(|activations|)``, summed in float32.
+
+    The same penalty as ``keras.regularizers.L1``; the float32 sum keeps it addable to the
+    float32 loss under a mixed-precision policy (Keras' own returns the compute dtype).
+    """
+
+    def __init__(self, l1: float):
+        self.l1 = check_nonnegative_float("ActivityL1", "l1", l1)
+
+    def __call__(self, x):
+        return self.l1 * ops.sum(ops.abs(ops.cast(x, "float32")))
+
+    def get_config(self) -> dict:
+        return {"l1": self.l1}
+
+
+@keras.saving.register_keras_serializable(package="mdwarf_zoo")
 class ContractiveDense(keras.layers.Dense):
     """A ``Dense`` layer that adds the contractive penalty of Rifai et al. (2011) to the loss.
 
@@ -102,9 +120,15 @@ class ContractiveDense(keras.layers.Dense):
         self.activation_name = activation
 
     def penalty(self, pre_activation, output):
-        """Per-sample squared Frobenius norm of the Jacobian (before the weight lambda)."""
-        derivative = activation_derivative(self.activation_name, pre_activation, output)
-        column_norms = ops.sum(ops.square(self.kernel), axis=0)
+        """Per-sample squared Frobenius norm of the Jacobian (before the weight lambda).
+
+        Computed in float32 whatever the layer's compute dtype, so that mixed-precision
+        training adds the same penalty to the float32 loss.
+        """
+        derivative = activation_derivative(
+            self.activation_name, ops.cast(pre_activation, "float32"), ops.cast(output, "float32")
+        )
+        column_norms = ops.sum(ops.square(ops.cast(self.kernel, "float32")), axis=0)
         return ops.sum(ops.square(derivative) * column_norms, axis=-1)
 
     def call(self, inputs, training=None):
@@ -142,7 +166,8 @@ class GaussianSampling(keras.layers.Layer):
     def call(self, inputs, training=None):
         mean, log_var = inputs
         if self.kl_weight > 0:
-            kl = -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
+            mean32, log_var32 = ops.cast(mean, "float32"), ops.cast(log_var, "float32")
+            kl = -0.5 * ops.sum(1.0 + log_var32 - ops.square(mean32) - ops.exp(log_var32), axis=-1)
             self.add_loss(self.kl_weight * ops.mean(kl))
         if not training:
             return mean

@@ -14,6 +14,7 @@ import keras
 
 from mdwarf_zoo.models._base import (
     ACTIVATIONS,
+    ActivityL1,
     Autoencoder,
     ContractiveDense,
     check_choice,
@@ -94,7 +95,7 @@ class DenseAutoencoder(Autoencoder):
 
         # === Layers ===
         def regularizer(apply: bool):
-            return keras.regularizers.L1(l1) if apply and l1 > 0 else None
+            return ActivityL1(l1) if apply and l1 > 0 else None
 
         encoder_layers = [
             keras.layers.Dense(
