@@ -171,7 +171,7 @@ class GaussianSampling(keras.layers.Layer):
             self.add_loss(self.kl_weight * ops.mean(kl))
         if not training:
             return mean
-        noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        noise = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
         return mean + ops.exp(0.5 * log_var) * noise
 
     def compute_output_shape(self, input_shape):
