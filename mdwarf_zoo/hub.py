@@ -11,6 +11,7 @@ and Keras loads it in safe mode.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import hashlib
 import json
@@ -38,6 +39,8 @@ MANIFEST_FORMAT = 1
 #: Files Keras reads from the unzipped layout; each must be listed in the manifest.
 KERAS_FILES = ("config.json", "metadata.json", "model.weights.h5")
 
+#: Files larger than this are hashed in a thread while the model is being built.
+_DEFER_BYTES = 1 << 20
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _METADATA_KEYS = (
@@ -303,6 +306,39 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _verify_file(folder: Path, name: str, expected: Mapping[str, Any], origin: str) -> None:
+    path = folder / name
+    if not path.is_file():
+        raise PretrainedNotFoundError(
+            f"{name} is listed in {MANIFEST_NAME} but missing from {origin}"
+        )
+    size = path.stat().st_size
+    if "size" in expected and size != expected["size"]:
+        hint = " (truncated?)" if size < expected["size"] else ""
+        raise ChecksumMismatchError(
+            f"{name} from {origin} has {size:,} bytes but {MANIFEST_NAME} expects "
+            f"{expected['size']:,}{hint}; refusing to load it. {_refetch_hint(folder)}"
+        )
+    actual = sha256_file(path)
+    if actual != expected.get("sha256"):
+        raise ChecksumMismatchError(
+            f"{name} from {origin} has sha256 {actual} but {MANIFEST_NAME} expects "
+            f"{expected.get('sha256')}; refusing to load it. {_refetch_hint(folder)}"
+        )
+
+
+def _check_unlisted(folder: Path, manifest: Mapping[str, Any], origin: str) -> None:
+    unlisted = [
+        name
+        for name in _listed_files(folder)
+        if name not in manifest["files"] and (name in KERAS_FILES or name.startswith("assets/"))
+    ]
+    if unlisted:
+        raise PretrainedError(
+            f"{origin}: {unlisted} would be read by Keras but are not listed in {MANIFEST_NAME}"
+        )
+
+
 def verify_folder(folder: str | Path, *, where: str | None = None) -> dict[str, Any]:
     """Check every file of a pretrained folder against the sha256 and size in its manifest.
 
@@ -323,33 +359,8 @@ def verify_folder(folder: str | Path, *, where: str | None = None) -> dict[str, 
     manifest = read_manifest(folder)
     origin = where or str(folder)
     for name, expected in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise PretrainedNotFoundError(
-                f"{name} is listed in {MANIFEST_NAME} but missing from {origin}"
-            )
-        size = path.stat().st_size
-        if "size" in expected and size != expected["size"]:
-            hint = " (truncated?)" if size < expected["size"] else ""
-            raise ChecksumMismatchError(
-                f"{name} from {origin} has {size:,} bytes but {MANIFEST_NAME} expects "
-                f"{expected['size']:,}{hint}; refusing to load it. {_refetch_hint(folder)}"
-            )
-        actual = sha256_file(path)
-        if actual != expected.get("sha256"):
-            raise ChecksumMismatchError(
-                f"{name} from {origin} has sha256 {actual} but {MANIFEST_NAME} expects "
-                f"{expected.get('sha256')}; refusing to load it. {_refetch_hint(folder)}"
-            )
-    unlisted = [
-        name
-        for name in _listed_files(folder)
-        if name not in manifest["files"] and (name in KERAS_FILES or name.startswith("assets/"))
-    ]
-    if unlisted:
-        raise PretrainedError(
-            f"{origin}: {unlisted} would be read by Keras but are not listed in {MANIFEST_NAME}"
-        )
+        _verify_file(folder, name, expected, origin)
+    _check_unlisted(folder, manifest, origin)
     return manifest
 
 
@@ -799,6 +810,61 @@ def _snapshot(
     return Path(folder)
 
 
+def _fetch(
+    source: str | os.PathLike,
+    *,
+    revision: str | None,
+    cache_dir: str | os.PathLike | None,
+    local_files_only: bool,
+    endpoint: str | None,
+    token: str | bool | None,
+    defer_large: bool = False,
+) -> tuple[PretrainedInfo, str, list[str]]:
+    """Locate (download) a pretrained folder and verify it.
+
+    Returns ``(info, origin, deferred)``: with ``defer_large``, files above
+    ``_DEFER_BYTES`` are not verified yet and are named in ``deferred`` for the caller to check
+    (in parallel with building the model) before it reads them.
+    """
+    parsed = _parse_source(source, revision)
+    if parsed.folder is not None:
+        folder = parsed.folder
+        if not folder.is_dir():
+            raise PretrainedNotFoundError(f"pretrained folder {folder} does not exist")
+        commit = None
+        origin = str(folder)
+    else:
+        folder = _snapshot(
+            parsed,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            endpoint=endpoint,
+            token=token,
+        )
+        commit = folder.name if _COMMIT_SHA.match(folder.name) else parsed.revision
+        origin = f"{parsed.repo_id}@{commit}"
+    manifest = read_manifest(folder)
+    deferred = []
+    for name, expected in manifest["files"].items():
+        if defer_large and expected.get("size", 0) > _DEFER_BYTES:
+            deferred.append(name)
+        else:
+            _verify_file(folder, name, expected, origin)
+    _check_unlisted(folder, manifest, origin)
+    entry = parsed.entry
+    if entry is not None:
+        entry.check_manifest(manifest, folder / MANIFEST_NAME)
+    info = PretrainedInfo.from_manifest(
+        manifest,
+        source=parsed.text,
+        folder=folder,
+        repo_id=parsed.repo_id,
+        revision=commit,
+        entry=entry.name if entry is not None else None,
+    )
+    return info, origin, deferred
+
+
 def download(
     source: str | os.PathLike,
     *,
@@ -820,35 +886,15 @@ def download(
     Raises:
         See :func:`from_pretrained`.
     """
-    parsed = _parse_source(source, revision)
-    if parsed.folder is not None:
-        folder = parsed.folder
-        if not folder.is_dir():
-            raise PretrainedNotFoundError(f"pretrained folder {folder} does not exist")
-        commit = None
-        origin = str(folder)
-    else:
-        folder = _snapshot(
-            parsed,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            endpoint=endpoint,
-            token=token,
-        )
-        commit = folder.name if _COMMIT_SHA.match(folder.name) else parsed.revision
-        origin = f"{parsed.repo_id}@{commit}"
-    manifest = verify_folder(folder, where=origin)
-    entry = parsed.entry
-    if entry is not None:
-        entry.check_manifest(manifest, folder / MANIFEST_NAME)
-    return PretrainedInfo.from_manifest(
-        manifest,
-        source=parsed.text,
-        folder=folder,
-        repo_id=parsed.repo_id,
-        revision=commit,
-        entry=entry.name if entry is not None else None,
+    info, _, _ = _fetch(
+        source,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        endpoint=endpoint,
+        token=token,
     )
+    return info
 
 
 def _check_architecture(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -914,20 +960,41 @@ def from_pretrained(
         >>> model.zoo_metadata.grid  # doctest: +SKIP
         WavelengthGrid(start=8800.0, stop=8835.0, step=0.01)
     """
-    info = download(
+    info, origin, deferred = _fetch(
         source,
         revision=revision,
         cache_dir=cache_dir,
         local_files_only=local_files_only,
         endpoint=endpoint,
         token=token,
+        defer_large=True,
     )
-    _check_architecture(info.folder, info.manifest)
+    folder = info.folder
+    # Hash the weights while Keras builds the graph from the (verified) config; the weights
+    # are read only once their checksum has passed.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        checks = [
+            pool.submit(_verify_file, folder, name, info.manifest["files"][name], origin)
+            for name in deferred
+        ]
+        try:
+            _check_architecture(folder, info.manifest)
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            try:
+                model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+            except (TypeError, ValueError) as error:
+                raise PretrainedError(
+                    f"Keras (safe mode) refused to build the model in {folder}: {error}"
+                ) from error
+        finally:
+            for check in checks:
+                check.result()
     try:
-        model = keras.saving.load_model(info.folder, safe_mode=True)
-    except (TypeError, ValueError) as error:
+        model.load_weights(folder / "model.weights.h5")
+    except ValueError as error:
         raise PretrainedError(
-            f"Keras (safe mode) refused to build the model in {info.folder}: {error}"
+            f"{folder / 'model.weights.h5'} does not fit the {type(model).__name__} described "
+            f"by config.json: {error}"
         ) from error
     _attach(model, info)
     logger.info("loaded %s from %s", type(model).__name__, info)
