@@ -103,7 +103,8 @@ def main() -> None:
             timings[name].append(len(x) / (time.perf_counter() - start))
 
     plain_rate = statistics.median(timings[next(iter(models))])
-    print(f"\n{'variant':58s} {'spectra/s':>9s} {'GFLOP/s':>8s} {'% fp32 peak':>11s} {'x plain':>7s}")
+    header = ("variant", "spectra/s", "GFLOP/s", "% fp32 peak", "x plain")
+    print("\n{:58s} {:>9s} {:>8s} {:>11s} {:>7s}".format(*header))
     for name, model in models.items():
         rate = statistics.median(timings[name])
         gflops = 6 * model.count_params() * rate / 1e9
