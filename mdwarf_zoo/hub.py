@@ -746,12 +746,14 @@ def _parse_source(source: str | os.PathLike, revision: str | None) -> _Source:
     )
 
 
-def _fetch_hint(parsed: _Source, endpoint: str | None) -> str:
+def _fetch_hint(parsed: _Source, endpoint: str | None, cache_dir: object) -> str:
     command = f"mdwarf-zoo download {parsed.text}"
     if parsed.revision and parsed.entry is None and "@" not in parsed.text:
         command += f" --revision {parsed.revision}"
     if endpoint:
         command += f" --endpoint {endpoint}"
+    if cache_dir:
+        command += f" --cache-dir {cache_dir}"
     return command
 
 
@@ -800,8 +802,7 @@ def _snapshot(
         raise PretrainedNotFoundError(
             f"{parsed.text!r} ({where}) is not in the local cache "
             f"({cache_dir or huggingface_hub.constants.HF_HUB_CACHE}) and {reason}. Fetch it "
-            f"once while online: `{_fetch_hint(parsed, endpoint)}`"
-            + (f" --cache-dir {cache_dir}" if cache_dir else "")
+            f"once while online: `{_fetch_hint(parsed, endpoint, cache_dir)}`"
         ) from error
     except errors.EntryNotFoundError as error:
         raise PretrainedNotFoundError(

@@ -23,9 +23,11 @@ def run(args: argparse.Namespace) -> int:
 
     names = list_pretrained(args.pattern)
     if not names:
-        what = f"matches {args.pattern!r}" if args.pattern else "is installed"
-        print(f"no published weights entry {what}")
-        return 1
+        if args.pattern:
+            print(f"no published weights entry matches {args.pattern!r}")
+            return 1
+        print("no published weights entry is installed")
+        return 0
     rows = []
     for name in names:
         entry = get_pretrained(name)
