@@ -1,0 +1,1276 @@
+"""Run a training recipe: sets, pretrain, transfer, encode, regressors, ensemble, report.
+
+A run lives in one folder::
+
+    run.json                 recipe name and sha256, zoo version (the folder's identity)
+    recipe.toml              the recipe text, exactly as read
+    data/synthetic.h5        the labelled synthetic set (HDF5, mdwarf_zoo.spectra.datasets)
+    data/observed.h5         the observed set (with the true labels for simulated spectra)
+    members/member_NNN/      one ensemble member: one autoencoder and its regressors
+        pretrained/          save_pretrained folder of the autoencoder trained on synthetic spectra
+        transferred/         ... after transfer learning on the observed spectra
+        latents.npz          synthetic and observed latents
+        regressors/<p>_seed<k>/   save_pretrained folder of each latent regressor
+        predictions.npz      observed-set predictions and validation MSE of every regressor
+        *.ckpt.npz           the checkpoint of the model being trained (weights + optimizer)
+    pipeline.json            what ``mdwarf-zoo predict --model RUN`` loads
+    predictions.<fmt>        the ensemble table; diagnostics.json; plots/; report.md
+
+Every stage and member writes its result atomically and is skipped when the result exists,
+so re-running the same command resumes. Training checkpoints the model and optimizer state at
+every epoch end and draws each epoch's batch order from ``numpy.random.default_rng([seed,
+epoch])``, so a run killed mid-epoch resumes to the same final weights as an uninterrupted one
+(with ``keras.utils.set_random_seed`` and TensorFlow op determinism on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mdwarf_zoo._version import __version__
+from mdwarf_zoo.recipes import PARAMETER_UNITS, PARAMETERS, AutoencoderMember, Recipe
+
+__all__ = ["STAGES", "Run", "fit_resumable", "plan"]
+
+logger = logging.getLogger(__name__)
+
+#: The stages in order; ``MEMBER_STAGES`` run once per autoencoder member.
+STAGES = ("sets", "pretrain", "transfer", "encode", "regressors", "ensemble", "report")
+MEMBER_STAGES = ("pretrain", "transfer", "encode", "regressors")
+PIPELINE_FORMAT = "mdwarf_zoo.Pipeline/1"
+_RUN_FORMAT = "mdwarf_zoo.Run/1"
+#: Column of each parameter in a label array (teff, logg, [M/H], vsini).
+_COLUMN = {name: index for index, name in enumerate(PARAMETERS)}
+
+
+# --------------------------------------------------------------------------------------------
+# Resumable, deterministic training
+# --------------------------------------------------------------------------------------------
+def _determinism(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(handle)
+    try:
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def fit_resumable(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    checkpoint: Path,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    description: str = "training",
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train a compiled model epoch by epoch, checkpointing after each epoch.
+
+    Epoch ``e`` visits the training rows in the order ``default_rng([seed, e]).permutation``;
+    after it, the model variables, the optimizer variables (moments and iteration count) and
+    the history are written atomically to ``checkpoint``. Called again with the same
+    arguments, it restores the checkpoint and continues with the next epoch, so an
+    interrupted run ends with the same weights as an uninterrupted one.
+
+    Args:
+        model: a compiled ``keras.Model``.
+        x, y: training inputs and targets.
+        epochs: total number of epochs.
+        batch_size: batch size.
+        seed: seed of the batch order.
+        checkpoint: the ``.npz`` checkpoint file (its folder must exist).
+        validation: optional ``(x, y)`` evaluated after each epoch.
+        description: the progress bar's label.
+        progress: show a tqdm bar over epochs.
+
+    Returns:
+        One dict per epoch: ``loss`` and, with validation, ``val_loss``.
+
+    Raises:
+        ValueError: for a checkpoint that does not match the model (other variable shapes).
+    """
+    model.optimizer.build(model.trainable_variables)
+    variables = list(model.variables)
+    optimizer_variables = list(model.optimizer.variables)
+    start, history = 0, []
+    if checkpoint.is_file():
+        with np.load(checkpoint, allow_pickle=False) as saved:
+            names_model = sorted(
+                (k for k in saved.files if k.startswith("m")), key=lambda k: int(k[1:])
+            )
+            names_opt = sorted(
+                (k for k in saved.files if k.startswith("o")), key=lambda k: int(k[1:])
+            )
+            if len(names_model) != len(variables) or len(names_opt) != len(optimizer_variables):
+                raise ValueError(
+                    f"checkpoint {checkpoint} does not match the model "
+                    f"{model.name!r}; delete it to restart this model"
+                )
+            for variable, key in zip(variables, names_model, strict=True):
+                variable.assign(saved[key])
+            for variable, key in zip(optimizer_variables, names_opt, strict=True):
+                variable.assign(saved[key])
+            start = int(saved["epoch"])
+            history = json.loads(str(saved["history"]))
+        logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
+    n = len(x)
+    if start >= epochs:
+        return history
+    steps = -(-n // batch_size)
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # The order of every epoch is fixed by (seed, epoch) alone, so a resumed run draws the
+        # same batches whatever was prefetched before an interruption.
+        for epoch in range(start, epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(n)
+            for first in range(0, n, batch_size):
+                rows = order[first : first + batch_size]
+                yield x[rows], y[rows]
+
+    bar = tqdm(
+        total=epochs,
+        initial=start,
+        desc=description,
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
+
+    def epoch_end(epoch: int, logs: dict | None) -> None:
+        record = {"loss": float((logs or {}).get("loss", float("nan")))}
+        if validation is not None and len(validation[0]):
+            record["val_loss"] = _evaluate(model, validation[0], validation[1])
+        history.append(record)
+        arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(variables)}
+        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer_variables)})
+        _atomic_savez(
+            checkpoint, epoch=np.array(epoch + 1), history=np.array(json.dumps(history)), **arrays
+        )
+        bar.update(1)
+        bar.set_postfix(record)
+
+    import keras
+
+    model.fit(
+        batches(),
+        epochs=epochs,
+        initial_epoch=start,
+        steps_per_epoch=steps,
+        verbose=0,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)],
+    )
+    bar.close()
+    return history
+
+
+@contextlib.contextmanager
+def _strategy_scope(strategy: str) -> Iterator[None]:
+    """Build and compile models under the recipe's ``tf.distribute`` strategy."""
+    if strategy == "default":
+        yield
+        return
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy().scope():
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Splits and label scaling
+# --------------------------------------------------------------------------------------------
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random ``(train, validation)`` split of ``n`` rows, each sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(fraction * n))) if fraction > 0 else 0
+    if n - n_val < 1:
+        raise ValueError(f"{n} spectra leave none to train on with validation split {fraction}")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def stratified_split(
+    values: np.ndarray, fraction: float, seed: int, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split stratified on one label: ``fraction`` of each label quantile bin is held out
+    (MB24 stratify their 70/30 regressor split on the label)."""
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+    strata = np.searchsorted(edges, values, side="right")
+    rng = np.random.default_rng(seed)
+    held = []
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        rows = rng.permutation(rows)
+        held.extend(rows[: int(round(fraction * len(rows)))].tolist())
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    train = np.setdiff1d(np.arange(len(values)), held)
+    if len(train) == 0 or len(held) == 0:
+        raise ValueError(
+            f"a stratified split of {len(values)} spectra with validation split "
+            f"{fraction} leaves an empty side"
+        )
+    return train, held
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    """What a call of :meth:`Run.run` produced (paths are ``None`` when not reached)."""
+
+    folder: Path
+    table: Path | None = None
+    report: Path | None = None
+    plots: list[Path] | None = None
+    diagnostics: Path | None = None
+    seconds: float = 0.0
+
+
+class Run:
+    """The run folder of a recipe, and the stages that fill it.
+
+    Args:
+        recipe: a validated :class:`~mdwarf_zoo.recipes.Recipe`.
+        folder: the run folder; created when missing, resumed when it belongs to the same
+            recipe (same sha256), refused otherwise.
+        progress: show tqdm progress bars.
+
+    Raises:
+        FileExistsError: for a folder that holds something else or another recipe's run.
+    """
+
+    def __init__(self, recipe: Recipe, folder: str | os.PathLike, *, progress: bool = True):
+        self.recipe = recipe
+        self.folder = Path(folder)
+        self.progress = progress
+        self._open()
+
+    # -- the folder --------------------------------------------------------------------------
+    def _open(self) -> None:
+        identity = self.folder / "run.json"
+        if identity.is_file():
+            record = json.loads(identity.read_text(encoding="utf-8"))
+            if record.get("recipe_sha256") != self.recipe.sha256:
+                raise FileExistsError(
+                    f"run folder {self.folder} belongs to recipe {record.get('recipe')!r} "
+                    f"(sha256 {record.get('recipe_sha256')}), not to this recipe "
+                    f"{self.recipe.name!r} (sha256 {self.recipe.sha256}); a run folder is never "
+                    "overwritten: choose another --out"
+                )
+            return
+        if self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
+            raise FileExistsError(
+                f"{self.folder} exists and is not a run folder (no run.json); it is never "
+                "overwritten: choose another --out"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "recipe.toml").write_text(self.recipe.text, encoding="utf-8")
+        record = {
+            "format": _RUN_FORMAT,
+            "recipe": self.recipe.name,
+            "recipe_sha256": self.recipe.sha256,
+            "mdwarf_zoo": __version__,
+            "recipe_source": str(self.recipe.source) if self.recipe.source else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _atomic_text(identity, json.dumps(record, indent=2) + "\n")
+
+    def member_folder(self, member: AutoencoderMember) -> Path:
+        return self.folder / "members" / member.name
+
+    @property
+    def synthetic_path(self) -> Path:
+        return self.folder / "data" / "synthetic.h5"
+
+    @property
+    def observed_path(self) -> Path:
+        return self.folder / "data" / "observed.h5"
+
+    @property
+    def table_path(self) -> Path:
+        return self.folder / f"predictions.{self.recipe.outputs.table_format}"
+
+    def status(self) -> dict[str, Any]:
+        """Which stages and members are finished."""
+        members = {m.name: self._member_state(m) for m in self.recipe.members()}
+        return {
+            "sets": self.synthetic_path.is_file() and self.observed_path.is_file(),
+            "members": members,
+            "ensemble": self.table_path.is_file(),
+            "report": (self.folder / "report.md").is_file(),
+        }
+
+    def _member_state(self, member: AutoencoderMember) -> list[str]:
+        folder = self.member_folder(member)
+        done = []
+        if (folder / "pretrained").is_dir():
+            done.append("pretrain")
+        if (folder / "transferred").is_dir() or (
+            (folder / "pretrained").is_dir() and not self.recipe.transfer.enabled
+        ):
+            done.append("transfer")
+        if (folder / "latents.npz").is_file():
+            done.append("encode")
+        if (folder / "predictions.npz").is_file():
+            done.append("regressors")
+        return done
+
+    # -- driving -----------------------------------------------------------------------------
+    def run(self, stage: str | None = None, member: int | None = None) -> RunResult:
+        """Run the recipe, or one stage, or one member's stages.
+
+        Args:
+            stage: one of :data:`STAGES` to run only that stage (its inputs must be finished);
+                ``None`` runs every stage that is not finished yet.
+            member: run the member stages of member ``member`` only (with ``stage`` one of
+                :data:`MEMBER_STAGES`, only that stage of it).
+
+        Returns:
+            A :class:`RunResult`.
+
+        Raises:
+            ValueError: for an unknown stage or member, or a stage whose inputs are missing
+                (the message says which command produces them).
+        """
+        started = time.perf_counter()
+        members = self.recipe.members()
+        if stage is not None and stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        if member is not None:
+            if not 0 <= member < len(members):
+                raise ValueError(f"--member {member}: the recipe has members 0..{len(members) - 1}")
+            if stage is not None and stage not in MEMBER_STAGES:
+                raise ValueError(
+                    f"--member runs member stages ({', '.join(MEMBER_STAGES)}); "
+                    f"stage {stage!r} is for the whole run"
+                )
+            members = [members[member]]
+        result = RunResult(self.folder)
+        wanted = STAGES if stage is None else (stage,)
+        if member is not None and stage is None:
+            wanted = ("sets", *MEMBER_STAGES)
+        if "sets" in wanted:
+            self.build_sets()
+        for name in MEMBER_STAGES:
+            if name in wanted:
+                for item in members:
+                    getattr(self, f"_stage_{name}")(item)
+        if "ensemble" in wanted:
+            result.table = self.ensemble()
+        if "report" in wanted:
+            report = self.report()
+            result.report, result.plots, result.diagnostics = report
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _require(self, path: Path, what: str, command: str) -> None:
+        if not path.exists():
+            raise ValueError(
+                f"{what} is not finished ({path} is missing); run `mdwarf-zoo train "
+                f"{self._recipe_argument()} --out {self.folder} {command}` first"
+            )
+
+    def _recipe_argument(self) -> str:
+        return str(self.recipe.source) if self.recipe.source else self.recipe.name
+
+    # -- stage: sets ---------------------------------------------------------------------------
+    def build_sets(self) -> None:
+        """Write ``data/synthetic.h5`` and ``data/observed.h5`` unless they exist."""
+        (self.folder / "data").mkdir(exist_ok=True)
+        if not self.synthetic_path.is_file():
+            self._write_set(self.synthetic_path, self._synthetic_set())
+        if not self.observed_path.is_file():
+            self._write_set(self.observed_path, self._observed_set())
+
+    def _write_set(self, path: Path, spectrum_set) -> None:
+        from mdwarf_zoo.spectra.datasets import write_set
+
+        partial = path.with_name(f".{path.name}.partial.h5")
+        if partial.exists():
+            partial.unlink()
+        write_set(partial, spectrum_set)
+        os.replace(partial, path)
+        logger.info("wrote %s (%d spectra)", path, len(spectrum_set))
+
+    def _random_labels(
+        self, n: int, ranges: dict[str, tuple[float, float]], seed: int
+    ) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return np.column_stack([rng.uniform(*ranges[name], n) for name in PARAMETERS])
+
+    def _simulated_flux(self, labels: np.ndarray, *, observed: bool) -> np.ndarray:
+        """Simulator flux on the window, through the recipe's normalisation and scaling."""
+        from mdwarf_zoo.spectra.grid import WavelengthGrid
+        from mdwarf_zoo.spectra.preprocess import scale
+        from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+
+        prep = self.recipe.preprocessing
+        preprocessor = prep.preprocessor()
+        grid = preprocessor.grid
+        if prep.normalisation != "none":
+            # The continuum fit needs the margin: simulate window + margin, then finish().
+            low, high = preprocessor.span
+            grid = WavelengthGrid(low, high, prep.window[2])
+        synthetic = self.recipe.synthetic
+        flux = synthetic_spectra(
+            labels,
+            grid,
+            seed=synthetic.line_list_seed,
+            resolving_power=prep.resolving_power,
+            workers=synthetic.workers,
+            progress=self.progress,
+        )
+        if observed:
+            source = self.recipe.observed
+            flux = observe(
+                flux,
+                labels,
+                snr=source.snr,
+                seed=source.seed,
+                grid=grid,
+                resolving_power=prep.resolving_power,
+                synthetic_seed=synthetic.line_list_seed,
+                workers=synthetic.workers,
+                progress=self.progress,
+                **source.gap,
+            )
+        if prep.normalisation == "none":
+            return scale(flux, prep.scaling).astype(np.float32)
+        return np.stack([preprocessor.finish(grid.wavelength, row)[0] for row in flux]).astype(
+            np.float32
+        )
+
+    def _synthetic_set(self):
+        from mdwarf_zoo.spectra.datasets import (
+            SpectrumSet,
+            build_training_set,
+            load_labels,
+            read_set,
+        )
+
+        source = self.recipe.synthetic
+        preprocessor = self.recipe.preprocessing.preprocessor()
+        if source.source == "set":
+            spectrum_set = read_set(source.path)
+            self._check_set(spectrum_set, source.path, "[data.synthetic] path", labelled=True)
+            return spectrum_set
+        if source.labels is not None:
+            labels = load_labels(source.labels)
+            if source.limit is not None:
+                labels = labels[: source.limit]
+        else:
+            labels = self._random_labels(source.n, source.label_ranges, self.recipe.seed)
+        if source.source == "phoenix":
+            partial = self.folder / "data" / "phoenix_build.h5"
+            build_training_set(source.grid, labels, preprocessor, partial, workers=source.workers)
+            return read_set(partial)
+        flux = self._simulated_flux(labels, observed=False)
+        return SpectrumSet(
+            flux=flux,
+            wavelength=preprocessor.grid.wavelength,
+            labels=labels,
+            identifiers=[f"synthetic_{i:06d}" for i in range(len(labels))],
+            preprocessing=preprocessor,
+            provenance={
+                "source": "mdwarf_zoo.spectra.simulate (toy simulator; not PHOENIX)",
+                "recipe": self.recipe.name,
+                "line_list_seed": source.line_list_seed,
+                "labels": str(source.labels) if source.labels else "uniform random",
+                "seed": self.recipe.seed,
+            },
+            kind="training",
+        )
+
+    def _observed_set(self):
+        from mdwarf_zoo.spectra.datasets import SpectrumSet, load_labels, read_set
+
+        source = self.recipe.observed
+        preprocessor = self.recipe.preprocessing.preprocessor()
+        if source.source == "set":
+            spectrum_set = read_set(source.path)
+            self._check_set(spectrum_set, source.path, "[data.observed] path", labelled=False)
+            if source.labels is not None:
+                spectrum_set.labels = load_labels(source.labels)
+            return spectrum_set
+        if source.source == "files":
+            return self._observed_files(preprocessor)
+        labels = self._random_labels(source.n, source.label_ranges, source.seed + 7919)
+        flux = self._simulated_flux(labels, observed=True)
+        return SpectrumSet(
+            flux=flux,
+            wavelength=preprocessor.grid.wavelength,
+            labels=labels,
+            identifiers=[f"observed_{i:05d}" for i in range(len(labels))],
+            preprocessing=preprocessor,
+            provenance={
+                "source": "mdwarf_zoo.spectra.simulate observe() (toy simulator)",
+                "recipe": self.recipe.name,
+                "snr": source.snr,
+                "seed": source.seed,
+                "gap": dict(source.gap),
+                "labels": "true labels of the simulation",
+            },
+            kind="observed",
+        )
+
+    def _observed_files(self, preprocessor):
+        from mdwarf_zoo.spectra.datasets import SpectrumSet, load_labels
+        from mdwarf_zoo.spectra.observed import read_spectrum
+        from mdwarf_zoo.spectra.rv import to_rest_frame
+
+        source = self.recipe.observed
+        low, high = preprocessor.span
+        template = None
+        if source.template is not None:
+            template = read_spectrum(source.template)
+        fluxes, names = [], []
+        for path in tqdm(source.files, desc="observed files", disable=not self.progress):
+            spectrum = read_spectrum(path, window=(low, high))
+            if template is not None:
+                rv_min, rv_max, rv_step = source.rv_range
+                spectrum, _ = to_rest_frame(
+                    spectrum, template, rv_min=rv_min, rv_max=rv_max, rv_step=rv_step
+                )
+            fluxes.append(preprocessor(spectrum).flux)
+            names.append(str(spectrum.metadata.get("object") or Path(path).name))
+        labels = load_labels(source.labels) if source.labels is not None else None
+        return SpectrumSet(
+            flux=np.stack(fluxes),
+            wavelength=preprocessor.grid.wavelength,
+            labels=labels,
+            identifiers=names,
+            preprocessing=preprocessor,
+            provenance={"files": [str(p) for p in source.files]},
+            kind="observed",
+        )
+
+    def _check_set(self, spectrum_set, path: Path, key: str, *, labelled: bool) -> None:
+        pixels = self.recipe.preprocessing.pixels
+        if spectrum_set.flux.shape[1] != pixels:
+            raise ValueError(
+                f"{key} = {str(path)!r} has {spectrum_set.flux.shape[1]} pixels but "
+                f"[preprocessing] window gives {pixels}"
+            )
+        if labelled and spectrum_set.labels is None:
+            raise ValueError(f"{key} = {str(path)!r} has no labels; a training set needs them")
+
+    def _read(self, path: Path):
+        from mdwarf_zoo.spectra.datasets import read_set
+
+        self._require(path, "the sets stage", "--stage sets")
+        return read_set(path)
+
+    # -- member stages --------------------------------------------------------------------------
+    def _metadata(self, member: AutoencoderMember, **extra: Any) -> dict[str, Any]:
+        return {
+            "preprocessor": self.recipe.preprocessing.preprocessor(),
+            "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256},
+            "provenance": {
+                "run_member": member.name,
+                "seed": member.seed,
+                "architecture": member.architecture,
+                "overrides": member.overrides,
+                "synthetic": self.recipe.synthetic.source,
+                "observed": self.recipe.observed.source,
+            },
+            **extra,
+        }
+
+    def _lock(self, folder: Path) -> contextlib.AbstractContextManager:
+        return _MemberLock(folder / ".lock")
+
+    def _stage_pretrain(self, member: AutoencoderMember) -> None:
+        from mdwarf_zoo.hub import save_pretrained
+        from mdwarf_zoo.registry import create_model
+
+        folder = self.member_folder(member)
+        if (folder / "pretrained").is_dir():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock(folder):
+            synthetic = self._read(self.synthetic_path)
+            settings = self.recipe.autoencoders
+            train, val = split_indices(len(synthetic), settings.validation_split, member.seed)
+            _determinism(member.seed)
+            with _strategy_scope(self.recipe.strategy):
+                model = create_model(
+                    member.architecture,
+                    input_length=synthetic.flux.shape[1],
+                    seed=member.seed,
+                    **member.overrides,
+                )
+            flux = synthetic.flux
+            history = fit_resumable(
+                model,
+                flux[train],
+                flux[train],
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                seed=member.seed,
+                checkpoint=folder / "pretrain.ckpt.npz",
+                validation=(flux[val], flux[val]),
+                description=f"{member.name} pretrain {member.architecture}",
+                progress=self.progress,
+            )
+            metrics = {
+                "train_loss": history[-1]["loss"],
+                "validation_loss": history[-1].get("val_loss"),
+                "reconstruction_mse_synthetic_validation": _mse(model, flux[val]),
+            }
+            save_pretrained(
+                model,
+                folder / "pretrained",
+                **self._metadata(
+                    member, metrics=metrics, training=_history_text(history, "pretraining")
+                ),
+            )
+            (folder / "pretrain.ckpt.npz").unlink()
+
+    def _stage_transfer(self, member: AutoencoderMember) -> None:
+        import keras
+
+        from mdwarf_zoo.hub import from_pretrained, save_pretrained
+        from mdwarf_zoo.transfer import clone_model, resolve_freeze
+
+        folder = self.member_folder(member)
+        settings = self.recipe.transfer
+        if not settings.enabled or (folder / "transferred").is_dir():
+            return
+        self._require(
+            folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
+        )
+        with self._lock(folder):
+            observed = self._read(self.observed_path)
+            seed = member.seed + 100_000
+            train, val = split_indices(len(observed), settings.validation_split, seed)
+            _determinism(seed)
+            with _strategy_scope(self.recipe.strategy):
+                source = from_pretrained(folder / "pretrained")
+                freeze = (
+                    source.default_freeze
+                    if settings.freeze == "default"
+                    else (
+                        list(settings.freeze)
+                        if isinstance(settings.freeze, tuple)
+                        else settings.freeze
+                    )
+                )
+                frozen = set(resolve_freeze(source, freeze))
+                tuned = clone_model(source)
+                for index, layer in enumerate(tuned.layers):
+                    layer.trainable = index not in frozen
+                # Flags before compile: the TensorFlow backend ignores later changes.
+                learning_rate = settings.learning_rate or source.learning_rate
+                tuned.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+            flux = observed.flux
+            before = _mse(source, flux)
+            history = fit_resumable(
+                tuned,
+                flux[train],
+                flux[train],
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                seed=seed,
+                checkpoint=folder / "transfer.ckpt.npz",
+                validation=(flux[val], flux[val]) if len(val) else None,
+                description=f"{member.name} transfer",
+                progress=self.progress,
+            )
+            metrics = {
+                "reconstruction_mse_observed_before": before,
+                "reconstruction_mse_observed_after": _mse(tuned, flux),
+                "frozen_layers": sorted(frozen),
+            }
+            save_pretrained(
+                tuned,
+                folder / "transferred",
+                **self._metadata(
+                    member,
+                    metrics={k: v for k, v in metrics.items() if k != "frozen_layers"},
+                    extra={
+                        "transfer": {
+                            "frozen_layers": sorted(frozen),
+                            "learning_rate": learning_rate,
+                            "epochs": settings.epochs,
+                            "batch_size": settings.batch_size,
+                            "validation_split": settings.validation_split,
+                        }
+                    },
+                    training=_history_text(history, "transfer learning"),
+                ),
+            )
+            (folder / "transfer.ckpt.npz").unlink()
+
+    def _stage_encode(self, member: AutoencoderMember) -> None:
+        from mdwarf_zoo.hub import from_pretrained
+
+        folder = self.member_folder(member)
+        if (folder / "latents.npz").is_file():
+            return
+        self._require(
+            folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
+        )
+        if self.recipe.transfer.enabled:
+            self._require(
+                folder / "transferred", f"transfer of {member.name}", f"--member {member.index}"
+            )
+        synthetic = self._read(self.synthetic_path)
+        observed = self._read(self.observed_path)
+        original = from_pretrained(folder / "pretrained")
+        tuned = (
+            from_pretrained(folder / "transferred") if self.recipe.transfer.enabled else original
+        )
+        batch = self.recipe.autoencoders.batch_size
+        _atomic_savez(
+            folder / "latents.npz",
+            synthetic=original.encoder.predict(synthetic.flux, batch_size=batch, verbose=0),
+            observed=tuned.encoder.predict(observed.flux, batch_size=batch, verbose=0),
+            observed_no_transfer=original.encoder.predict(
+                observed.flux, batch_size=batch, verbose=0
+            ),
+            reconstruction_mse_observed=np.array(_mse(tuned, observed.flux)),
+            reconstruction_mse_observed_no_transfer=np.array(_mse(original, observed.flux)),
+        )
+
+    def label_scaling(self, labels: np.ndarray) -> dict[str, dict[str, float]]:
+        """Per parameter the mean and standard deviation of the synthetic labels; regressors
+        learn ``(label - mean) / std``."""
+        scaling = {}
+        for name in self.recipe.regressors.parameters:
+            column = labels[:, _COLUMN[name]]
+            std = float(np.std(column))
+            scaling[name] = {
+                "kind": "standard",
+                "mean": float(np.mean(column)),
+                "std": std if std > 0 else 1.0,
+            }
+        return scaling
+
+    def _stage_regressors(self, member: AutoencoderMember) -> None:
+        from mdwarf_zoo.hub import save_pretrained
+        from mdwarf_zoo.registry import create_model
+
+        folder = self.member_folder(member)
+        if (folder / "predictions.npz").is_file():
+            return
+        self._require(
+            folder / "latents.npz", f"encoding of {member.name}", f"--member {member.index}"
+        )
+        synthetic = self._read(self.synthetic_path)
+        scaling = self.label_scaling(synthetic.labels)
+        with np.load(folder / "latents.npz") as saved:
+            latents = {key: saved[key] for key in saved.files}
+        (folder / "regressors").mkdir(exist_ok=True)
+        results: dict[str, np.ndarray] = {}
+        settings_all = self.recipe.regressors
+        with self._lock(folder):
+            for p_index, name in enumerate(settings_all.parameters):
+                settings = settings_all.settings[name]
+                target = (synthetic.labels[:, _COLUMN[name]] - scaling[name]["mean"]) / scaling[
+                    name
+                ]["std"]
+                mse, observed, no_transfer = [], [], []
+                for k in range(settings_all.seeds):
+                    seed = member.seed * 1000 + 100 * (p_index + 1) + k
+                    out = folder / "regressors" / f"{name}_seed{k}"
+                    train, val = stratified_split(
+                        synthetic.labels[:, _COLUMN[name]], settings.validation_split, seed
+                    )
+                    _determinism(seed)
+                    if out.is_dir():
+                        from mdwarf_zoo.hub import from_pretrained
+
+                        model = from_pretrained(out)
+                    else:
+                        with _strategy_scope(self.recipe.strategy):
+                            model = create_model(
+                                settings.architecture,
+                                latent_dim=latents["synthetic"].shape[1],
+                                learning_rate=settings.learning_rate,
+                                seed=seed,
+                                **settings.overrides,
+                            )
+                        checkpoint = folder / "regressors" / f"{name}_seed{k}.ckpt.npz"
+                        history = fit_resumable(
+                            model,
+                            latents["synthetic"][train],
+                            target[train],
+                            epochs=settings.epochs,
+                            batch_size=settings.batch_size,
+                            seed=seed,
+                            checkpoint=checkpoint,
+                            validation=(latents["synthetic"][val], target[val]),
+                            description=f"{member.name} {name} seed {k}",
+                            progress=self.progress,
+                        )
+                        val_mse = float(
+                            np.mean(
+                                (
+                                    model.predict(latents["synthetic"][val], verbose=0)[:, 0]
+                                    - target[val]
+                                )
+                                ** 2
+                            )
+                        )
+                        save_pretrained(
+                            model,
+                            out,
+                            **self._metadata(
+                                member,
+                                labels=[name],
+                                label_units=[PARAMETER_UNITS[name]],
+                                label_scaling={name: scaling[name]},
+                                metrics={"validation_mse_scaled": val_mse},
+                                training=_history_text(history, f"{name} regressor"),
+                            ),
+                        )
+                        checkpoint.unlink()
+                    val_pred = model.predict(latents["synthetic"][val], verbose=0)[:, 0]
+                    mse.append(float(np.mean((val_pred - target[val]) ** 2)))
+
+                    def physical(values: np.ndarray, name: str = name) -> np.ndarray:
+                        return values * scaling[name]["std"] + scaling[name]["mean"]
+
+                    observed.append(physical(model.predict(latents["observed"], verbose=0)[:, 0]))
+                    no_transfer.append(
+                        physical(model.predict(latents["observed_no_transfer"], verbose=0)[:, 0])
+                    )
+                results[f"{name}_validation_mse"] = np.array(mse)
+                results[f"{name}_observed"] = np.stack(observed)
+                results[f"{name}_observed_no_transfer"] = np.stack(no_transfer)
+            _atomic_savez(folder / "predictions.npz", **results)
+
+    # -- ensemble and report ------------------------------------------------------------------
+    def _gather(self) -> dict[str, dict[str, np.ndarray]]:
+        members = self.recipe.members()
+        missing = [
+            m.index for m in members if not (self.member_folder(m) / "predictions.npz").is_file()
+        ]
+        if missing:
+            raise ValueError(
+                f"the ensemble needs every member; members {missing} are not finished in "
+                f"{self.folder}: run `mdwarf-zoo train {self._recipe_argument()} --out "
+                f"{self.folder} --member I` for each (or without --stage to run all)"
+            )
+        gathered: dict[str, dict[str, list]] = {}
+        for member in members:
+            with np.load(self.member_folder(member) / "predictions.npz") as saved:
+                for name in self.recipe.regressors.parameters:
+                    entry = gathered.setdefault(
+                        name, {"mse": [], "observed": [], "no_transfer": [], "members": []}
+                    )
+                    entry["mse"].extend(saved[f"{name}_validation_mse"].tolist())
+                    entry["observed"].append(saved[f"{name}_observed"])
+                    entry["no_transfer"].append(saved[f"{name}_observed_no_transfer"])
+                    entry["members"].extend([member.index] * len(saved[f"{name}_observed"]))
+        return {
+            name: {
+                "mse": np.array(v["mse"]),
+                "observed": np.concatenate(v["observed"]),
+                "no_transfer": np.concatenate(v["no_transfer"]),
+                "members": np.array(v["members"]),
+            }
+            for name, v in gathered.items()
+        }
+
+    def _keep(self) -> int | None:
+        return self.recipe.ensemble.best
+
+    def ensemble(self) -> Path:
+        """Best-K selection and KDE estimates into ``predictions.<fmt>``; writes
+        ``pipeline.json``."""
+        from mdwarf_zoo.ensemble import ensemble_table, write_table
+
+        if self.table_path.is_file():
+            return self.table_path
+        gathered = self._gather()
+        observed = self._read(self.observed_path)
+        keep = self._keep()
+        table = ensemble_table(
+            {n: g["observed"] for n, g in gathered.items()},
+            observed.identifiers,
+            validation_mse={n: g["mse"] for n, g in gathered.items()},
+            keep=keep,
+        )
+        table.meta["recipe"] = self.recipe.name
+        table.meta["recipe_sha256"] = self.recipe.sha256
+        self._write_pipeline(gathered)
+        partial = self.table_path.with_name(f".partial{self.table_path.suffix}")
+        if partial.exists():
+            partial.unlink()
+        write_table(table, partial)
+        os.replace(partial, self.table_path)
+        return self.table_path
+
+    def _write_pipeline(self, gathered: dict[str, dict[str, np.ndarray]]) -> None:
+        from mdwarf_zoo.ensemble import select_best
+
+        synthetic = self._read(self.synthetic_path)
+        keep = self._keep()
+        members = []
+        for member in self.recipe.members():
+            folder = self.member_folder(member).relative_to(self.folder).as_posix()
+            regressors = {}
+            for name, g in gathered.items():
+                chosen = set(select_best(g["mse"], keep or len(g["mse"])).tolist())
+                rows = np.flatnonzero(g["members"] == member.index)
+                regressors[name] = [
+                    {
+                        "path": f"{folder}/regressors/{name}_seed{k}",
+                        "validation_mse": float(g["mse"][row]),
+                        "selected": bool(row in chosen),
+                    }
+                    for k, row in enumerate(rows)
+                ]
+            members.append(
+                {
+                    "name": member.name,
+                    "architecture": member.architecture,
+                    "autoencoder": f"{folder}/pretrained",
+                    "transferred": f"{folder}/transferred"
+                    if self.recipe.transfer.enabled
+                    else None,
+                    "regressors": regressors,
+                }
+            )
+        manifest = {
+            "format": PIPELINE_FORMAT,
+            "zoo_version": __version__,
+            "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256},
+            "parameters": list(self.recipe.regressors.parameters),
+            "units": {n: PARAMETER_UNITS[n] for n in self.recipe.regressors.parameters},
+            "label_scaling": self.label_scaling(synthetic.labels),
+            "preprocessing": self.recipe.preprocessing.preprocessor().to_dict(),
+            "transfer": {
+                "enabled": self.recipe.transfer.enabled,
+                "freeze": self.recipe.transfer.freeze
+                if not isinstance(self.recipe.transfer.freeze, tuple)
+                else list(self.recipe.transfer.freeze),
+                "epochs": self.recipe.transfer.epochs,
+                "learning_rate": self.recipe.transfer.learning_rate,
+                "batch_size": self.recipe.transfer.batch_size,
+                "validation_split": self.recipe.transfer.validation_split,
+            },
+            "ensemble": {"best": keep},
+            "members": members,
+        }
+        _atomic_text(self.folder / "pipeline.json", json.dumps(manifest, indent=2) + "\n")
+
+    def report(self) -> tuple[Path, list[Path], Path]:
+        """``diagnostics.json``, the plots and ``report.md``."""
+        import hashlib
+
+        from astropy.table import Table
+
+        self._require(self.table_path, "the ensemble stage", "--stage ensemble")
+        gathered = self._gather()
+        observed = self._read(self.observed_path)
+        table = Table.read(self.table_path)
+        diagnostics: dict[str, Any] = {
+            "recipe": self.recipe.name,
+            "recipe_sha256": self.recipe.sha256,
+            "n_observed": len(observed),
+            "members": {},
+        }
+        for member in self.recipe.members():
+            folder = self.member_folder(member)
+            from mdwarf_zoo.hub import read_manifest
+
+            entry = {"pretrained": read_manifest(folder / "pretrained").get("metrics", {})}
+            if self.recipe.transfer.enabled:
+                entry["transferred"] = read_manifest(folder / "transferred").get("metrics", {})
+            diagnostics["members"][member.name] = entry
+        diagnostics["domain_gap"] = self._domain_gap()
+        if observed.labels is not None:
+            diagnostics["accuracy"] = {
+                "transfer": _accuracy(table, observed.labels, self.recipe.regressors.parameters),
+                "no_transfer": self._no_transfer_accuracy(gathered, observed),
+            }
+        diagnostics_path = self.folder / "diagnostics.json"
+        _atomic_text(diagnostics_path, json.dumps(diagnostics, indent=2) + "\n")
+        plots = self._plots(table, observed) if self.recipe.outputs.plots else []
+        sha = hashlib.sha256(self.recipe.text.encode("utf-8")).hexdigest()
+        lines = [
+            f"# Run of recipe `{self.recipe.name}`",
+            "",
+            f"- recipe sha256: `{sha}`",
+            f"- mdwarf_zoo {__version__}",
+            f"- run folder: `{self.folder}`",
+            f"- predictions: `{self.table_path.name}` ({len(table)} spectra)",
+            f"- members: {len(self.recipe.members())}; regressors per parameter: "
+            f"{len(self.recipe.members()) * self.recipe.regressors.seeds}, best kept: "
+            f"{self._keep() or 'all'}",
+            "",
+        ]
+        if "accuracy" in diagnostics:
+            lines += [
+                "## Accuracy on the observed set (true labels known)",
+                "",
+                "| parameter | with transfer: bias | rms | 1-sigma coverage | "
+                "no transfer: bias | rms |",
+                "|---|---|---|---|---|---|",
+            ]
+            for name in self.recipe.regressors.parameters:
+                a = diagnostics["accuracy"]["transfer"][name]
+                b = diagnostics["accuracy"]["no_transfer"][name]
+                lines.append(
+                    f"| {name} ({PARAMETER_UNITS[name]}) | {a['bias']:.4g} | "
+                    f"{a['rms']:.4g} | {a['coverage_1sigma']:.2f} | {b['bias']:.4g} | "
+                    f"{b['rms']:.4g} |"
+                )
+            lines.append("")
+        lines += ["## Autoencoders", "", "| member | metric | value |", "|---|---|---|"]
+        for name, entry in diagnostics["members"].items():
+            for stage, metrics in entry.items():
+                for key, value in metrics.items():
+                    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+                    lines.append(f"| {name} | {stage}: {key} | {shown} |")
+        lines += [
+            "",
+            "## Domain gap",
+            "",
+            "```json",
+            json.dumps(diagnostics["domain_gap"], indent=2),
+            "```",
+            "",
+        ]
+        if plots:
+            lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+        lines += ["## Recipe", "", "```toml", self.recipe.text.rstrip(), "```", ""]
+        report_path = self.folder / "report.md"
+        _atomic_text(report_path, "\n".join(lines))
+        return report_path, plots, diagnostics_path
+
+    def _domain_gap(self) -> dict[str, Any]:
+        """Mean distance of each observed spectrum to its nearest synthetic neighbour, in flux
+        space and in the latent space of every member (MB24: 2.72 and 0.086)."""
+        from scipy.spatial import cKDTree
+
+        synthetic = self._read(self.synthetic_path)
+        observed = self._read(self.observed_path)
+        result = {"flux_space": float(np.mean(cKDTree(synthetic.flux).query(observed.flux)[0]))}
+        for member in self.recipe.members():
+            with np.load(self.member_folder(member) / "latents.npz") as saved:
+                tree = cKDTree(saved["synthetic"])
+                result[member.name] = {
+                    "latent_transfer": float(np.mean(tree.query(saved["observed"])[0])),
+                    "latent_no_transfer": float(
+                        np.mean(tree.query(saved["observed_no_transfer"])[0])
+                    ),
+                }
+        return result
+
+    def _no_transfer_accuracy(self, gathered, observed) -> dict[str, dict[str, float]]:
+        from mdwarf_zoo.ensemble import ensemble_table
+
+        table = ensemble_table(
+            {n: g["no_transfer"] for n, g in gathered.items()},
+            observed.identifiers,
+            validation_mse={n: g["mse"] for n, g in gathered.items()},
+            keep=self._keep(),
+        )
+        return _accuracy(table, observed.labels, self.recipe.regressors.parameters)
+
+    def _plots(self, table, observed) -> list[Path]:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            logger.warning(
+                "matplotlib is not installed: no plots (pip install 'mdwarf-zoo[plots]')"
+            )
+            return []
+        folder = self.folder / "plots"
+        folder.mkdir(exist_ok=True)
+        parameters = self.recipe.regressors.parameters
+        figure, axes = plt.subplots(
+            1, len(parameters), figsize=(4 * len(parameters), 4), squeeze=False
+        )
+        for axis, name in zip(axes[0], parameters, strict=True):
+            value = np.asarray(table[name])
+            errors = [
+                np.asarray(table[f"{name}_err_lower"]),
+                np.asarray(table[f"{name}_err_upper"]),
+            ]
+            if observed.labels is not None:
+                truth = observed.labels[:, _COLUMN[name]]
+                axis.errorbar(truth, value, yerr=errors, fmt=".", alpha=0.6)
+                low, high = (
+                    float(min(truth.min(), value.min())),
+                    float(max(truth.max(), value.max())),
+                )
+                axis.plot([low, high], [low, high], "k--", lw=1)
+                axis.set_xlabel(f"true {name} ({PARAMETER_UNITS[name]})")
+                axis.set_ylabel(f"predicted {name} ({PARAMETER_UNITS[name]})")
+            else:
+                axis.hist(value, bins=30)
+                axis.set_xlabel(f"{name} ({PARAMETER_UNITS[name]})")
+        figure.suptitle(f"{self.recipe.name}: ensemble estimates of the observed set")
+        figure.tight_layout()
+        path = folder / "predictions.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return [path]
+
+
+def _accuracy(table, labels: np.ndarray, parameters) -> dict[str, dict[str, float]]:
+    """Bias, rms and the fraction of true values inside the -/+ errors, per parameter."""
+    result = {}
+    for name in parameters:
+        truth = labels[:, _COLUMN[name]]
+        value = np.asarray(table[name], dtype=np.float64)
+        lower = np.asarray(table[f"{name}_err_lower"], dtype=np.float64)
+        upper = np.asarray(table[f"{name}_err_upper"], dtype=np.float64)
+        residual = value - truth
+        inside = (truth >= value - lower) & (truth <= value + upper)
+        result[name] = {
+            "bias": float(np.mean(residual)),
+            "rms": float(np.sqrt(np.mean(residual**2))),
+            "median_error_lower": float(np.median(lower)),
+            "median_error_upper": float(np.median(upper)),
+            "coverage_1sigma": float(np.mean(inside)),
+        }
+    return result
+
+
+def _evaluate(model, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> float:
+    """The model's loss (with its internal penalties) on ``(x, y)``, in chunks."""
+    total = 0.0
+    for first in range(0, len(x), chunk):
+        part = slice(first, first + chunk)
+        loss = model.test_on_batch(x[part], y[part])
+        total += float(loss[0] if isinstance(loss, list) else loss) * len(x[part])
+    return total / len(x)
+
+
+def _mse(model, flux: np.ndarray) -> float:
+    reconstruction = model.predict(flux, batch_size=256, verbose=0)
+    return float(np.mean((reconstruction - flux) ** 2))
+
+
+def _history_text(history: list[dict[str, float]], what: str) -> str:
+    last = history[-1]
+    parts = ", ".join(f"{key} {value:.4g}" for key, value in last.items())
+    return f"{what}: {len(history)} epochs; last epoch {parts}"
+
+
+class _MemberLock:
+    """A lock file that keeps two processes off the same member (``--member`` jobs)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> _MemberLock:
+        host = socket.gethostname()
+        try:
+            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = self.path.read_text(encoding="utf-8").split()
+            if len(owner) == 2 and owner[0] == host and not _alive(int(owner[1])):
+                self.path.unlink()
+                return self.__enter__()
+            raise FileExistsError(
+                f"{self.path.parent} is being trained by process {' '.join(owner)}; if that "
+                f"process is gone, delete {self.path}"
+            ) from None
+        with os.fdopen(handle, "w") as stream:
+            stream.write(f"{host} {os.getpid()}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def plan(recipe: Recipe, folder: Path | None = None) -> list[dict[str, Any]]:
+    """One row per member: architecture, overrides, seed, parameters, epochs and the work it
+    needs (spectra x epochs), plus what a run folder already holds."""
+    import keras
+
+    from mdwarf_zoo.registry import create_model
+
+    state = None
+    if folder is not None and (folder / "run.json").is_file():
+        state = Run(recipe, folder, progress=False).status()["members"]
+    rows = []
+    n_synthetic = recipe.synthetic.n
+    n_observed = recipe.observed.n
+    for member in recipe.members():
+        model = create_model(
+            member.architecture, input_length=recipe.preprocessing.pixels, **member.overrides
+        )
+        rows.append(
+            {
+                "member": member.index,
+                "architecture": member.architecture,
+                "overrides": member.overrides,
+                "seed": member.seed,
+                "parameters": int(model.count_params()),
+                "pretrain": f"{recipe.autoencoders.epochs} epochs x "
+                f"{n_synthetic if n_synthetic else '?'} synthetic spectra",
+                "transfer": f"{recipe.transfer.epochs} epochs x "
+                f"{n_observed if n_observed else '?'} observed spectra"
+                if recipe.transfer.enabled
+                else "off",
+                "regressors": f"{len(recipe.regressors.parameters)} parameters x "
+                f"{recipe.regressors.seeds} seeds",
+                "done": ", ".join(state[member.name]) if state else "",
+            }
+        )
+        del model
+        keras.backend.clear_session()
+    return rows
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a folder (used to export a pipeline); refuses an existing target."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists; it is never overwritten")
+    shutil.copytree(source, target)

@@ -1,0 +1,180 @@
+"""Recipe loading and validation: every error names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mdwarf_zoo.recipes import RecipeError, list_recipes, load_recipe, parse_recipe
+
+TINY = """
+[recipe]
+name = "tiny"
+seed = 3
+
+[data.synthetic]
+source = "simulator"
+n = 40
+
+[data.observed]
+source = "simulator"
+n = 10
+
+[preprocessing]
+normalisation = "none"
+
+[autoencoders]
+epochs = 1
+
+[autoencoders.grid]
+architecture = ["dense_ae_tiny", "conv_ae_tiny"]
+l1 = [1e-7, 2e-7]
+
+[regressors]
+parameters = ["teff"]
+seeds = 2
+epochs = 1
+"""
+
+
+def parse(text: str, **kwargs):
+    return parse_recipe(text, check_models=kwargs.pop("check_models", False), **kwargs)
+
+
+def test_shipped_recipes_are_found_by_name():
+    names = list_recipes()
+    for name in ("quickstart", "mb24_reference", "compare_quick", "compare_full"):
+        assert name in names
+    quick = load_recipe("quickstart")
+    assert quick.name == "quickstart" and len(quick.sha256) == 64
+
+
+def test_reference_recipe_is_mb24():
+    recipe = load_recipe("mb24_reference", check_files=False, check_models=False)
+    members = recipe.members()
+    assert len(members) == 26
+    assert {m.architecture for m in members} == {f"dense_ae_{n}" for n in range(1024, 2049, 256)}
+    # 25 grid points, then the first point again with the next seed.
+    assert members[25].grid_point == 0 and members[25].overrides == members[0].overrides
+    assert members[25].seed == members[24].seed + 1
+    assert recipe.autoencoders.epochs == 120 and recipe.autoencoders.batch_size == 128
+    assert recipe.autoencoders.learning_rate == 1e-4 and recipe.autoencoders.contractive == 1e-4
+    assert recipe.autoencoders.validation_split == pytest.approx(0.3)
+    assert recipe.transfer.freeze == 5 and recipe.transfer.epochs == 60
+    assert recipe.transfer.validation_split == pytest.approx(0.2)
+    teff = recipe.regressors.settings["teff"]
+    assert (teff.overrides["nf1"], teff.overrides["nf2"], teff.overrides["nu"]) == (64, 32, 64)
+    assert teff.learning_rate == 0.01 and teff.epochs == 200 and recipe.regressors.seeds == 5
+    assert recipe.ensemble.best == 80
+    l1 = sorted({m.overrides["l1"] for m in members})
+    assert l1[0] == pytest.approx(8e-8) and l1[-1] == pytest.approx(1.2e-7) and len(l1) == 5
+
+
+def test_reference_recipe_names_missing_data_paths():
+    with pytest.raises(RecipeError, match=r"\[data.synthetic\] grid = .*no such folder"):
+        load_recipe("mb24_reference", check_models=False)
+
+
+def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
+    recipe = parse(
+        TINY.replace(
+            "epochs = 1\n\n[autoencoders.grid]", "epochs = 1\nmembers = 5\n\n[autoencoders.grid]"
+        )
+    )
+    members = recipe.members()
+    assert [(m.architecture, m.overrides["l1"]) for m in members[:4]] == [
+        ("dense_ae_tiny", 1e-7),
+        ("dense_ae_tiny", 2e-7),
+        ("conv_ae_tiny", 1e-7),
+        ("conv_ae_tiny", 2e-7),
+    ]
+    assert members[4].grid_point == 0 and [m.seed for m in members] == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        (
+            ("epochs = 1\n\n[autoencoders.grid]", "epocs = 1\n\n[autoencoders.grid]"),
+            r"\[autoencoders\] has an unknown key 'epocs'; did you mean 'epochs'\?",
+        ),
+        (
+            ("[autoencoders]\nepochs = 1", '[autoencoders]\nepochs = "10"'),
+            r"\[autoencoders\] epochs = '10': expected an integer >= 1",
+        ),
+        (
+            ('"conv_ae_tiny"]', '"conv_ae_tinny"]'),
+            r"architecture = 'conv_ae_tinny': unknown model .*Did you mean conv_ae_tiny",
+        ),
+        (
+            ("[regressors]\n", '[regressors]\narchitecture = "dense_ae_tiny"\n'),
+            r"\[regressors.teff\] architecture = 'dense_ae_tiny' is a autoencoder; expected a "
+            r"regressor",
+        ),
+        (
+            ("seed = 3", 'seed = 3\nstrategy = "mirorred"'),
+            r"strategy = 'mirorred': expected one of .* \(did you mean 'mirrored'\?\)",
+        ),
+        (
+            ('[data.observed]\nsource = "simulator"', '[data.observed]\nsource = "fits"'),
+            r"\[data.observed\] source = 'fits': expected one of \['simulator', 'files', 'set'\]",
+        ),
+        (
+            ('parameters = ["teff"]', 'parameters = ["teff", "feh"]'),
+            r"\[regressors\] parameters = \['teff', 'feh'\]: expected a non-empty list",
+        ),
+        (("[regressors]", "[regresors]\n[regressors]"), r"unknown table \[regresors\]"),
+        (
+            ("n = 40", "n = 40\n[data.synthetic.label_ranges]\nteff = [2000, 3000]"),
+            r"\[data.synthetic.label_ranges\] teff = \[2000, 3000\]: expected \[low, high\] with "
+            r"2300 <= low",
+        ),
+        (
+            ("n = 10", "n = 10\n[data.observed.gap]\ndamping = 2.0"),
+            r"\[data.observed.gap\] has an unknown key 'damping'; did you mean 'damping_scale'",
+        ),
+        (
+            ("seeds = 2\nepochs = 1\n", "seeds = 2\nepochs = 1\n[ensemble]\nbest = 9\n"),
+            r"\[ensemble\] best = 9: expected at most 8",
+        ),
+        (("seed = 3", 'seed = 3\nstrategy = "multi_worker"'), r"strategy = 'multi_worker'"),
+        (
+            ("[preprocessing]", "[preprocessing]\nwindow = [8835, 8800, 0.01]"),
+            r"\[preprocessing\] window = \[8835, 8800, 0.01\]: expected \[start, stop, step\]",
+        ),
+    ],
+)
+def test_validation_errors_name_key_value_and_allowed(change, pattern):
+    old, new = change
+    assert old in TINY
+    with pytest.raises(RecipeError, match=pattern):
+        parse(TINY.replace(old, new, 1))
+
+
+def test_missing_files_are_refused_before_training(tmp_path: Path):
+    text = TINY.replace(
+        '[data.observed]\nsource = "simulator"\nn = 10',
+        '[data.observed]\nsource = "files"\nfiles = ["spectra/*.fits"]',
+    )
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=r"files: 'spectra/\*.fits' matches no file"):
+        load_recipe(path, check_models=False)
+    (tmp_path / "spectra").mkdir()
+    (tmp_path / "spectra" / "a.fits").write_bytes(b"")
+    recipe = load_recipe(path, check_models=False)
+    assert recipe.observed.files == (tmp_path / "spectra" / "a.fits",)
+
+
+def test_bad_constructor_argument_fails_when_models_are_checked():
+    text = TINY.replace("l1 = [1e-7, 2e-7]", "l1 = [1e-7, -1.0]")
+    with pytest.raises(RecipeError, match=r"cannot be built: .*l1 must be a number >= 0"):
+        parse(text, check_models=True)
+    with pytest.raises(RecipeError, match=r"\[regressors.teff\] latent_cnn .*nf1 must be"):
+        parse(TINY + "\n[regressors.overrides]\nnf1 = 0\n", check_models=True)
+
+
+def test_unknown_recipe_name_suggests_close_names():
+    with pytest.raises(FileNotFoundError, match=r"Did you mean 'quickstart'"):
+        load_recipe("quikstart")
