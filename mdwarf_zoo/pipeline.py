@@ -1,0 +1,584 @@
+"""The reference pipeline of Mas-Buitrago et al. 2024 (MB24), stages 2-4, as library functions.
+
+1. **Transfer** (:func:`mdwarf_zoo.transfer`): each autoencoder, trained on synthetic spectra,
+   is fine-tuned on the observed spectra with its first layers frozen.
+2. **Latents** (:func:`latents`): synthetic spectra go through the *original* encoder, observed
+   spectra through the *fine-tuned* one (MB24's choice; ``observed_encoder="original"`` gives the
+   other choice, i.e. no transfer for the observed side).
+3. **Regressors** (:func:`train_regressors`): for each parameter and each seed, one latent CNN
+   (``latent_cnn``) trained on the synthetic latents against the standardised label
+   (:class:`LabelScaler`), with a train/validation split stratified on that label (MB24: 70/30).
+4. **Ensemble** (:func:`predict_ensemble` then :func:`mdwarf_zoo.ensemble.ensemble_table`): every
+   regressor predicts every observed star (physical units); the best K by validation MSE
+   (MB24: 80 of 5 seeds x 26 autoencoders = 130) give the KDE-mode value and the
+   P16/P84 errors.
+
+:func:`run_pipeline` chains the four steps for one or several autoencoders.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from astropy.table import Table
+from tqdm.auto import tqdm
+
+from mdwarf_zoo.ensemble import PARAMETER_UNITS, PARAMETERS, ensemble_table
+from mdwarf_zoo.registry import create_model
+from mdwarf_zoo.transfer import FreezeSpec, prepare_spectra, transfer
+
+__all__ = [
+    "LabelScaler",
+    "LatentRegressor",
+    "PipelineResult",
+    "encode",
+    "latents",
+    "predict_ensemble",
+    "run_pipeline",
+    "stratified_split",
+    "train_regressors",
+]
+
+logger = logging.getLogger(__name__)
+
+_OBSERVED_ENCODERS = ("fine_tuned", "original")
+
+
+@dataclass
+class LabelScaler:
+    """Per-parameter standardisation ``(label - mean) / std`` of the training labels.
+
+    Args:
+        names: parameter names, one per label column (default ``teff, logg, mh, vsini``).
+        mean: per-column mean, physical units.
+        std: per-column standard deviation (> 0), physical units.
+
+    Examples:
+        >>> import numpy as np
+        >>> from mdwarf_zoo.pipeline import LabelScaler
+        >>> scaler = LabelScaler.fit(np.array([[3000, 5.0], [3400, 4.8]]), ["teff", "logg"])
+        >>> scaler.transform(np.array([[3200, 4.9]])).tolist()
+        [[0.0, 0.0]]
+    """
+
+    names: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.names = tuple(self.names)
+        self.mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
+        self.std = np.asarray(self.std, dtype=np.float64).reshape(-1)
+        if not len(self.names) == self.mean.size == self.std.size:
+            raise ValueError(
+                f"LabelScaler: {len(self.names)} names, {self.mean.size} means and "
+                f"{self.std.size} standard deviations"
+            )
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
+                and np.all(self.std > 0)):
+            raise ValueError(
+                f"LabelScaler: means must be finite and standard deviations > 0, got "
+                f"mean={self.mean.tolist()} std={self.std.tolist()}"
+            )
+
+    @classmethod
+    def fit(cls, labels: np.ndarray, names: Sequence[str] = PARAMETERS) -> LabelScaler:
+        """Mean and standard deviation of each column of ``labels`` (n, k).
+
+        Raises:
+            ValueError: for a wrong shape, non-finite labels or a constant column (naming it).
+        """
+        labels = _check_labels(labels, len(names), "LabelScaler.fit: labels")
+        std = labels.std(axis=0)
+        constant = [name for name, s in zip(names, std, strict=True) if s == 0]
+        if constant:
+            raise ValueError(
+                f"LabelScaler.fit: label column(s) {constant} are constant; a regressor for a "
+                "constant parameter cannot be trained"
+            )
+        return cls(tuple(names), labels.mean(axis=0), std)
+
+    def _columns(self, column: str | None) -> tuple[np.ndarray, np.ndarray]:
+        if column is None:
+            return self.mean, self.std
+        if column not in self.names:
+            raise ValueError(f"LabelScaler: unknown column {column!r}; have {self.names}")
+        i = self.names.index(column)
+        return self.mean[i], self.std[i]
+
+    def transform(self, labels: np.ndarray, column: str | None = None) -> np.ndarray:
+        """Standardise all columns, or the one named ``column`` (then ``labels`` is 1-D)."""
+        mean, std = self._columns(column)
+        return (np.asarray(labels, dtype=np.float64) - mean) / std
+
+    def inverse_transform(self, scaled: np.ndarray, column: str | None = None) -> np.ndarray:
+        """Back to physical units; the inverse of :meth:`transform`."""
+        mean, std = self._columns(column)
+        return np.asarray(scaled, dtype=np.float64) * std + mean
+
+    def to_dict(self) -> dict:
+        """JSON-ready: names, means, standard deviations and units."""
+        return {
+            "names": list(self.names),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "units": [str(PARAMETER_UNITS.get(name, "")) for name in self.names],
+        }
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> LabelScaler:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(tuple(config["names"]), config["mean"], config["std"])
+
+
+def _check_labels(labels: Any, n_columns: int, what: str) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.ndim != 2 or labels.shape[1] != n_columns or labels.shape[0] == 0:
+        raise ValueError(f"{what}: expected shape (n, {n_columns}), got {labels.shape}")
+    if not np.all(np.isfinite(labels)):
+        row = int(np.argwhere(~np.isfinite(labels))[0, 0])
+        raise ValueError(f"{what}: row {row} has non-finite labels {labels[row].tolist()}")
+    return labels
+
+
+def encode(autoencoder: keras.Model, flux: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Latent vectors of ``flux`` through ``autoencoder.encoder`` (the mean for a VAE).
+
+    Args:
+        autoencoder: a zoo autoencoder (with an ``encoder``), or an encoder model itself.
+        flux: (n, pixels) preprocessed spectra.
+        batch_size: prediction batch size.
+
+    Returns:
+        float32 (n, latent_dim).
+    """
+    encoder = getattr(autoencoder, "encoder", autoencoder)
+    flux = np.asarray(flux, dtype=np.float32)
+    return np.asarray(encoder.predict(flux, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def latents(
+    original: keras.Model,
+    synthetic_flux: np.ndarray,
+    observed_flux: np.ndarray,
+    *,
+    fine_tuned: keras.Model | None = None,
+    observed_encoder: str = "fine_tuned",
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic and observed latents, MB24-style.
+
+    Args:
+        original: the autoencoder trained on synthetic spectra.
+        synthetic_flux: (n_syn, pixels) synthetic spectra; always encoded by ``original``.
+        observed_flux: (n_obs, pixels) observed spectra.
+        fine_tuned: the copy returned by :func:`mdwarf_zoo.transfer` (needed for
+            ``observed_encoder="fine_tuned"``).
+        observed_encoder: ``"fine_tuned"`` (MB24) or ``"original"`` (no transfer).
+        batch_size: prediction batch size.
+
+    Returns:
+        ``(synthetic_latents, observed_latents)``.
+
+    Raises:
+        ValueError: for an unknown ``observed_encoder`` or a missing ``fine_tuned`` model.
+    """
+    if observed_encoder not in _OBSERVED_ENCODERS:
+        raise ValueError(
+            f"latents: observed_encoder must be one of {_OBSERVED_ENCODERS}, got "
+            f"{observed_encoder!r}"
+        )
+    if observed_encoder == "fine_tuned" and fine_tuned is None:
+        raise ValueError(
+            "latents: observed_encoder='fine_tuned' needs fine_tuned= (the model returned by "
+            "mdwarf_zoo.transfer); pass observed_encoder='original' for no transfer"
+        )
+    observed_model = fine_tuned if observed_encoder == "fine_tuned" else original
+    return (
+        encode(original, synthetic_flux, batch_size=batch_size),
+        encode(observed_model, observed_flux, batch_size=batch_size),
+    )
+
+
+def stratified_split(
+    values: np.ndarray,
+    validation_fraction: float = 0.3,
+    *,
+    n_bins: int = 20,
+    max_classes: int = 50,
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A train/validation split stratified on a continuous or gridded label (MB24: 70/30).
+
+    Strata are the distinct values when there are at most ``max_classes`` of them (grid labels
+    such as log g or v sin i), otherwise ``n_bins`` quantile bins. Each stratum gives
+    ``round(validation_fraction * size)`` members, drawn at random, to validation; so both sets
+    follow the label distribution.
+
+    Args:
+        values: (n,) the label.
+        validation_fraction: in (0, 1).
+        n_bins: quantile bins for a continuous label.
+        max_classes: up to this many distinct values are used as strata directly.
+        seed: seed of the draw.
+
+    Returns:
+        ``(train_indices, validation_indices)``, sorted, disjoint, together ``range(n)``.
+
+    Raises:
+        ValueError: for a bad fraction, non-finite values, or a split that leaves one side
+            empty.
+
+    Examples:
+        >>> import numpy as np
+        >>> from mdwarf_zoo.pipeline import stratified_split
+        >>> train, val = stratified_split(np.repeat([4.7, 5.0, 5.3], 10), 0.3)
+        >>> len(train), len(val)
+        (21, 9)
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not (isinstance(validation_fraction, numbers.Real) and 0 < validation_fraction < 1):
+        raise ValueError(
+            f"stratified_split: validation_fraction must be in (0, 1), got {validation_fraction!r}"
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError("stratified_split: values must be finite")
+    distinct = np.unique(values)
+    if distinct.size <= max_classes:
+        strata = np.searchsorted(distinct, values)
+    else:
+        edges = np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])
+        strata = np.searchsorted(edges, values, side="right")
+    rng = np.random.default_rng(seed)
+    validation = []
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        n_val = int(round(validation_fraction * members.size))
+        validation.append(rng.permutation(members)[:n_val])
+    val = np.sort(np.concatenate(validation)) if validation else np.array([], dtype=int)
+    train = np.setdiff1d(np.arange(values.size), val)
+    if val.size == 0 or train.size == 0:
+        raise ValueError(
+            f"stratified_split: {values.size} values split {train.size}/{val.size}; need more "
+            "samples for a train and a validation set"
+        )
+    return train, val
+
+
+@dataclass
+class LatentRegressor:
+    """One trained latent regressor: a parameter, the autoencoder whose latents it reads, a seed.
+
+    Attributes:
+        parameter: ``"teff"``, ``"logg"``, ``"mh"`` or ``"vsini"``.
+        autoencoder: the name of the autoencoder (key into the latents mapping).
+        seed: the regressor's seed (weights and shuffling).
+        model: the Keras model (predicts the standardised label).
+        scaler: the label scaling (all parameters; this one uses its column).
+        validation_mse: MSE on the validation split, standardised units.
+        validation_rms: root mean square error on the validation split, physical units.
+        history: the Keras training history (``loss``, ``val_loss`` per epoch).
+    """
+
+    parameter: str
+    autoencoder: str
+    seed: int
+    model: keras.Model
+    scaler: LabelScaler
+    validation_mse: float
+    validation_rms: float
+    history: dict = field(default_factory=dict)
+
+    def predict(self, latent_vectors: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
+        """Predictions in physical units (K, dex, dex, km/s), shape (n,)."""
+        scaled = self.model.predict(
+            np.asarray(latent_vectors, dtype=np.float32), batch_size=batch_size, verbose=0
+        )
+        return self.scaler.inverse_transform(np.asarray(scaled)[:, 0], self.parameter)
+
+
+def train_regressors(
+    synthetic_latents: np.ndarray,
+    labels: np.ndarray,
+    *,
+    autoencoder: str = "autoencoder",
+    parameters: Sequence[str] = PARAMETERS,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    architecture: str = "latent_cnn",
+    regressor_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    epochs: int = 200,
+    batch_size: int = 128,
+    validation_fraction: float = 0.3,
+    patience: int | None = None,
+    scaler: LabelScaler | None = None,
+    progress: bool = True,
+) -> list[LatentRegressor]:
+    """Train one latent regressor per parameter and seed on synthetic latents (MB24 stage 3).
+
+    Args:
+        synthetic_latents: (n, latent_dim) latents of the synthetic spectra (original encoder).
+        labels: (n, len(parameters)) physical labels in the order of ``parameters``.
+        autoencoder: name recorded in each regressor (which latents it reads).
+        parameters: the label columns (default Teff, log g, [M/H], v sin i).
+        seeds: one regressor per seed and parameter (MB24: 5 per autoencoder); the seed sets
+            the weights (``seed=`` of the model), the split and Keras' global seed for shuffling.
+        architecture: a registered regressor taking ``latent_dim`` (``"latent_cnn"``, MB24;
+            or ``"latent_mlp"``).
+        regressor_kwargs: per parameter, constructor overrides (e.g. MB24 Teff:
+            ``{"teff": {"nf1": 64, "nf2": 32, "nu": 64, "learning_rate": 0.01}}``).
+        epochs: training epochs (MB24: 200).
+        batch_size: batch size.
+        validation_fraction: validation share of the stratified split (MB24: 0.3).
+        patience: stop after this many epochs without a better validation loss and keep the
+            best weights; ``None`` trains all epochs (MB24).
+        scaler: the label standardisation; default fitted on ``labels``.
+        progress: show a tqdm bar over regressors.
+
+    Returns:
+        The trained regressors (parameter-major, then seed).
+
+    Raises:
+        ValueError: for mismatched shapes, non-finite values, an unknown parameter or
+            architecture, or an empty ``seeds``.
+    """
+    parameters = tuple(parameters)
+    unknown = [p for p in parameters if p not in PARAMETERS]
+    if unknown:
+        raise ValueError(f"train_regressors: unknown parameter(s) {unknown}; use {PARAMETERS}")
+    labels = _check_labels(labels, len(parameters), "train_regressors: labels")
+    x = np.asarray(synthetic_latents, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"train_regressors: synthetic_latents must be ({labels.shape[0]}, latent_dim) to "
+            f"match the labels, got {x.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError("train_regressors: synthetic_latents has non-finite values")
+    if not seeds:
+        raise ValueError("train_regressors: seeds is empty")
+    scaler = scaler or LabelScaler.fit(labels, parameters)
+    if scaler.names != parameters:
+        raise ValueError(
+            f"train_regressors: the scaler has columns {scaler.names}, the labels {parameters}"
+        )
+    scaled = scaler.transform(labels)
+    regressor_kwargs = dict(regressor_kwargs or {})
+    jobs = [(column, p, int(s)) for column, p in enumerate(parameters) for s in seeds]
+    out = []
+    for column, parameter, seed in tqdm(jobs, desc=f"regressors ({autoencoder})",
+                                        disable=not progress):
+        y = scaled[:, column].astype(np.float32)
+        train, val = stratified_split(labels[:, column], validation_fraction, seed=seed)
+        keras.utils.set_random_seed(seed)
+        model = create_model(
+            architecture,
+            latent_dim=x.shape[1],
+            seed=seed,
+            **dict(regressor_kwargs.get(parameter, {})),
+        )
+        callbacks = []
+        if patience is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(patience), restore_best_weights=True
+            ))
+        history = model.fit(
+            x[train], y[train], validation_data=(x[val], y[val]), epochs=int(epochs),
+            batch_size=int(batch_size), shuffle=True, callbacks=callbacks, verbose=0,
+        )
+        predicted = np.asarray(model.predict(x[val], batch_size=1024, verbose=0))[:, 0]
+        mse = float(np.mean((predicted - y[val]) ** 2))
+        rms = float(np.sqrt(mse)) * float(scaler.std[column])
+        logger.info("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)", autoencoder,
+                    parameter, seed, mse, rms, PARAMETER_UNITS[parameter])
+        out.append(LatentRegressor(parameter, autoencoder, seed, model, scaler, mse, rms,
+                                   {k: list(map(float, v)) for k, v in history.history.items()}))
+    return out
+
+
+def predict_ensemble(
+    regressors: Sequence[LatentRegressor],
+    observed_latents: Mapping[str, np.ndarray] | np.ndarray,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every regressor's predictions for every star, grouped by parameter.
+
+    Args:
+        regressors: from :func:`train_regressors` (one or several autoencoders).
+        observed_latents: the observed latents of each autoencoder, keyed by the regressors'
+            ``autoencoder`` name; a single array serves regressors of one autoencoder.
+
+    Returns:
+        ``(predictions, validation_mse)``: per parameter a (n_regressors, n_stars) array in
+        physical units, and the matching (n_regressors,) validation MSEs, ready for
+        :func:`mdwarf_zoo.ensemble.ensemble_table`.
+
+    Raises:
+        ValueError: when a regressor's autoencoder has no latents.
+    """
+    if not regressors:
+        raise ValueError("predict_ensemble: no regressors")
+    if not isinstance(observed_latents, Mapping):
+        names = {r.autoencoder for r in regressors}
+        if len(names) != 1:
+            raise ValueError(
+                f"predict_ensemble: regressors read the latents of {sorted(names)}; pass a "
+                "mapping from autoencoder name to observed latents"
+            )
+        observed_latents = {names.pop(): observed_latents}
+    predictions: dict[str, list[np.ndarray]] = {}
+    mse: dict[str, list[float]] = {}
+    for regressor in regressors:
+        if regressor.autoencoder not in observed_latents:
+            raise ValueError(
+                f"predict_ensemble: no observed latents for autoencoder "
+                f"{regressor.autoencoder!r}; have {sorted(observed_latents)}"
+            )
+        predictions.setdefault(regressor.parameter, []).append(
+            regressor.predict(observed_latents[regressor.autoencoder])
+        )
+        mse.setdefault(regressor.parameter, []).append(regressor.validation_mse)
+    return (
+        {p: np.stack(v) for p, v in predictions.items()},
+        {p: np.asarray(v) for p, v in mse.items()},
+    )
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` produces.
+
+    Attributes:
+        table: one row per observed star: KDE-mode values and lower/upper errors with units.
+        predictions: per parameter, (n_regressors, n_stars) predictions (physical units).
+        validation_mse: per parameter, the regressors' validation MSEs (standardised units).
+        regressors: the trained latent regressors.
+        fine_tuned: per autoencoder name, the fine-tuned copy (empty without transfer).
+        synthetic_latents, observed_latents: per autoencoder name.
+        scaler: the label standardisation.
+        identifiers: one name per observed star.
+    """
+
+    table: Table
+    predictions: dict[str, np.ndarray]
+    validation_mse: dict[str, np.ndarray]
+    regressors: list[LatentRegressor]
+    fine_tuned: dict[str, keras.Model]
+    synthetic_latents: dict[str, np.ndarray]
+    observed_latents: dict[str, np.ndarray]
+    scaler: LabelScaler
+    identifiers: list[str]
+
+
+def run_pipeline(
+    autoencoders: keras.Model | Sequence[keras.Model] | Mapping[str, keras.Model],
+    synthetic_flux: np.ndarray,
+    synthetic_labels: np.ndarray,
+    observed: Any,
+    *,
+    freeze: FreezeSpec | None = None,
+    observed_encoder: str = "fine_tuned",
+    transfer_options: Mapping[str, Any] | None = None,
+    parameters: Sequence[str] = PARAMETERS,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    keep: int | None = 80,
+    identifiers: Sequence[str] | None = None,
+    **regressor_options: Any,
+) -> PipelineResult:
+    """Fine-tune, encode, train the latent regressors and build the ensemble table (MB24).
+
+    Args:
+        autoencoders: one autoencoder, a list, or a mapping name -> autoencoder (MB24: 26),
+            all trained on ``synthetic_flux``.
+        synthetic_flux: (n, pixels) synthetic spectra (preprocessed like the observed ones).
+        synthetic_labels: (n, len(parameters)) their labels, physical units.
+        observed: the observed spectra: an array, an HDF5 observed set, or a list of
+            ``Spectrum`` (see :func:`mdwarf_zoo.transfer`).
+        freeze: layers to freeze in the transfer; default each model's ``default_freeze``
+            (MB24's rule: 5 for the dense autoencoder).
+        observed_encoder: ``"fine_tuned"`` (MB24: transfer, then encode the observed spectra
+            with the fine-tuned encoder) or ``"original"`` (no transfer at all).
+        transfer_options: keyword arguments of :func:`mdwarf_zoo.transfer` (``epochs``,
+            ``batch_size``, ``learning_rate``, ``validation_split``, ``seed`` ...).
+        parameters: label columns (default Teff, log g, [M/H], v sin i).
+        seeds: regressor seeds per autoencoder and parameter (MB24: 5).
+        keep: best K regressors per parameter by validation MSE (MB24: 80); ``None`` keeps all.
+        identifiers: star names; default from the observed input (set identifiers, ``OBJECT``
+            headers) or ``spectrum_<i>``.
+        **regressor_options: keyword arguments of :func:`train_regressors` (``epochs``,
+            ``architecture``, ``regressor_kwargs``, ``patience``, ``batch_size`` ...).
+
+    Returns:
+        A :class:`PipelineResult`; ``result.table`` is the estimate table.
+
+    Raises:
+        ValueError: see :func:`mdwarf_zoo.transfer` and :func:`train_regressors`.
+
+    Examples:
+        >>> import mdwarf_zoo
+        >>> from mdwarf_zoo.pipeline import run_pipeline
+        >>> from mdwarf_zoo.ensemble import write_table
+        >>> ae = mdwarf_zoo.from_pretrained("dense_ae_1024")  # doctest: +SKIP
+        >>> result = run_pipeline(ae, syn_flux, syn_labels, "observed.h5")  # doctest: +SKIP
+        >>> write_table(result.table, "estimates.ecsv")  # doctest: +SKIP
+    """
+    if isinstance(autoencoders, keras.Model):
+        named = {autoencoders.name: autoencoders}
+    elif isinstance(autoencoders, Mapping):
+        named = dict(autoencoders)
+    else:
+        named = {}
+        for i, model in enumerate(autoencoders):
+            named[model.name if model.name not in named else f"{model.name}_{i}"] = model
+    if not named:
+        raise ValueError("run_pipeline: no autoencoders")
+    if observed_encoder not in _OBSERVED_ENCODERS:
+        raise ValueError(
+            f"run_pipeline: observed_encoder must be one of {_OBSERVED_ENCODERS}, got "
+            f"{observed_encoder!r}"
+        )
+    first = next(iter(named.values()))
+    observed_flux, observed_ids = prepare_spectra(observed, first, what="run_pipeline: observed")
+    synthetic_flux, _ = prepare_spectra(synthetic_flux, first,
+                                        what="run_pipeline: synthetic_flux")
+    labels = _check_labels(synthetic_labels, len(tuple(parameters)),
+                           "run_pipeline: synthetic_labels")
+    if labels.shape[0] != synthetic_flux.shape[0]:
+        raise ValueError(
+            f"run_pipeline: {synthetic_flux.shape[0]} synthetic spectra but {labels.shape[0]} "
+            "label rows"
+        )
+    scaler = LabelScaler.fit(labels, tuple(parameters))
+    fine_tuned: dict[str, keras.Model] = {}
+    syn_latents: dict[str, np.ndarray] = {}
+    obs_latents: dict[str, np.ndarray] = {}
+    regressors: list[LatentRegressor] = []
+    for name, model in named.items():
+        tuned = None
+        if observed_encoder == "fine_tuned":
+            rule = freeze if freeze is not None else getattr(model, "default_freeze", None)
+            if rule is None:
+                raise ValueError(
+                    f"run_pipeline: autoencoder {name!r} has no default_freeze; pass freeze="
+                )
+            tuned = transfer(model, observed_flux, freeze=rule, **dict(transfer_options or {}))
+            fine_tuned[name] = tuned
+        syn_latents[name], obs_latents[name] = latents(
+            model, synthetic_flux, observed_flux, fine_tuned=tuned,
+            observed_encoder=observed_encoder,
+        )
+        regressors += train_regressors(
+            syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
+            scaler=scaler, **regressor_options,
+        )
+    predictions, mse = predict_ensemble(regressors, obs_latents)
+    names = list(identifiers) if identifiers is not None else observed_ids
+    table = ensemble_table(predictions, names, validation_mse=mse, keep=keep)
+    table.meta["observed_encoder"] = observed_encoder
+    table.meta["autoencoders"] = list(named)
+    return PipelineResult(table, predictions, mse, regressors, fine_tuned, syn_latents,
+                          obs_latents, scaler, names)

@@ -1,0 +1,204 @@
+"""The reference pipeline: label scaling, stratified split, latents, regressors, end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mdwarf_zoo
+from mdwarf_zoo.pipeline import (
+    LabelScaler,
+    latents,
+    predict_ensemble,
+    run_pipeline,
+    stratified_split,
+    train_regressors,
+)
+
+PIXELS = 3501
+
+
+def toy_labels(n: int, seed: int) -> np.ndarray:
+    """Labels on MB24-like grids: Teff 25 K steps, log g 0.1, [M/H] 0.1, v sin i set."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([
+        rng.choice(np.arange(2400, 4001, 25), n),
+        rng.choice(np.round(np.arange(4.7, 5.31, 0.1), 1), n),
+        rng.choice(np.round(np.arange(-0.5, 0.51, 0.1), 1), n),
+        rng.choice([1.5, 2.0, 3.0, 5.0, 10.0], n),
+    ]).astype(float)
+
+
+def toy_spectra(labels: np.ndarray, shift: float = 0.0) -> np.ndarray:
+    """Spectra whose line depths and widths follow the labels; ``shift`` mimics a domain gap."""
+    pixels = np.arange(PIXELS)
+    centres = np.linspace(100, PIXELS - 100, 30)
+    teff, logg, mh, vsini = (labels[:, i : i + 1] for i in range(4))
+    depth = 0.2 + 0.5 * (4000 - teff) / 1600 + 0.2 * mh + 0.1 * (logg - 5.0)
+    width = 3.0 + vsini / 3.0
+    profiles = np.exp(-0.5 * ((pixels[None, None] - centres[None, :, None]) / width[..., None])
+                      ** 2)
+    flux = 0.95 - np.clip(depth[..., None] * profiles, 0, 0.9).sum(axis=1)
+    return np.clip(flux * (1.0 - shift) + shift * 0.5, 0, 1).astype("float32")
+
+
+def test_label_scaler_round_trip_and_errors():
+    labels = toy_labels(50, 0)
+    scaler = LabelScaler.fit(labels)
+    scaled = scaler.transform(labels)
+    assert np.allclose(scaled.mean(axis=0), 0, atol=1e-12)
+    assert np.allclose(scaled.std(axis=0), 1)
+    assert np.allclose(scaler.inverse_transform(scaled), labels)
+    assert np.allclose(scaler.inverse_transform(scaled[:, 0], "teff"), labels[:, 0])
+    again = LabelScaler.from_dict(scaler.to_dict())
+    assert again.names == ("teff", "logg", "mh", "vsini")
+    assert np.array_equal(again.mean, scaler.mean) and np.array_equal(again.std, scaler.std)
+    assert scaler.to_dict()["units"] == ["K", "dex", "dex", "km / s"]
+    constant = labels.copy()
+    constant[:, 1] = 5.0
+    with pytest.raises(ValueError, match=r"\['logg'\] are constant"):
+        LabelScaler.fit(constant)
+    with pytest.raises(ValueError, match=r"expected shape \(n, 4\)"):
+        LabelScaler.fit(labels[:, :3])
+    with pytest.raises(ValueError, match="unknown column"):
+        scaler.transform(labels[:, 0], "feh")
+
+
+def test_stratified_split_follows_the_label_distribution():
+    rng = np.random.default_rng(1)
+    gridded = rng.choice([1.5, 2.0, 3.0, 10.0, 30.0], 1000, p=[0.4, 0.3, 0.2, 0.07, 0.03])
+    train, val = stratified_split(gridded, 0.3, seed=0)
+    assert np.intersect1d(train, val).size == 0
+    assert np.array_equal(np.union1d(train, val), np.arange(1000))
+    for value in np.unique(gridded):
+        total = np.sum(gridded == value)
+        assert abs(np.sum(gridded[val] == value) - 0.3 * total) <= 0.5
+    continuous = rng.normal(3300, 300, 2000)
+    train, val = stratified_split(continuous, 0.3, seed=0)
+    assert len(val) == pytest.approx(600, abs=10)
+    assert np.quantile(continuous[val], [0.1, 0.5, 0.9]) == pytest.approx(
+        np.quantile(continuous, [0.1, 0.5, 0.9]), abs=30
+    )
+    assert np.array_equal(stratified_split(continuous, 0.3, seed=4)[1],
+                          stratified_split(continuous, 0.3, seed=4)[1])
+    with pytest.raises(ValueError, match="validation_fraction"):
+        stratified_split(continuous, 1.5)
+    with pytest.raises(ValueError, match="need more samples"):
+        stratified_split([1.0, 2.0], 0.3)
+
+
+def test_regressors_learn_a_known_mapping_and_predict_physical_units():
+    rng = np.random.default_rng(2)
+    latent = rng.normal(0, 1, (400, 8)).astype("float32")
+    teff = 3300.0 + 300.0 * latent[:, 0] - 100.0 * latent[:, 1]
+    regressors = train_regressors(
+        latent, teff[:, None], parameters=["teff"], seeds=[0, 1], architecture="latent_mlp",
+        regressor_kwargs={"teff": {"hidden": [32, 16], "learning_rate": 1e-2}}, epochs=25,
+        batch_size=32, progress=False, autoencoder="toy",
+    )
+    assert [(r.parameter, r.seed, r.autoencoder) for r in regressors] == [
+        ("teff", 0, "toy"), ("teff", 1, "toy"),
+    ]
+    for regressor in regressors:
+        assert regressor.validation_rms < 60.0  # the label spread is ~316 K
+        assert regressor.validation_mse == pytest.approx(
+            (regressor.validation_rms / regressor.scaler.std[0]) ** 2
+        )
+        assert len(regressor.history["val_loss"]) == 25
+    test = rng.normal(0, 1, (50, 8)).astype("float32")
+    predictions, mse = predict_ensemble(regressors, test)
+    assert predictions["teff"].shape == (2, 50) and mse["teff"].shape == (2,)
+    truth = 3300.0 + 300.0 * test[:, 0] - 100.0 * test[:, 1]
+    assert np.sqrt(np.mean((predictions["teff"].mean(axis=0) - truth) ** 2)) < 80.0
+    with pytest.raises(ValueError, match="no observed latents for autoencoder 'toy'"):
+        predict_ensemble(regressors, {"other": test})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        train_regressors(latent, teff[:, None], parameters=["feh"])
+    with pytest.raises(ValueError, match="to match the labels"):
+        train_regressors(latent[:10], teff[:, None], parameters=["teff"])
+
+
+def test_latents_use_original_for_synthetic_and_chosen_encoder_for_observed():
+    model = mdwarf_zoo.create_model("dense_ae_tiny", seed=0)
+    labels = toy_labels(24, 3)
+    synthetic, observed = toy_spectra(labels), toy_spectra(labels, shift=0.2)
+    tuned = mdwarf_zoo.transfer(model, observed, freeze=5, epochs=3, batch_size=8, seed=0,
+                                learning_rate=1e-3)
+    syn_a, obs_a = latents(model, synthetic, observed, fine_tuned=tuned)
+    syn_b, obs_b = latents(model, synthetic, observed, observed_encoder="original")
+    assert np.array_equal(syn_a, syn_b)
+    assert np.allclose(obs_b, model.encoder.predict(observed, verbose=0))
+    assert np.allclose(obs_a, tuned.encoder.predict(observed, verbose=0))
+    assert not np.allclose(obs_a, obs_b)
+    with pytest.raises(ValueError, match="needs fine_tuned"):
+        latents(model, synthetic, observed)
+    with pytest.raises(ValueError, match="observed_encoder must be one of"):
+        latents(model, synthetic, observed, observed_encoder="both")
+
+
+def trained_autoencoders(synthetic: np.ndarray) -> dict:
+    autoencoders = {
+        "dense": mdwarf_zoo.create_model("dense_ae_tiny", seed=0),
+        "vae": mdwarf_zoo.create_model("vae_tiny", seed=0),
+    }
+    for model in autoencoders.values():
+        model.fit(synthetic, synthetic, epochs=1, batch_size=32, verbose=0)
+    return autoencoders
+
+
+def test_run_pipeline_end_to_end_on_two_autoencoders():
+    syn_labels = toy_labels(160, 4)
+    obs_labels = toy_labels(10, 5)
+    synthetic = toy_spectra(syn_labels)
+    observed = toy_spectra(obs_labels, shift=0.05)
+    autoencoders = trained_autoencoders(synthetic)
+    ids = [f"J{i:05d}+000" for i in range(10)]
+    result = run_pipeline(
+        autoencoders, synthetic, syn_labels[:, :2], observed, parameters=("teff", "logg"),
+        transfer_options={"epochs": 1, "batch_size": 8, "seed": 0},
+        seeds=[0], keep=1, identifiers=ids, epochs=2, batch_size=64,
+        architecture="latent_mlp", regressor_kwargs={"teff": {"hidden": [16]}},
+        progress=False,
+    )
+    table = result.table
+    assert len(table) == 10 and list(table["id"]) == ids
+    assert table.colnames == ["id", "teff", "teff_err_lower", "teff_err_upper", "logg",
+                              "logg_err_lower", "logg_err_upper"]
+    assert str(table["teff"].unit) == "K" and str(table["logg_err_upper"].unit) == "dex"
+    assert table.meta["n_regressors"] == {"teff": 1, "logg": 1}
+    assert table.meta["observed_encoder"] == "fine_tuned"
+    assert result.predictions["logg"].shape == (2, 10)  # 2 autoencoders x 1 seed
+    assert result.validation_mse["logg"].shape == (2,)
+    assert set(result.fine_tuned) == {"dense", "vae"}
+    assert result.synthetic_latents["vae"].shape == (160, 8)
+    assert len(result.regressors) == 2 * 2
+    # Predictions come back in physical units, near the label ranges.
+    assert 2000 < float(np.median(result.predictions["teff"])) < 4500
+    assert 4.0 < float(np.median(result.predictions["logg"])) < 6.0
+
+    no_transfer = run_pipeline(
+        autoencoders["dense"], synthetic, syn_labels[:, :1], observed, parameters=("teff",),
+        observed_encoder="original", seeds=[0], keep=None, epochs=1,
+        architecture="latent_mlp", progress=False,
+    )
+    assert no_transfer.fine_tuned == {}
+    assert list(no_transfer.table["id"]) == [f"spectrum_{i}" for i in range(10)]
+    with pytest.raises(ValueError, match="label rows"):
+        run_pipeline(autoencoders["dense"], synthetic, syn_labels[:10], observed)
+
+
+@pytest.mark.slow
+def test_run_pipeline_all_four_parameters_with_latent_cnn():
+    syn_labels = toy_labels(400, 6)
+    synthetic = toy_spectra(syn_labels)
+    observed = toy_spectra(toy_labels(20, 7), shift=0.05)
+    result = run_pipeline(
+        trained_autoencoders(synthetic), synthetic, syn_labels, observed,
+        transfer_options={"epochs": 3, "batch_size": 16, "seed": 0},
+        seeds=[0, 1, 2], keep=4, epochs=5, progress=False,
+    )
+    assert result.predictions["vsini"].shape == (6, 20)
+    assert [str(result.table[p].unit) for p in ("teff", "logg", "mh", "vsini")] == [
+        "K", "dex", "dex", "km / s",
+    ]
+    assert result.table.meta["n_regressors"] == {"teff": 4, "logg": 4, "mh": 4, "vsini": 4}
