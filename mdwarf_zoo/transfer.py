@@ -150,7 +150,9 @@ def clone_model(model: keras.Model) -> keras.Model:
     copy.set_weights(model.get_weights())
     for name in _CARRIED_ATTRIBUTES:
         if getattr(model, name, None) is not None:
-            setattr(copy, name, getattr(model, name))
+            # Plain data, not layers or variables: bypass Keras' attribute tracking (as the hub
+            # loader does).
+            object.__setattr__(copy, name, getattr(model, name))
     return copy
 
 
@@ -158,13 +160,16 @@ def model_preprocessor(model: keras.Model) -> Preprocessor | None:
     """The :class:`Preprocessor` a model carries, or ``None``.
 
     Looked up, in order, as ``model.preprocessor`` (a ``Preprocessor``, its ``to_dict()`` or
-    its JSON) and as the ``"preprocessing"`` entry of ``model.zoo_metadata`` (the contents of a
-    pretrained folder's ``mdwarf_zoo.json``).
+    its JSON) and as ``model.zoo_metadata.preprocessor`` (what ``mdwarf_zoo.from_pretrained``
+    attaches from the folder's ``mdwarf_zoo.json``; a plain dict with a ``"preprocessing"``
+    entry is read too).
     """
     candidates = [getattr(model, "preprocessor", None)]
     metadata = getattr(model, "zoo_metadata", None)
     if isinstance(metadata, dict):
         candidates.append(metadata.get("preprocessing"))
+    elif metadata is not None:
+        candidates.append(getattr(metadata, "preprocessor", None))
     for candidate in candidates:
         if candidate is None or candidate == {} or candidate == "":
             continue

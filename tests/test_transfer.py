@@ -219,3 +219,21 @@ def test_clone_model_is_independent():
         assert np.array_equal(a, b)
     copy.layers[2].kernel.assign(np.zeros(copy.layers[2].kernel.shape, "float32"))
     assert np.any(np.array(model.layers[2].kernel) != 0)
+
+
+def test_model_loaded_from_pretrained_prepares_spectra_with_its_preprocessor(tmp_path):
+    model = mdwarf_zoo.create_model("dense_ae_tiny", seed=0)
+    preprocessor = Preprocessor(MB24_GRID, margin=5.0, normalisation="none")
+    folder = mdwarf_zoo.save_pretrained(model, tmp_path / "ae", grid=MB24_GRID,
+                                        preprocessor=preprocessor)
+    loaded = mdwarf_zoo.from_pretrained(folder)
+    wavelength = np.arange(8790.0, 8845.0, 0.01)
+    spectra = [
+        Spectrum(wavelength, np.interp(wavelength, MB24_GRID.wavelength, row),
+                 metadata={"OBJECT": f"GJ {i}"})
+        for i, row in enumerate(observed_like(3, seed=6))
+    ]
+    tuned = transfer(loaded, spectra, freeze=5, epochs=1, seed=0, validation_split=0.0)
+    assert sorted(tuned.transfer_info["train_identifiers"]) == ["GJ 0", "GJ 1", "GJ 2"]
+    # The fine-tuned copy keeps the metadata, so it can be saved and used the same way.
+    assert tuned.zoo_metadata is loaded.zoo_metadata
