@@ -54,6 +54,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snr", type=float, default=150.0)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a .keras file: reuse it if it exists, else save the trained CNN",
+    )
     args = parser.parse_args()
 
     import keras
@@ -73,19 +79,26 @@ def main() -> None:
     simulate_time = time.perf_counter() - start
 
     mean, std = train_labels.mean(axis=0), train_labels.std(axis=0)
-    model = mdwarf_zoo.create_model(
-        "spectrum_cnn", input_length=train_flux.shape[1], n_outputs=4, seed=args.seed
-    )
     start = time.perf_counter()
-    history = model.fit(
-        train_flux.astype(np.float32),
-        ((train_labels - mean) / std).astype(np.float32),
-        validation_split=0.1,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        verbose=2,
-        callbacks=[keras.callbacks.ReduceLROnPlateau(patience=3, factor=0.5)],
-    )
+    if args.model is not None and args.model.is_file():
+        model = keras.saving.load_model(args.model)
+        final_loss = float("nan")
+    else:
+        model = mdwarf_zoo.create_model(
+            "spectrum_cnn", input_length=train_flux.shape[1], n_outputs=4, seed=args.seed
+        )
+        history = model.fit(
+            train_flux.astype(np.float32),
+            ((train_labels - mean) / std).astype(np.float32),
+            validation_split=0.1,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            verbose=2,
+            callbacks=[keras.callbacks.ReduceLROnPlateau(patience=3, factor=0.5)],
+        )
+        final_loss = history.history["val_loss"][-1]
+        if args.model is not None:
+            model.save(args.model)
     train_time = time.perf_counter() - start
 
     def predict(flux: np.ndarray) -> np.ndarray:
@@ -93,7 +106,7 @@ def main() -> None:
 
     lines = [
         f"n_train {args.n_train}, n_test {args.n_test} (MB24 labels), epochs {args.epochs}, "
-        f"final val loss {history.history['val_loss'][-1]:.4f}; simulate {simulate_time:.0f} s, "
+        f"final val loss {final_loss:.4f}; simulate {simulate_time:.0f} s, "
         f"train {train_time:.0f} s on {os.cpu_count()} cores",
         "",
         "bias / scatter (predicted - true): Teff (K) | log g (dex) | [M/H] (dex)",
@@ -103,18 +116,20 @@ def main() -> None:
         row("synthetic test", stats(predict(test_flux), test_labels)),
     ]
     defaults = GapConfig()
-    observed = observe(test_flux, test_labels, snr=args.snr, seed=args.seed + 1)
+    observed = observe(test_flux, test_labels, snr=args.snr, seed=args.seed + 1, workers=2)
     lines.append(
         row(f"observed, default gap, S/N {args.snr:g}", stats(predict(observed), test_labels))
     )
     none = GapConfig.none()
-    noise_only = observe(test_flux, test_labels, snr=args.snr, seed=args.seed + 1, gap=none)
+    noise_only = observe(
+        test_flux, test_labels, snr=args.snr, seed=args.seed + 1, gap=none, workers=2
+    )
     lines.append(row("noise only", stats(predict(noise_only), test_labels)))
     for field in fields(GapConfig):
         if field.name == "line_list_seed":
             continue
         gap = replace(none, **{field.name: getattr(defaults, field.name)})
-        flux = observe(test_flux, test_labels, snr=args.snr, seed=args.seed + 1, gap=gap)
+        flux = observe(test_flux, test_labels, snr=args.snr, seed=args.seed + 1, gap=gap, workers=2)
         lines.append(
             row(
                 f"noise + {field.name}={getattr(defaults, field.name)}",

@@ -44,6 +44,7 @@ Sources:
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import multiprocessing
@@ -452,9 +453,16 @@ def _run_chunks(function, labels: np.ndarray, args: tuple, workers: int, progres
 
     if workers > 1 and len(slices) > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-            futures = [pool.submit(function, labels[s], *args) for s in slices]
-            for s, future in zip(slices, futures, strict=True):
-                store(s, future.result())
+            # At most 2 chunks per worker in flight, so finished parts don't pile up in memory.
+            pending: collections.deque = collections.deque()
+            for s in slices:
+                pending.append((s, pool.submit(function, labels[s], *args)))
+                if len(pending) >= 2 * workers:
+                    done, future = pending.popleft()
+                    store(done, future.result())
+            while pending:
+                done, future = pending.popleft()
+                store(done, future.result())
     else:
         for s in slices:
             store(s, function(labels[s], *args))
