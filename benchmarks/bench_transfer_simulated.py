@@ -1,0 +1,212 @@
+"""Benchmark: does deep transfer learning close the simulator's synthetic gap? (issue 6)
+
+On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is known:
+
+1. synthetic training spectra for MB24-like labels (rows of MB24's ``ph_pars.npy`` when the
+   shared data folder is present, else draws on the same grids);
+2. "observed" spectra for other labels (grid rows jittered by half a step) through
+   ``observe()`` at S/N 150 with the default gap knobs; both domains clipped to [0, 1];
+3. dense MB24-shaped autoencoders (``DenseAutoencoder``, widths ``mb24_widths(--width)``,
+   32-d latent) trained on the synthetic spectra;
+4. the MB24 pipeline: ``transfer(freeze=5)`` on the observed spectra, latent CNNs per
+   parameter and seed on the synthetic latents, best-K ensemble, KDE mode and P16/P84 errors;
+5. the same autoencoders and regressors **without** transfer (observed spectra through the
+   original encoder), and the direct ``spectrum_cnn`` (no autoencoder) trained on the synthetic
+   spectra.
+
+Reports per parameter the bias (mean predicted - true) and rms on the observed domain, the
+fraction of true values inside the +-1 sigma errors (coverage), and the domain-gap diagnostics
+of the first autoencoder. Issue 6 targets: with transfer Teff rms <= 30 K, log g <= 0.05,
+[M/H] <= 0.05 dex, at most half the error of no transfer, coverage 68 +- 5 %.
+
+Run: python benchmarks/bench_transfer_simulated.py [--n-synthetic 3000] [--n-observed 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_LABELS = (
+    Path(__file__).resolve().parents[2]
+    / "shared/data/tables/carmenes_params/masbuitrago2024_phoenix_grid_params_ph_pars.npy"
+)
+PARAMETERS = ("teff", "logg", "mh", "vsini")
+UNITS = ("K", "dex", "dex", "km/s")
+# Half the MB24 grid steps (Teff 25 K, log g 0.1, [M/H] 0.1): observed labels sit off-grid.
+JITTER = np.array([12.5, 0.05, 0.05, 0.0])
+
+
+def grid_labels(n: int, rng: np.random.Generator, path: Path) -> np.ndarray:
+    if path.is_file():
+        table = np.load(path)
+        return table[rng.choice(table.shape[0], n, replace=False)]
+    return np.column_stack([
+        rng.choice(np.arange(2325, 4476, 25), n),
+        rng.choice(np.round(np.arange(4.7, 5.31, 0.1), 1), n),
+        rng.choice(np.round(np.arange(-1.0, 0.61, 0.1), 1), n),
+        rng.choice([1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30], n),
+    ]).astype(float)
+
+
+def scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    difference = predicted - true
+    return {"bias": float(difference.mean()), "rms": float(np.sqrt(np.mean(difference**2)))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
+    parser.add_argument("--n-synthetic", type=int, default=3000)
+    parser.add_argument("--n-observed", type=int, default=300)
+    parser.add_argument("--autoencoders", type=int, default=2)
+    parser.add_argument("--width", type=int, default=256, help="first encoder width n")
+    parser.add_argument("--ae-epochs", type=int, default=40)
+    parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--transfer-epochs", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=3, help="regressor seeds per autoencoder")
+    parser.add_argument("--regressor-epochs", type=int, default=80)
+    parser.add_argument("--regressor-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=15)
+    parser.add_argument("--cnn-epochs", type=int, default=30)
+    parser.add_argument("--snr", type=float, default=150.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import keras
+
+    import mdwarf_zoo
+    from mdwarf_zoo.diagnostics import domain_gap_report
+    from mdwarf_zoo.ensemble import ensemble_table
+    from mdwarf_zoo.models import DenseAutoencoder, mb24_widths
+    from mdwarf_zoo.pipeline import (
+        LabelScaler,
+        encode,
+        predict_ensemble,
+        train_regressors,
+    )
+    from mdwarf_zoo.spectra.preprocess import scale
+    from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+
+    started = time.time()
+    rng = np.random.default_rng(args.seed)
+    syn_labels = grid_labels(args.n_synthetic, rng, args.labels)
+    obs_labels = grid_labels(args.n_observed, rng, args.labels)
+    obs_labels = obs_labels + rng.uniform(-1, 1, obs_labels.shape) * JITTER
+    print(f"simulating {len(syn_labels)} synthetic + {len(obs_labels)} observed spectra ...",
+          flush=True)
+    synthetic = scale(synthetic_spectra(syn_labels, workers=args.workers)).astype("float32")
+    observed_clean = synthetic_spectra(obs_labels, workers=args.workers)
+    observed = scale(observe(observed_clean, obs_labels, snr=args.snr, seed=args.seed + 1,
+                             workers=args.workers)).astype("float32")
+    t_sim = time.time() - started
+
+    autoencoders = {}
+    for i in range(args.autoencoders):
+        model = DenseAutoencoder(widths=mb24_widths(args.width), latent_dim=32, seed=i,
+                                 learning_rate=args.ae_learning_rate, name=f"dense_ae_{i}")
+        keras.utils.set_random_seed(i)
+        history = model.fit(synthetic, synthetic, validation_split=0.3, epochs=args.ae_epochs,
+                            batch_size=128, verbose=0)
+        autoencoders[model.name] = model
+        print(f"{model.name}: synthetic val MSE {history.history['val_loss'][-1]:.3g}",
+              flush=True)
+    t_ae = time.time() - started - t_sim
+
+    scaler = LabelScaler.fit(syn_labels)
+    regressors, with_latents, without_latents, tuned_models = [], {}, {}, {}
+    for name, model in autoencoders.items():
+        tuned = mdwarf_zoo.transfer(model, observed, freeze=model.default_freeze,
+                                    epochs=args.transfer_epochs, batch_size=128, seed=args.seed)
+        tuned_models[name] = tuned
+        syn_latents = encode(model, synthetic)
+        with_latents[name] = encode(tuned, observed)
+        without_latents[name] = encode(model, observed)
+        regressors += train_regressors(
+            syn_latents, syn_labels, autoencoder=name, seeds=range(args.seeds),
+            epochs=args.regressor_epochs, patience=args.patience, scaler=scaler,
+            regressor_kwargs={p: {"learning_rate": args.regressor_learning_rate}
+                              for p in PARAMETERS},
+            progress=False,
+        )
+    keep = max(1, round(len(regressors) / len(PARAMETERS) * 80 / 130))
+    t_pipeline = time.time() - started - t_sim - t_ae
+
+    results: dict[str, dict] = {}
+    for label, obs_latents in (("with transfer", with_latents),
+                               ("without transfer", without_latents)):
+        predictions, mse = predict_ensemble(regressors, obs_latents)
+        table = ensemble_table(predictions, validation_mse=mse, keep=keep)
+        entry = {}
+        for j, p in enumerate(PARAMETERS):
+            value = np.asarray(table[p])
+            low = value - np.asarray(table[f"{p}_err_lower"])
+            high = value + np.asarray(table[f"{p}_err_upper"])
+            inside = (obs_labels[:, j] >= low) & (obs_labels[:, j] <= high)
+            entry[p] = {**scores(value, obs_labels[:, j]), "coverage": float(inside.mean()),
+                        "median_err_lower": float(np.median(value - low)),
+                        "median_err_upper": float(np.median(high - value))}
+        results[label] = entry
+
+    # The direct spectrum CNN, trained on synthetic spectra (standardised labels), no transfer.
+    keras.utils.set_random_seed(args.seed)
+    cnn = mdwarf_zoo.create_model("spectrum_cnn", seed=args.seed)
+    cnn.fit(synthetic, scaler.transform(syn_labels).astype("float32"), validation_split=0.3,
+            epochs=args.cnn_epochs, batch_size=64, verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])
+    direct = scaler.inverse_transform(cnn.predict(observed, verbose=0))
+    results["spectrum_cnn"] = {
+        p: scores(direct[:, j], obs_labels[:, j]) for j, p in enumerate(PARAMETERS)
+    }
+    first = next(iter(autoencoders))
+    gap = domain_gap_report(autoencoders[first], tuned_models[first], synthetic, observed)
+    gap = {k: v for k, v in gap.items() if np.ndim(v) == 0}
+    total = time.time() - started
+
+    print(f"\n{len(syn_labels)} synthetic / {len(obs_labels)} observed spectra, S/N {args.snr:g}; "
+          f"{args.autoencoders} autoencoders (n={args.width}, {args.ae_epochs} epochs), transfer "
+          f"{args.transfer_epochs} epochs, {args.seeds} seeds -> {len(regressors) // 4} "
+          f"regressors per parameter, best {keep} kept")
+    print(f"time: simulate {t_sim:.0f} s, autoencoders {t_ae:.0f} s, transfer + regressors "
+          f"{t_pipeline:.0f} s, total {total:.0f} s\n")
+    header = [f"{p} bias / rms ({u})" for p, u in zip(PARAMETERS, UNITS, strict=True)]
+    print("| method | " + " | ".join(header) + " |")
+    print("|---|" + "---|" * 4)
+    for label, entry in results.items():
+        print(f"| {label} | " + " | ".join(
+            f"{entry[p]['bias']:+.3g} / {entry[p]['rms']:.3g}" for p in PARAMETERS) + " |")
+    for label in ("with transfer", "without transfer"):
+        print(f"coverage {label}: " + ", ".join(
+            f"{p} {100 * results[label][p]['coverage']:.0f} %" for p in PARAMETERS))
+        print(f"median errors {label}: " + ", ".join(
+            f"{p} -{results[label][p]['median_err_lower']:.3g}/"
+            f"+{results[label][p]['median_err_upper']:.3g}" for p in PARAMETERS))
+    print("gap: " + ", ".join(f"{k} {v:.3g}" for k, v in gap.items()))
+    with_t, without_t = results["with transfer"], results["without transfer"]
+    checks = {
+        "teff rms <= 30 K": with_t["teff"]["rms"] <= 30,
+        "logg rms <= 0.05": with_t["logg"]["rms"] <= 0.05,
+        "mh rms <= 0.05": with_t["mh"]["rms"] <= 0.05,
+        "<= half the no-transfer rms (teff, logg, mh)": all(
+            with_t[p]["rms"] <= 0.5 * without_t[p]["rms"] for p in ("teff", "logg", "mh")),
+        "coverage 63-73 % (teff, logg, mh, vsini)": all(
+            0.63 <= with_t[p]["coverage"] <= 0.73 for p in PARAMETERS),
+    }
+    for name, ok in checks.items():
+        print(f"target {name}: {'met' if ok else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results, "gap": gap, "checks": checks,
+                                         "seconds": total}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
