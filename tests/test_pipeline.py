@@ -94,7 +94,7 @@ def test_regressors_learn_a_known_mapping_and_predict_physical_units():
     regressors = train_regressors(
         latent, teff[:, None], parameters=["teff"], seeds=[0, 1], architecture="latent_mlp",
         regressor_kwargs={"teff": {"hidden": [32, 16], "learning_rate": 1e-2}}, epochs=25,
-        batch_size=32, progress=False, autoencoder="toy",
+        batch_size=64, progress=False, autoencoder="toy",
     )
     assert [(r.parameter, r.seed, r.autoencoder) for r in regressors] == [
         ("teff", 0, "toy"), ("teff", 1, "toy"),
@@ -136,13 +136,14 @@ def test_latents_use_original_for_synthetic_and_chosen_encoder_for_observed():
         latents(model, synthetic, observed, observed_encoder="both")
 
 
-def trained_autoencoders(synthetic: np.ndarray) -> dict:
+def tiny_autoencoders(synthetic: np.ndarray, epochs: int = 0) -> dict:
     autoencoders = {
         "dense": mdwarf_zoo.create_model("dense_ae_tiny", seed=0),
         "vae": mdwarf_zoo.create_model("vae_tiny", seed=0),
     }
-    for model in autoencoders.values():
-        model.fit(synthetic, synthetic, epochs=1, batch_size=32, verbose=0)
+    if epochs:
+        for model in autoencoders.values():
+            model.fit(synthetic, synthetic, epochs=epochs, batch_size=32, verbose=0)
     return autoencoders
 
 
@@ -151,7 +152,7 @@ def test_run_pipeline_end_to_end_on_two_autoencoders():
     obs_labels = toy_labels(10, 5)
     synthetic = toy_spectra(syn_labels)
     observed = toy_spectra(obs_labels, shift=0.05)
-    autoencoders = trained_autoencoders(synthetic)
+    autoencoders = tiny_autoencoders(synthetic)
     ids = [f"J{i:05d}+000" for i in range(10)]
     result = run_pipeline(
         autoencoders, synthetic, syn_labels[:, :2], observed, parameters=("teff", "logg"),
@@ -193,7 +194,7 @@ def test_run_pipeline_all_four_parameters_with_latent_cnn():
     synthetic = toy_spectra(syn_labels)
     observed = toy_spectra(toy_labels(20, 7), shift=0.05)
     result = run_pipeline(
-        trained_autoencoders(synthetic), synthetic, syn_labels, observed,
+        tiny_autoencoders(synthetic, epochs=2), synthetic, syn_labels, observed,
         transfer_options={"epochs": 3, "batch_size": 16, "seed": 0},
         seeds=[0, 1, 2], keep=4, epochs=5, progress=False,
     )

@@ -154,8 +154,7 @@ def test_same_seed_gives_identical_weights_and_default_learning_rate():
         assert np.array_equal(a, b)
     assert first.history.history == second.history.history
     assert float(first.optimizer.learning_rate) == pytest.approx(3e-4)
-    explicit = transfer(model, x, freeze=5, epochs=1, learning_rate=1e-3, seed=7)
-    assert float(explicit.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert first.transfer_info["learning_rate"] == pytest.approx(3e-4)
 
 
 def test_hdf5_set_and_spectrum_list_inputs(tmp_path):
@@ -168,7 +167,9 @@ def test_hdf5_set_and_spectrum_list_inputs(tmp_path):
         SpectrumSet(flux=x, wavelength=MB24_GRID.wavelength, kind="observed",
                     identifiers=[f"J0000{i}+000" for i in range(6)]),
     )
-    tuned = transfer(model, path, freeze=5, epochs=1, seed=0, validation_split=0.0)
+    tuned = transfer(model, path, freeze=5, epochs=1, seed=0, validation_split=0.0,
+                     learning_rate=1e-3)
+    assert float(tuned.optimizer.learning_rate) == pytest.approx(1e-3)
     assert sorted(tuned.transfer_info["train_identifiers"]) == [f"J0000{i}+000" for i in range(6)]
 
     # Raw spectra are prepared with the Preprocessor the model carries (set by the hub loader).
