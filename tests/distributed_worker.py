@@ -2,12 +2,13 @@
 cluster, because TF_CONFIG and the device layout are fixed when TensorFlow starts).
 
     python tests/distributed_worker.py train --strategy multi_worker --out result.npz
-    python tests/distributed_worker.py split --logical-cpus 2 --out result.json
+    python tests/distributed_worker.py train --strategy mirrored --logical-cpus 2 \
+        --out result.npz --split-out split.json
 
 ``train`` fits a tiny MB24-shaped autoencoder (``dense_ae_tiny``, seeded) on fixed synthetic
 spectra through ``mdwarf_zoo.distribute.fit_distributed`` and saves the per-epoch losses and the
-final weights. ``split`` makes two logical CPU devices, mirrors over them and records how the
-input pipeline's global batches are split between the two replicas.
+final weights. With ``--split-out`` (and two logical CPU devices mirrored) it also records how
+the input pipeline's global batches are split between the two replicas.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ def train(args: argparse.Namespace) -> None:
     if args.strategy == "mirrored" and args.logical_cpus > 1:
         devices = [f"/cpu:{i}" for i in range(args.logical_cpus)]
     strategy = get_strategy(args.strategy, devices=devices)
+    if args.split_out:
+        record_split(strategy, args.split_out)
     model, history = fit_distributed(
         lambda: mdwarf_zoo.create_model("dense_ae_tiny", seed=3, learning_rate=1e-3),
         synthetic_spectra(NUM_SPECTRA, seed=11),
         strategy=strategy,
         epochs=args.epochs,
         global_batch_size=args.global_batch_size,
-        seed=5,
+        seed=args.shuffle_seed,
         validation_data=synthetic_spectra(NUM_VALIDATION, seed=12),
         checkpoint_dir=args.checkpoint_dir,
     )
@@ -68,10 +71,9 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
-def split(args: argparse.Namespace) -> None:
-    from mdwarf_zoo.distribute import get_strategy, make_dataset
+def record_split(strategy, path: str) -> None:
+    from mdwarf_zoo.distribute import make_dataset
 
-    strategy = get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     x = np.arange(20 * 3, dtype=np.float32).reshape(20, 3)
     dataset = make_dataset(x, global_batch_size=8, seed=4, num_epochs=2)
     globals_, replica0, replica1 = [], [], []
@@ -81,7 +83,7 @@ def split(args: argparse.Namespace) -> None:
         parts = strategy.experimental_local_results(x_batch)
         replica0.append(parts[0].numpy()[:, 0])
         replica1.append(parts[1].numpy()[:, 0])
-    with open(args.out, "w") as file:
+    with open(path, "w") as file:
         json.dump(
             {
                 "replicas": strategy.num_replicas_in_sync,
@@ -95,12 +97,14 @@ def split(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["train", "split"])
+    parser.add_argument("mode", choices=["train"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--strategy", default="default")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--global-batch-size", type=int, default=16)
+    parser.add_argument("--shuffle-seed", type=int, default=5)
     parser.add_argument("--checkpoint-dir", default=None)
+    parser.add_argument("--split-out", default=None, help="also record the batch split here")
     parser.add_argument(
         "--logical-cpus", type=int, default=1, help="split the CPU into this many devices"
     )
@@ -110,7 +114,7 @@ def main() -> None:
             tf.config.list_physical_devices("CPU")[0],
             [tf.config.LogicalDeviceConfiguration() for _ in range(args.logical_cpus)],
         )
-    train(args) if args.mode == "train" else split(args)
+    train(args)
 
 
 if __name__ == "__main__":
