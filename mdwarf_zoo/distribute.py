@@ -323,6 +323,26 @@ def _check_last_batch(
         )
 
 
+def _validation_batch_size(num_examples: int, global_batch_size: int, replicas: int) -> int:
+    """The evaluation batch: ``global_batch_size`` on one replica; on several, the largest
+    multiple of the replicas (at most ``global_batch_size``) whose first batch splits evenly and
+    whose last batch still gives every replica an example. The batch size of an evaluation
+    changes only the float32 rounding of the mean loss."""
+    if replicas == 1:
+        return global_batch_size
+    size = min(global_batch_size, num_examples) // replicas * replicas
+    while size >= replicas:
+        rest = num_examples % size
+        if rest == 0 or rest >= replicas:
+            return size
+        size -= replicas
+    raise ValueError(
+        f"validation_data has {num_examples} examples, which cannot be cut into batches that "
+        f"give each of the {replicas} replicas an equal first slice and at least one example "
+        "in every batch; use a validation set that is a multiple of the replicas"
+    )
+
+
 def make_dataset(
     x: Any,
     y: Any = None,
@@ -561,7 +581,9 @@ def fit_distributed(
 
     Raises:
         ValueError: for an argument outside its range, a model that is not compiled, built
-            outside the scope, or a checkpoint written with other settings.
+            outside the scope, or a checkpoint written with other settings; on several
+            replicas also for a global batch that is not a multiple of them, or data whose
+            batches cannot give every replica an (equal first) slice.
 
     Examples:
         >>> import mdwarf_zoo
@@ -595,14 +617,20 @@ def fit_distributed(
             "the strategy; every replica needs at least one example per step"
         )
     _check_last_batch("x", x.shape[0], global_batch_size, replicas, drop_remainder)
-    if global_batch_size % replicas:
-        logger.warning(
-            "global_batch_size %d does not divide evenly between %d replicas; their slices "
-            "differ by one example",
-            global_batch_size,
-            replicas,
-        )
-
+    if replicas > 1:
+        # Keras 3's fit and evaluate reduce the first batch of every pass across the replicas
+        # (to learn its shapes), which fails, or hangs across workers, on unequal slices.
+        if global_batch_size % replicas:
+            raise ValueError(
+                f"global_batch_size {global_batch_size} must be a multiple of the {replicas} "
+                "replicas: Keras 3 needs the first batch of an epoch split into equal slices"
+            )
+        if x.shape[0] < global_batch_size and x.shape[0] % replicas:
+            raise ValueError(
+                f"x has {x.shape[0]} examples, fewer than global_batch_size {global_batch_size} "
+                f"and not a multiple of the {replicas} replicas: its only batch cannot be split "
+                "into equal slices; change global_batch_size"
+            )
     with strategy.scope():
         model = build_model()
     if not isinstance(model, keras.Model):
@@ -664,8 +692,11 @@ def fit_distributed(
         else:
             x_val, y_val = validation_data, None
         x_val, y_val = _as_arrays(x_val, y_val)
-        _check_last_batch("validation_data", x_val.shape[0], global_batch_size, replicas, False)
-        validation = make_dataset(x_val, y_val, global_batch_size=global_batch_size)
+        validation = make_dataset(
+            x_val,
+            y_val,
+            global_batch_size=_validation_batch_size(x_val.shape[0], global_batch_size, replicas),
+        )
     history = model.fit(
         dataset,
         epochs=epochs,

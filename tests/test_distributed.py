@@ -32,6 +32,7 @@ import mdwarf_zoo
 from mdwarf_zoo.distribute import (
     STRATEGY_NAMES,
     EpochCheckpoint,
+    _validation_batch_size,
     epoch_order,
     fit_distributed,
     get_strategy,
@@ -470,3 +471,25 @@ def test_fit_distributed_errors(tmp_path):
     (tmp_path / "checkpoint.json").write_text("{not json")
     with pytest.raises(ValueError, match="checkpoint state .* is not valid JSON"):
         EpochCheckpoint(tmp_path).read_state()
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch", "replicas", "expected"),
+    [
+        (6880, 128, 1, 128),  # one replica: the global batch, whatever the remainder
+        (6880, 128, 4, 128),  # 53 x 128 + 96: the last batch still feeds all 4 replicas
+        (57, 128, 16, 32),  # MB24 transfer validation on 16 GPUs: 32 + 25
+        (57, 128, 4, 52),  # 56 would leave a last batch of 1 for 4 replicas
+        (6, 8, 2, 6),
+    ],
+)
+def test_validation_batch_size(examples, batch, replicas, expected):
+    size = _validation_batch_size(examples, batch, replicas)
+    assert size == expected
+    assert size % replicas == 0 or replicas == 1
+    assert examples % size == 0 or examples % size >= replicas or replicas == 1
+
+
+def test_validation_set_that_cannot_be_split():
+    with pytest.raises(ValueError, match="validation_data has 5 examples, which cannot be cut"):
+        _validation_batch_size(5, 8, 2)
