@@ -11,8 +11,9 @@ On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is 
 4. the MB24 pipeline: ``transfer(freeze=5)`` on the observed spectra, latent CNNs per
    parameter and seed on the synthetic latents, best-K ensemble, KDE mode and P16/P84 errors;
 5. the same autoencoders and regressors **without** transfer (observed spectra through the
-   original encoder), and the direct ``spectrum_cnn`` (no autoencoder) trained on the synthetic
-   spectra.
+   original encoder); the other latent choice (synthetic spectra through the fine-tuned
+   encoder too, with regressors trained on those latents); and the direct ``spectrum_cnn`` (no
+   autoencoder) trained on the synthetic spectra.
 
 Reports per parameter the bias (mean predicted - true) and rms on the observed domain, the
 fraction of true values inside the +-1 sigma errors (coverage), and the domain-gap diagnostics
@@ -123,6 +124,16 @@ def main() -> None:
 
     scaler = LabelScaler.fit(syn_labels)
     regressors, with_latents, without_latents, tuned_models = [], {}, {}, {}
+    both_regressors = []
+    regressor_options = {
+        "seeds": range(args.seeds),
+        "epochs": args.regressor_epochs,
+        "patience": args.patience,
+        "scaler": scaler,
+        "progress": False,
+        "regressor_kwargs": {p: {"learning_rate": args.regressor_learning_rate}
+                             for p in PARAMETERS},
+    }
     for name, model in autoencoders.items():
         tuned = mdwarf_zoo.transfer(model, observed, freeze=model.default_freeze,
                                     epochs=args.transfer_epochs, batch_size=128, seed=args.seed)
@@ -130,20 +141,25 @@ def main() -> None:
         syn_latents = encode(model, synthetic)
         with_latents[name] = encode(tuned, observed)
         without_latents[name] = encode(model, observed)
-        regressors += train_regressors(
-            syn_latents, syn_labels, autoencoder=name, seeds=range(args.seeds),
-            epochs=args.regressor_epochs, patience=args.patience, scaler=scaler,
-            regressor_kwargs={p: {"learning_rate": args.regressor_learning_rate}
-                              for p in PARAMETERS},
-            progress=False,
-        )
+        regressors += train_regressors(syn_latents, syn_labels, autoencoder=name,
+                                       **regressor_options)
+        both_regressors += train_regressors(encode(tuned, synthetic), syn_labels,
+                                            autoencoder=name, **regressor_options)
     keep = max(1, round(len(regressors) / len(PARAMETERS) * 80 / 130))
     t_pipeline = time.time() - started - t_sim - t_ae
 
     results: dict[str, dict] = {}
-    for label, obs_latents in (("with transfer", with_latents),
-                               ("without transfer", without_latents)):
-        predictions, mse = predict_ensemble(regressors, obs_latents)
+    in_domain = {
+        label: {p: float(np.median([r.validation_rms for r in regs if r.parameter == p]))
+                for p in PARAMETERS}
+        for label, regs in (("original encoder", regressors),
+                            ("fine-tuned encoder", both_regressors))
+    }
+    variants = (("with transfer", regressors, with_latents),
+                ("without transfer", regressors, without_latents),
+                ("transfer, synthetic via fine-tuned", both_regressors, with_latents))
+    for label, regs, obs_latents in variants:
+        predictions, mse = predict_ensemble(regs, obs_latents)
         table = ensemble_table(predictions, validation_mse=mse, keep=keep)
         entry = {}
         for j, p in enumerate(PARAMETERS):
@@ -183,7 +199,10 @@ def main() -> None:
     for label, entry in results.items():
         print(f"| {label} | " + " | ".join(
             f"{entry[p]['bias']:+.3g} / {entry[p]['rms']:.3g}" for p in PARAMETERS) + " |")
-    for label in ("with transfer", "without transfer"):
+    for label, entry in in_domain.items():
+        print(f"synthetic validation rms, regressors on the {label} latents (median): " +
+              ", ".join(f"{p} {v:.3g}" for p, v in entry.items()))
+    for label, _, _ in variants:
         print(f"coverage {label}: " + ", ".join(
             f"{p} {100 * results[label][p]['coverage']:.0f} %" for p in PARAMETERS))
         print(f"median errors {label}: " + ", ".join(
@@ -205,6 +224,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "results": results, "gap": gap, "checks": checks,
+                                         "in_domain_rms": in_domain,
                                          "seconds": total}, indent=2))
 
 

@@ -170,39 +170,43 @@ def latents(
     *,
     fine_tuned: keras.Model | None = None,
     observed_encoder: str = "fine_tuned",
+    synthetic_encoder: str = "original",
     batch_size: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic and observed latents, MB24-style.
+    """Synthetic and observed latents, MB24-style by default.
 
     Args:
         original: the autoencoder trained on synthetic spectra.
-        synthetic_flux: (n_syn, pixels) synthetic spectra; always encoded by ``original``.
+        synthetic_flux: (n_syn, pixels) synthetic spectra.
         observed_flux: (n_obs, pixels) observed spectra.
-        fine_tuned: the copy returned by :func:`mdwarf_zoo.transfer` (needed for
-            ``observed_encoder="fine_tuned"``).
+        fine_tuned: the copy returned by :func:`mdwarf_zoo.transfer` (needed when either
+            encoder is ``"fine_tuned"``).
         observed_encoder: ``"fine_tuned"`` (MB24) or ``"original"`` (no transfer).
+        synthetic_encoder: ``"original"`` (MB24) or ``"fine_tuned"`` (both domains through the
+            fine-tuned encoder, so regressors see one latent space).
         batch_size: prediction batch size.
 
     Returns:
         ``(synthetic_latents, observed_latents)``.
 
     Raises:
-        ValueError: for an unknown ``observed_encoder`` or a missing ``fine_tuned`` model.
+        ValueError: for an unknown encoder choice or a missing ``fine_tuned`` model.
     """
-    if observed_encoder not in _OBSERVED_ENCODERS:
-        raise ValueError(
-            f"latents: observed_encoder must be one of {_OBSERVED_ENCODERS}, got "
-            f"{observed_encoder!r}"
-        )
-    if observed_encoder == "fine_tuned" and fine_tuned is None:
-        raise ValueError(
-            "latents: observed_encoder='fine_tuned' needs fine_tuned= (the model returned by "
-            "mdwarf_zoo.transfer); pass observed_encoder='original' for no transfer"
-        )
-    observed_model = fine_tuned if observed_encoder == "fine_tuned" else original
+    for name, choice in (("observed_encoder", observed_encoder),
+                         ("synthetic_encoder", synthetic_encoder)):
+        if choice not in _OBSERVED_ENCODERS:
+            raise ValueError(
+                f"latents: {name} must be one of {_OBSERVED_ENCODERS}, got {choice!r}"
+            )
+        if choice == "fine_tuned" and fine_tuned is None:
+            raise ValueError(
+                f"latents: {name}='fine_tuned' needs fine_tuned= (the model returned by "
+                "mdwarf_zoo.transfer); pass observed_encoder='original' for no transfer"
+            )
+    models = {"original": original, "fine_tuned": fine_tuned}
     return (
-        encode(original, synthetic_flux, batch_size=batch_size),
-        encode(observed_model, observed_flux, batch_size=batch_size),
+        encode(models[synthetic_encoder], synthetic_flux, batch_size=batch_size),
+        encode(models[observed_encoder], observed_flux, batch_size=batch_size),
     )
 
 
@@ -482,6 +486,7 @@ def run_pipeline(
     *,
     freeze: FreezeSpec | None = None,
     observed_encoder: str = "fine_tuned",
+    synthetic_encoder: str = "original",
     transfer_options: Mapping[str, Any] | None = None,
     parameters: Sequence[str] = PARAMETERS,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -502,6 +507,8 @@ def run_pipeline(
             (MB24's rule: 5 for the dense autoencoder).
         observed_encoder: ``"fine_tuned"`` (MB24: transfer, then encode the observed spectra
             with the fine-tuned encoder) or ``"original"`` (no transfer at all).
+        synthetic_encoder: ``"original"`` (MB24) or ``"fine_tuned"`` (synthetic spectra
+            through the fine-tuned encoder too; needs ``observed_encoder="fine_tuned"``).
         transfer_options: keyword arguments of :func:`mdwarf_zoo.transfer` (``epochs``,
             ``batch_size``, ``learning_rate``, ``validation_split``, ``seed`` ...).
         parameters: label columns (default Teff, log g, [M/H], v sin i).
@@ -569,7 +576,7 @@ def run_pipeline(
             fine_tuned[name] = tuned
         syn_latents[name], obs_latents[name] = latents(
             model, synthetic_flux, observed_flux, fine_tuned=tuned,
-            observed_encoder=observed_encoder,
+            observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
         )
         regressors += train_regressors(
             syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
@@ -579,6 +586,7 @@ def run_pipeline(
     names = list(identifiers) if identifiers is not None else observed_ids
     table = ensemble_table(predictions, names, validation_mse=mse, keep=keep)
     table.meta["observed_encoder"] = observed_encoder
+    table.meta["synthetic_encoder"] = synthetic_encoder
     table.meta["autoencoders"] = list(named)
     return PipelineResult(table, predictions, mse, regressors, fine_tuned, syn_latents,
                           obs_latents, scaler, names)

@@ -130,6 +130,10 @@ def test_latents_use_original_for_synthetic_and_chosen_encoder_for_observed():
     assert np.allclose(obs_b, model.encoder.predict(observed, verbose=0))
     assert np.allclose(obs_a, tuned.encoder.predict(observed, verbose=0))
     assert not np.allclose(obs_a, obs_b)
+    syn_c, obs_c = latents(model, synthetic, observed, fine_tuned=tuned,
+                           synthetic_encoder="fine_tuned")
+    assert np.allclose(syn_c, tuned.encoder.predict(synthetic, verbose=0))
+    assert np.array_equal(obs_c, obs_a)
     with pytest.raises(ValueError, match="needs fine_tuned"):
         latents(model, synthetic, observed)
     with pytest.raises(ValueError, match="observed_encoder must be one of"):
