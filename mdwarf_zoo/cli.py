@@ -18,6 +18,10 @@ COMMANDS = (
     "build_set",
     "prepare_observed",
     "simulate",
+    "train",
+    "plan",
+    "demo",
+    "predict",
 )
 
 

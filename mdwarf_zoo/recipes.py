@@ -443,12 +443,10 @@ class _Checker:
         high: float | None = None,
         low_open: bool = False,
         high_open: bool = False,
-        allow_none: bool = False,
     ) -> float | None:
         value = self.raw(key, default)
-        if value is None or (allow_none and value in ("none", "None")):
-            if allow_none or default is None and key not in self.table:
-                return None
+        if value is None and key not in self.table:
+            return None
         bounds = _bounds_text(low, high, low_open, high_open)
         if (
             isinstance(value, bool)

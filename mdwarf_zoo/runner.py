@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -42,7 +41,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._version import __version__
-from mdwarf_zoo.recipes import PARAMETER_UNITS, PARAMETERS, AutoencoderMember, Recipe
+from mdwarf_zoo.recipes import (
+    PARAMETER_UNITS,
+    PARAMETERS,
+    AutoencoderMember,
+    Recipe,
+    RecipeError,
+)
 
 __all__ = ["STAGES", "Run", "fit_resumable", "plan"]
 
@@ -190,6 +195,7 @@ def fit_resumable(
         batches(),
         epochs=epochs,
         initial_epoch=start,
+        shuffle=False,
         steps_per_epoch=steps,
         verbose=0,
         callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)],
@@ -220,30 +226,6 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     if n - n_val < 1:
         raise ValueError(f"{n} spectra leave none to train on with validation split {fraction}")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def stratified_split(
-    values: np.ndarray, fraction: float, seed: int, bins: int = 10
-) -> tuple[np.ndarray, np.ndarray]:
-    """A split stratified on one label: ``fraction`` of each label quantile bin is held out
-    (MB24 stratify their 70/30 regressor split on the label)."""
-    values = np.asarray(values, dtype=np.float64)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
-    strata = np.searchsorted(edges, values, side="right")
-    rng = np.random.default_rng(seed)
-    held = []
-    for stratum in np.unique(strata):
-        rows = np.flatnonzero(strata == stratum)
-        rows = rng.permutation(rows)
-        held.extend(rows[: int(round(fraction * len(rows)))].tolist())
-    held = np.sort(np.asarray(held, dtype=np.int64))
-    train = np.setdiff1d(np.arange(len(values)), held)
-    if len(train) == 0 or len(held) == 0:
-        raise ValueError(
-            f"a stratified split of {len(values)} spectra with validation split "
-            f"{fraction} leaves an empty side"
-        )
-    return train, held
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,7 +635,7 @@ class Run:
                 "reconstruction_mse_synthetic_validation": _mse(model, flux[val]),
             }
             save_pretrained(
-                model,
+                _inference_copy(model),
                 folder / "pretrained",
                 **self._metadata(
                     member, metrics=metrics, training=_history_text(history, "pretraining")
@@ -717,7 +699,7 @@ class Run:
                 "frozen_layers": sorted(frozen),
             }
             save_pretrained(
-                tuned,
+                _inference_copy(tuned),
                 folder / "transferred",
                 **self._metadata(
                     member,
@@ -738,6 +720,7 @@ class Run:
 
     def _stage_encode(self, member: AutoencoderMember) -> None:
         from mdwarf_zoo.hub import from_pretrained
+        from mdwarf_zoo.pipeline import encode
 
         folder = self.member_folder(member)
         if (folder / "latents.npz").is_file():
@@ -755,34 +738,30 @@ class Run:
         tuned = (
             from_pretrained(folder / "transferred") if self.recipe.transfer.enabled else original
         )
-        batch = self.recipe.autoencoders.batch_size
         _atomic_savez(
             folder / "latents.npz",
-            synthetic=original.encoder.predict(synthetic.flux, batch_size=batch, verbose=0),
-            observed=tuned.encoder.predict(observed.flux, batch_size=batch, verbose=0),
-            observed_no_transfer=original.encoder.predict(
-                observed.flux, batch_size=batch, verbose=0
-            ),
+            synthetic=encode(original, synthetic.flux),
+            observed=encode(tuned, observed.flux),
+            observed_no_transfer=encode(original, observed.flux),
             reconstruction_mse_observed=np.array(_mse(tuned, observed.flux)),
             reconstruction_mse_observed_no_transfer=np.array(_mse(original, observed.flux)),
         )
 
     def label_scaling(self, labels: np.ndarray) -> dict[str, dict[str, float]]:
-        """Per parameter the mean and standard deviation of the synthetic labels; regressors
-        learn ``(label - mean) / std``."""
-        scaling = {}
-        for name in self.recipe.regressors.parameters:
-            column = labels[:, _COLUMN[name]]
-            std = float(np.std(column))
-            scaling[name] = {
-                "kind": "standard",
-                "mean": float(np.mean(column)),
-                "std": std if std > 0 else 1.0,
-            }
-        return scaling
+        """Per parameter the mean and standard deviation of the synthetic labels
+        (``mdwarf_zoo.pipeline.LabelScaler``); regressors learn ``(label - mean) / std``."""
+        from mdwarf_zoo.pipeline import LabelScaler
+
+        names = self.recipe.regressors.parameters
+        scaler = LabelScaler.fit(labels[:, [_COLUMN[n] for n in names]], names)
+        return {
+            name: {"kind": "standard", "mean": float(mean), "std": float(std)}
+            for name, mean, std in zip(names, scaler.mean, scaler.std, strict=True)
+        }
 
     def _stage_regressors(self, member: AutoencoderMember) -> None:
         from mdwarf_zoo.hub import save_pretrained
+        from mdwarf_zoo.pipeline import stratified_split
         from mdwarf_zoo.registry import create_model
 
         folder = self.member_folder(member)
@@ -809,7 +788,7 @@ class Run:
                     seed = member.seed * 1000 + 100 * (p_index + 1) + k
                     out = folder / "regressors" / f"{name}_seed{k}"
                     train, val = stratified_split(
-                        synthetic.labels[:, _COLUMN[name]], settings.validation_split, seed
+                        synthetic.labels[:, _COLUMN[name]], settings.validation_split, seed=seed
                     )
                     _determinism(seed)
                     if out.is_dir():
@@ -848,7 +827,7 @@ class Run:
                             )
                         )
                         save_pretrained(
-                            model,
+                            _inference_copy(model),
                             out,
                             **self._metadata(
                                 member,
@@ -1077,20 +1056,42 @@ class Run:
         return report_path, plots, diagnostics_path
 
     def _domain_gap(self) -> dict[str, Any]:
-        """Mean distance of each observed spectrum to its nearest synthetic neighbour, in flux
-        space and in the latent space of every member (MB24: 2.72 and 0.086)."""
-        from scipy.spatial import cKDTree
+        """The synthetic gap (``mdwarf_zoo.diagnostics``): mean nearest-synthetic-neighbour
+        distance of the observed spectra in flux space and, per member, in latent space before
+        and after transfer (MB24: 2.72 and 0.086), with the mean per-dimension KS statistic and
+        the MMD of the latents."""
+        from mdwarf_zoo.diagnostics import ks_statistics, mmd, nearest_neighbour_distances
 
         synthetic = self._read(self.synthetic_path)
         observed = self._read(self.observed_path)
-        result = {"flux_space": float(np.mean(cKDTree(synthetic.flux).query(observed.flux)[0]))}
+        result: dict[str, Any] = {
+            "flux_nn_distance": float(
+                nearest_neighbour_distances(observed.flux, synthetic.flux).mean()
+            )
+        }
         for member in self.recipe.members():
             with np.load(self.member_folder(member) / "latents.npz") as saved:
-                tree = cKDTree(saved["synthetic"])
+                syn, before, after = (
+                    saved["synthetic"],
+                    saved["observed_no_transfer"],
+                    saved["observed"],
+                )
                 result[member.name] = {
-                    "latent_transfer": float(np.mean(tree.query(saved["observed"])[0])),
-                    "latent_no_transfer": float(
-                        np.mean(tree.query(saved["observed_no_transfer"])[0])
+                    "latent_nn_distance_before": float(
+                        nearest_neighbour_distances(before, syn).mean()
+                    ),
+                    "latent_nn_distance_after": float(
+                        nearest_neighbour_distances(after, syn).mean()
+                    ),
+                    "ks_mean_before": float(ks_statistics(syn, before).mean()),
+                    "ks_mean_after": float(ks_statistics(syn, after).mean()),
+                    "mmd_before": _mmd_or_reason(mmd, syn, before),
+                    "mmd_after": _mmd_or_reason(mmd, syn, after),
+                    "reconstruction_mse_observed_before": float(
+                        saved["reconstruction_mse_observed_no_transfer"]
+                    ),
+                    "reconstruction_mse_observed_after": float(
+                        saved["reconstruction_mse_observed"]
                     ),
                 }
         return result
@@ -1170,6 +1171,22 @@ def _accuracy(table, labels: np.ndarray, parameters) -> dict[str, dict[str, floa
     return result
 
 
+def _mmd_or_reason(mmd, x: np.ndarray, y: np.ndarray) -> float | str:
+    """The MMD, or why it is undefined (e.g. a collapsed latent space with identical points)."""
+    try:
+        return float(mmd(x, y))
+    except ValueError as error:
+        return f"undefined: {error}"
+
+
+def _inference_copy(model):
+    """A copy of ``model`` with the same weights and a fresh, unbuilt optimizer, so the saved
+    folder holds the weights only (no Adam moments: a third of the size)."""
+    from mdwarf_zoo.transfer import clone_model
+
+    return clone_model(model)
+
+
 def _evaluate(model, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> float:
     """The model's loss (with its internal penalties) on ``(x, y)``, in chunks."""
     total = 0.0
@@ -1242,17 +1259,31 @@ def plan(recipe: Recipe, folder: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     n_synthetic = recipe.synthetic.n
     n_observed = recipe.observed.n
+    counts: dict[str, int] = {}
     for member in recipe.members():
-        model = create_model(
-            member.architecture, input_length=recipe.preprocessing.pixels, **member.overrides
-        )
+        key = f"{member.architecture} {sorted(member.overrides.items())}"
+        if key not in counts:
+            try:
+                model = create_model(
+                    member.architecture,
+                    input_length=recipe.preprocessing.pixels,
+                    **member.overrides,
+                )
+            except (TypeError, ValueError) as error:
+                raise RecipeError(
+                    f"recipe {recipe.name!r}: [autoencoders.grid] point {member.grid_point} "
+                    f"({member.architecture}, {member.overrides}) cannot be built: {error}"
+                ) from None
+            counts[key] = int(model.count_params())
+            del model
+            keras.backend.clear_session()
         rows.append(
             {
                 "member": member.index,
                 "architecture": member.architecture,
                 "overrides": member.overrides,
                 "seed": member.seed,
-                "parameters": int(model.count_params()),
+                "parameters": counts[key],
                 "pretrain": f"{recipe.autoencoders.epochs} epochs x "
                 f"{n_synthetic if n_synthetic else '?'} synthetic spectra",
                 "transfer": f"{recipe.transfer.epochs} epochs x "
@@ -1264,13 +1295,4 @@ def plan(recipe: Recipe, folder: Path | None = None) -> list[dict[str, Any]]:
                 "done": ", ".join(state[member.name]) if state else "",
             }
         )
-        del model
-        keras.backend.clear_session()
     return rows
-
-
-def copy_tree(source: Path, target: Path) -> None:
-    """Copy a folder (used to export a pipeline); refuses an existing target."""
-    if target.exists():
-        raise FileExistsError(f"{target} exists; it is never overwritten")
-    shutil.copytree(source, target)

@@ -1,0 +1,73 @@
+"""``mdwarf-zoo predict``: stellar parameters of a user's spectra with a pretrained pipeline."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="Teff, log g, [M/H], v sin i with errors for your own spectra",
+        description="Estimate stellar parameters for spectrum files (CARACAL/SERVAL FITS, 1-D "
+        "FITS, tables ... anything read_spectrum reads) or an HDF5 observed set, with a "
+        "pretrained pipeline: a published weights entry (e.g. mb24_quickstart_demo), or a run "
+        "folder of `mdwarf-zoo train`. With --transfer, the autoencoders are first fine-tuned "
+        "on the given spectra (deep transfer learning, the pipeline's own settings).",
+    )
+    parser.add_argument(
+        "spectra",
+        nargs="+",
+        metavar="SPECTRA",
+        help="spectrum files, or one HDF5 set written by prepare-observed",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME_OR_DIR",
+        help="weights entry name or pipeline folder (a run folder)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="TABLE",
+        help="output table (.ecsv, .fits or .csv); never overwritten",
+    )
+    parser.add_argument(
+        "--transfer", action="store_true", help="fine-tune the autoencoders on these spectra first"
+    )
+    parser.add_argument(
+        "--template",
+        default=None,
+        metavar="FITS",
+        help="template for a radial-velocity correction (none without it)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --transfer (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mdwarf_zoo.predict import load_pipeline
+
+    out = Path(args.out)
+    if out.exists():
+        raise FileExistsError(f"--out {out} exists; it is never overwritten")
+    pipeline = load_pipeline(args.model)
+    print(
+        f"pipeline {args.model}: {len(pipeline.members)} autoencoder(s), parameters "
+        f"{', '.join(pipeline.parameters)}"
+    )
+    flux, identifiers = pipeline.read_spectra(
+        args.spectra, template=args.template, progress=not args.no_progress
+    )
+    table = pipeline.predict(
+        flux, identifiers, transfer=args.transfer, seed=args.seed, progress=not args.no_progress
+    )
+    from mdwarf_zoo.ensemble import write_table
+
+    write_table(table, out)
+    print(f"wrote {out} ({len(table)} spectra)")
+    return 0
