@@ -478,8 +478,16 @@ class Run:
         else:
             labels = self._random_labels(source.n, source.label_ranges, self.recipe.seed)
         if source.source == "phoenix":
+            # build_training_set resumes an interrupted build of the same file.
             partial = self.folder / "data" / "phoenix_build.h5"
-            build_training_set(source.grid, labels, preprocessor, partial, workers=source.workers)
+            build_training_set(
+                source.grid,
+                labels,
+                partial,
+                preprocessor=preprocessor,
+                workers=source.workers,
+                progress=self.progress,
+            )
             return read_set(partial)
         flux = self._simulated_flux(labels, observed=False)
         return SpectrumSet(
@@ -539,7 +547,9 @@ class Run:
         low, high = preprocessor.span
         template = None
         if source.template is not None:
-            template = read_spectrum(source.template)
+            template = _read_template(
+                source.template, (low, high), max(map(abs, source.rv_range[:2]))
+            )
         fluxes, names = [], []
         for path in tqdm(source.files, desc="observed files", disable=not self.progress):
             spectrum = read_spectrum(path, window=(low, high))
@@ -1149,6 +1159,18 @@ class Run:
         figure.savefig(path, dpi=100)
         plt.close(figure)
         return [path]
+
+
+def _read_template(path: Path, span: tuple[float, float], rv_limit: float):
+    """An RV template: a PHOENIX HiRes file (cut to the window plus the largest shift) or any
+    spectrum ``read_spectrum`` reads."""
+    from mdwarf_zoo.spectra.observed import read_spectrum
+    from mdwarf_zoo.spectra.phoenix import GRID_NAME, read_phoenix_spectrum
+
+    if not Path(path).name.endswith(f"{GRID_NAME}-HiRes.fits"):
+        return read_spectrum(path)
+    pad = span[1] * rv_limit / 299792.458 + 1.0
+    return read_phoenix_spectrum(path, span[0] - pad, span[1] + pad)
 
 
 def _accuracy(table, labels: np.ndarray, parameters) -> dict[str, dict[str, float]]:
