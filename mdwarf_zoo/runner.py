@@ -394,10 +394,12 @@ class Run:
     def build_sets(self) -> None:
         """Write ``data/synthetic.h5`` and ``data/observed.h5`` unless they exist."""
         (self.folder / "data").mkdir(exist_ok=True)
-        if not self.synthetic_path.is_file():
-            self._write_set(self.synthetic_path, self._synthetic_set())
-        if not self.observed_path.is_file():
-            self._write_set(self.observed_path, self._observed_set())
+        # Member jobs started together wait for the one that builds the sets.
+        with _MemberLock(self.folder / "data" / ".lock", wait=True):
+            if not self.synthetic_path.is_file():
+                self._write_set(self.synthetic_path, self._synthetic_set())
+            if not self.observed_path.is_file():
+                self._write_set(self.observed_path, self._observed_set())
 
     def _write_set(self, path: Path, spectrum_set) -> None:
         from mdwarf_zoo.spectra.datasets import write_set
@@ -1231,27 +1233,38 @@ def _history_text(history: list[dict[str, float]], what: str) -> str:
 
 
 class _MemberLock:
-    """A lock file that keeps two processes off the same member (``--member`` jobs)."""
+    """A lock file that keeps two processes off the same member or stage (``--member`` jobs).
 
-    def __init__(self, path: Path):
+    Args:
+        path: the lock file.
+        wait: wait for a live holder to finish instead of refusing.
+    """
+
+    def __init__(self, path: Path, *, wait: bool = False):
         self.path = path
+        self.wait = wait
 
     def __enter__(self) -> _MemberLock:
         host = socket.gethostname()
-        try:
-            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = self.path.read_text(encoding="utf-8").split()
-            if len(owner) == 2 and owner[0] == host and not _alive(int(owner[1])):
-                self.path.unlink()
-                return self.__enter__()
-            raise FileExistsError(
-                f"{self.path.parent} is being trained by process {' '.join(owner)}; if that "
-                f"process is gone, delete {self.path}"
-            ) from None
-        with os.fdopen(handle, "w") as stream:
-            stream.write(f"{host} {os.getpid()}")
-        return self
+        while True:
+            try:
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self.path.read_text(encoding="utf-8").split()
+                if len(owner) == 2 and owner[0] == host and not _alive(int(owner[1])):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                if self.wait:
+                    time.sleep(2.0)
+                    continue
+                raise FileExistsError(
+                    f"{self.path.parent} is being trained by process {' '.join(owner)}; if "
+                    f"that process is gone, delete {self.path}"
+                ) from None
+            with os.fdopen(handle, "w") as stream:
+                stream.write(f"{host} {os.getpid()}")
+            return self
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(FileNotFoundError):
