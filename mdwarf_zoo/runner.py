@@ -29,10 +29,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,18 +203,6 @@ def fit_resumable(
     )
     bar.close()
     return history
-
-
-@contextlib.contextmanager
-def _strategy_scope(strategy: str) -> Iterator[None]:
-    """Build and compile models under the recipe's ``tf.distribute`` strategy."""
-    if strategy == "default":
-        yield
-        return
-    import tensorflow as tf
-
-    with tf.distribute.MirroredStrategy().scope():
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,6 +597,62 @@ class Run:
     def _lock(self, folder: Path) -> contextlib.AbstractContextManager:
         return _MemberLock(folder / ".lock")
 
+    def _train(
+        self,
+        build: Callable[[], Any],
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        checkpoint: Path,
+        validation: tuple[np.ndarray, np.ndarray] | None,
+        description: str,
+    ) -> tuple[Any, list[dict[str, float]]]:
+        """Build a compiled model and train it resumably under the recipe's strategy.
+
+        ``"default"``: :func:`fit_resumable` with the checkpoint ``<checkpoint>.npz``. Other
+        strategies: ``mdwarf_zoo.distribute.fit_distributed`` (data-parallel, the batch split
+        across replicas, chief-only checkpoints in the folder ``<checkpoint>``); its history
+        holds the epochs trained in this call only.
+        """
+        if self.recipe.strategy == "default":
+            model = build()
+            history = fit_resumable(
+                model,
+                x,
+                y,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                checkpoint=checkpoint.with_name(checkpoint.name + ".npz"),
+                validation=validation,
+                description=description,
+                progress=self.progress,
+            )
+            return model, history
+        from mdwarf_zoo.distribute import fit_distributed
+
+        model, result = fit_distributed(
+            build,
+            x,
+            y,
+            strategy=self.recipe.strategy,
+            epochs=epochs,
+            global_batch_size=batch_size,
+            seed=seed,
+            validation_data=validation,
+            checkpoint_dir=checkpoint,
+        )
+        losses = result.history.get("loss", [])
+        validation_losses = result.history.get("val_loss", [None] * len(losses))
+        history = [
+            {"loss": float(loss), **({} if val is None else {"val_loss": float(val)})}
+            for loss, val in zip(losses, validation_losses, strict=True)
+        ]
+        return model, history
+
     def _stage_pretrain(self, member: AutoencoderMember) -> None:
         from mdwarf_zoo.hub import save_pretrained
         from mdwarf_zoo.registry import create_model
@@ -621,29 +666,26 @@ class Run:
             settings = self.recipe.autoencoders
             train, val = split_indices(len(synthetic), settings.validation_split, member.seed)
             _determinism(member.seed)
-            with _strategy_scope(self.recipe.strategy):
-                model = create_model(
+            flux = synthetic.flux
+            model, history = self._train(
+                lambda: create_model(
                     member.architecture,
                     input_length=synthetic.flux.shape[1],
                     seed=member.seed,
                     **member.overrides,
-                )
-            flux = synthetic.flux
-            history = fit_resumable(
-                model,
+                ),
                 flux[train],
                 flux[train],
                 epochs=settings.epochs,
                 batch_size=settings.batch_size,
                 seed=member.seed,
-                checkpoint=folder / "pretrain.ckpt.npz",
+                checkpoint=folder / "pretrain.ckpt",
                 validation=(flux[val], flux[val]),
                 description=f"{member.name} pretrain {member.architecture}",
-                progress=self.progress,
             )
             metrics = {
-                "train_loss": history[-1]["loss"],
-                "validation_loss": history[-1].get("val_loss"),
+                "train_loss": history[-1]["loss"] if history else None,
+                "validation_loss": history[-1].get("val_loss") if history else None,
                 "reconstruction_mse_synthetic_validation": _mse(model, flux[val]),
             }
             save_pretrained(
@@ -653,7 +695,7 @@ class Run:
                     member, metrics=metrics, training=_history_text(history, "pretraining")
                 ),
             )
-            (folder / "pretrain.ckpt.npz").unlink()
+            _remove_checkpoint(folder / "pretrain.ckpt")
 
     def _stage_transfer(self, member: AutoencoderMember) -> None:
         import keras
@@ -673,37 +715,37 @@ class Run:
             seed = member.seed + 100_000
             train, val = split_indices(len(observed), settings.validation_split, seed)
             _determinism(seed)
-            with _strategy_scope(self.recipe.strategy):
-                source = from_pretrained(folder / "pretrained")
-                freeze = (
-                    source.default_freeze
-                    if settings.freeze == "default"
-                    else (
-                        list(settings.freeze)
-                        if isinstance(settings.freeze, tuple)
-                        else settings.freeze
-                    )
+            source = from_pretrained(folder / "pretrained")
+            freeze = (
+                source.default_freeze
+                if settings.freeze == "default"
+                else (
+                    list(settings.freeze) if isinstance(settings.freeze, tuple) else settings.freeze
                 )
-                frozen = set(resolve_freeze(source, freeze))
+            )
+            frozen = set(resolve_freeze(source, freeze))
+            learning_rate = settings.learning_rate or source.learning_rate
+
+            def build() -> keras.Model:
                 tuned = clone_model(source)
                 for index, layer in enumerate(tuned.layers):
                     layer.trainable = index not in frozen
                 # Flags before compile: the TensorFlow backend ignores later changes.
-                learning_rate = settings.learning_rate or source.learning_rate
                 tuned.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+                return tuned
+
             flux = observed.flux
             before = _mse(source, flux)
-            history = fit_resumable(
-                tuned,
+            tuned, history = self._train(
+                build,
                 flux[train],
                 flux[train],
                 epochs=settings.epochs,
                 batch_size=settings.batch_size,
                 seed=seed,
-                checkpoint=folder / "transfer.ckpt.npz",
+                checkpoint=folder / "transfer.ckpt",
                 validation=(flux[val], flux[val]) if len(val) else None,
                 description=f"{member.name} transfer",
-                progress=self.progress,
             )
             metrics = {
                 "reconstruction_mse_observed_before": before,
@@ -728,7 +770,7 @@ class Run:
                     training=_history_text(history, "transfer learning"),
                 ),
             )
-            (folder / "transfer.ckpt.npz").unlink()
+            _remove_checkpoint(folder / "transfer.ckpt")
 
     def _stage_encode(self, member: AutoencoderMember) -> None:
         from mdwarf_zoo.hub import from_pretrained
@@ -808,17 +850,15 @@ class Run:
 
                         model = from_pretrained(out)
                     else:
-                        with _strategy_scope(self.recipe.strategy):
-                            model = create_model(
+                        checkpoint = folder / "regressors" / f"{name}_seed{k}.ckpt"
+                        model, history = self._train(
+                            lambda settings=settings, seed=seed: create_model(
                                 settings.architecture,
                                 latent_dim=latents["synthetic"].shape[1],
                                 learning_rate=settings.learning_rate,
                                 seed=seed,
                                 **settings.overrides,
-                            )
-                        checkpoint = folder / "regressors" / f"{name}_seed{k}.ckpt.npz"
-                        history = fit_resumable(
-                            model,
+                            ),
                             latents["synthetic"][train],
                             target[train],
                             epochs=settings.epochs,
@@ -827,7 +867,6 @@ class Run:
                             checkpoint=checkpoint,
                             validation=(latents["synthetic"][val], target[val]),
                             description=f"{member.name} {name} seed {k}",
-                            progress=self.progress,
                         )
                         val_mse = float(
                             np.mean(
@@ -850,7 +889,7 @@ class Run:
                                 training=_history_text(history, f"{name} regressor"),
                             ),
                         )
-                        checkpoint.unlink()
+                        _remove_checkpoint(checkpoint)
                     val_pred = model.predict(latents["synthetic"][val], verbose=0)[:, 0]
                     mse.append(float(np.mean((val_pred - target[val]) ** 2)))
 
@@ -1226,7 +1265,18 @@ def _mse(model, flux: np.ndarray) -> float:
     return float(np.mean((reconstruction - flux) ** 2))
 
 
+def _remove_checkpoint(checkpoint: Path) -> None:
+    """Delete a finished model's checkpoint (``<checkpoint>.npz`` or the folder)."""
+    npz = checkpoint.with_name(checkpoint.name + ".npz")
+    if npz.is_file():
+        npz.unlink()
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint)
+
+
 def _history_text(history: list[dict[str, float]], what: str) -> str:
+    if not history:
+        return f"{what}: resumed after its last epoch"
     last = history[-1]
     parts = ", ".join(f"{key} {value:.4g}" for key, value in last.items())
     return f"{what}: {len(history)} epochs; last epoch {parts}"

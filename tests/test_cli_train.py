@@ -225,3 +225,19 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, reference_run):
     assert "resumed from" in resumed.stderr
     assert_same_weights(killed, reference)
     assert (killed / "predictions.ecsv").read_text() == (reference / "predictions.ecsv").read_text()
+
+
+def test_mirrored_strategy_trains_through_fit_distributed(tmp_path: Path):
+    text = TINY.format(n_synthetic=40, epochs=2, batch=8).replace(
+        "seed = 5", 'seed = 5\nstrategy = "mirrored"'
+    )
+    recipe = tmp_path / "mirrored.toml"
+    recipe.write_text(text)
+    run = tmp_path / "run"
+    args = ["train", str(recipe), "--out", str(run), "--member", "0", "--no-progress"]
+    assert main([*args, "--stage", "sets"]) == 1  # sets is a whole-run stage
+    assert main(["train", str(recipe), "--out", str(run), "--stage", "sets", "--no-progress"]) == 0
+    assert main([*args, "--stage", "pretrain"]) == 0
+    member = run / "members" / "member_000"
+    assert (member / "pretrained" / "mdwarf_zoo.json").is_file()
+    assert not (member / "pretrain.ckpt").exists() and not (member / "transferred").exists()
