@@ -1159,47 +1159,53 @@ class Run:
         return _accuracy(table, observed.labels, self.recipe.regressors.parameters)
 
     def _plots(self, table, observed) -> list[Path]:
+        """``mdwarf_zoo.plots`` figures: predicted vs true (when the observed set has true
+        labels) and, per member, the latents before and after transfer (PCA)."""
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib  # noqa: F401
         except ImportError:
             logger.warning(
                 "matplotlib is not installed: no plots (pip install 'mdwarf-zoo[plots]')"
             )
             return []
+        from mdwarf_zoo.plots import plot_latent_projection, plot_predicted_vs_true
+
         folder = self.folder / "plots"
         folder.mkdir(exist_ok=True)
         parameters = self.recipe.regressors.parameters
-        figure, axes = plt.subplots(
-            1, len(parameters), figsize=(4 * len(parameters), 4), squeeze=False
-        )
-        for axis, name in zip(axes[0], parameters, strict=True):
-            value = np.asarray(table[name])
-            errors = [
-                np.asarray(table[f"{name}_err_lower"]),
-                np.asarray(table[f"{name}_err_upper"]),
-            ]
-            if observed.labels is not None:
-                truth = observed.labels[:, _COLUMN[name]]
-                axis.errorbar(truth, value, yerr=errors, fmt=".", alpha=0.6)
-                low, high = (
-                    float(min(truth.min(), value.min())),
-                    float(max(truth.max(), value.max())),
+        paths = []
+        if observed.labels is not None:
+            paths.append(
+                plot_predicted_vs_true(
+                    {name: observed.labels[:, _COLUMN[name]] for name in parameters},
+                    {name: np.asarray(table[name], dtype=np.float64) for name in parameters},
+                    folder / "predicted_vs_true.png",
+                    errors={
+                        name: np.stack(
+                            [
+                                np.asarray(table[f"{name}_err_lower"], dtype=np.float64),
+                                np.asarray(table[f"{name}_err_upper"], dtype=np.float64),
+                            ]
+                        )
+                        for name in parameters
+                    },
+                    title=f"{self.recipe.name}: ensemble estimates of the observed set",
                 )
-                axis.plot([low, high], [low, high], "k--", lw=1)
-                axis.set_xlabel(f"true {name} ({PARAMETER_UNITS[name]})")
-                axis.set_ylabel(f"predicted {name} ({PARAMETER_UNITS[name]})")
-            else:
-                axis.hist(value, bins=30)
-                axis.set_xlabel(f"{name} ({PARAMETER_UNITS[name]})")
-        figure.suptitle(f"{self.recipe.name}: ensemble estimates of the observed set")
-        figure.tight_layout()
-        path = folder / "predictions.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        return [path]
+            )
+        for member in self.recipe.members():
+            with np.load(self.member_folder(member) / "latents.npz") as saved:
+                paths.append(
+                    plot_latent_projection(
+                        saved["synthetic"],
+                        saved["observed_no_transfer"],
+                        saved["synthetic"],
+                        saved["observed"],
+                        folder / f"latents_{member.name}.png",
+                        method="pca",
+                        title=f"{member.name} ({member.architecture}): latent space",
+                    )
+                )
+        return paths
 
 
 def _read_template(path: Path, span: tuple[float, float], rv_limit: float):

@@ -22,7 +22,7 @@ def test_demo_end_to_end(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     for line in ("predictions:", "report:", "diagnostics:", "plot:", "accuracy on the simulated"):
         assert line in result.stdout
-    assert (out / "predictions.ecsv").is_file() and (out / "plots" / "predictions.png").is_file()
+    assert (out / "predictions.ecsv").is_file() and (out / "plots" / "predicted_vs_true.png").is_file()
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     accuracy = diagnostics["accuracy"]["no_transfer"]
     # Better than predicting the middle of the simulated range (uniform: rms = range / sqrt 12).
