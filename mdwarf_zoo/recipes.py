@@ -683,8 +683,9 @@ def parse_recipe(
         raise head.fail(
             "strategy",
             strategy,
-            "'default' or 'mirrored': multi-worker training "
-            "(issue 9) is not available in this version of the runner",
+            "'default' or 'mirrored': the runner does not yet write its sets, saved folders and "
+            "reports from the chief worker only; run members as separate jobs with "
+            "`mdwarf-zoo train RECIPE --member I` instead",
         )
     head.finish()
 

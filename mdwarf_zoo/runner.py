@@ -510,6 +510,7 @@ class Run:
             return spectrum_set
         if source.source == "files":
             return self._observed_files(preprocessor)
+        # Its own stream, so the observed labels never repeat the synthetic ones.
         labels = self._random_labels(source.n, source.label_ranges, source.seed + 7919)
         flux = self._simulated_flux(labels, observed=True)
         return SpectrumSet(
