@@ -241,3 +241,26 @@ def test_mirrored_strategy_trains_through_fit_distributed(tmp_path: Path):
     member = run / "members" / "member_000"
     assert (member / "pretrained" / "mdwarf_zoo.json").is_file()
     assert not (member / "pretrain.ckpt").exists() and not (member / "transferred").exists()
+
+
+def test_predict_with_a_run_folder(tmp_path: Path, reference_run):
+    from astropy.table import Table
+
+    from mdwarf_zoo.spectra.grid import WavelengthGrid
+    from mdwarf_zoo.spectra.observed import write_caracal
+    from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+
+    _, run = reference_run
+    labels = np.array([[3100.0, 5.0, 0.0, 3.0], [3600.0, 4.9, 0.2, 4.0]])
+    grid = WavelengthGrid(8790.0, 8820.0, 0.01)
+    flux = observe(synthetic_spectra(labels, grid), labels, snr=200, seed=1, grid=grid)
+    files = []
+    for i, row in enumerate(flux):
+        path = tmp_path / f"car-20200101T0{i}h00m00s-sci-gtoc-vis_A.fits"
+        write_caracal(path, grid.wavelength, 4000.0 * row, header={"OBJECT": f"STAR-{i}"})
+        files.append(str(path))
+    out = tmp_path / "estimates.fits"
+    assert main(["predict", "--model", str(run), *files, "--out", str(out), "--no-progress"]) == 0
+    table = Table.read(out)
+    assert list(table["id"]) == ["STAR-0", "STAR-1"] and str(table["teff"].unit) == "K"
+    assert np.all(np.isfinite(table["teff"])) and np.all(np.isfinite(table["logg"]))
