@@ -22,6 +22,7 @@ COMMANDS = (
     "plan",
     "demo",
     "predict",
+    "compare",
 )
 
 
