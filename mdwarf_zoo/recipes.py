@@ -679,14 +679,6 @@ def parse_recipe(
     description = head.string("description", "") or ""
     seed = head.integer("seed", 0)
     strategy = head.choice("strategy", STRATEGIES, "default")
-    if strategy == "multi_worker":
-        raise head.fail(
-            "strategy",
-            strategy,
-            "'default' or 'mirrored': the runner does not yet write its sets, saved folders and "
-            "reports from the chief worker only; run members as separate jobs with "
-            "`mdwarf-zoo train RECIPE --member I` instead",
-        )
     head.finish()
 
     data = section("data", required=True)

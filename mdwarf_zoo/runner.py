@@ -50,7 +50,7 @@ from mdwarf_zoo.recipes import (
     RecipeError,
 )
 
-__all__ = ["STAGES", "Run", "fit_resumable", "plan"]
+__all__ = ["STAGES", "Run", "fit_resumable", "join_cluster", "plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -249,11 +249,16 @@ class Run:
         self.recipe = recipe
         self.folder = Path(folder)
         self.progress = progress
+        # Under strategy "multi_worker" every worker runs this same command on the same folder;
+        # only the chief writes into it (see join_cluster and _agree).
+        self.chief = join_cluster(recipe)
         self._open()
 
     # -- the folder --------------------------------------------------------------------------
     def _open(self) -> None:
         identity = self.folder / "run.json"
+        if not self.chief:
+            _wait_for([identity], "the chief worker to create the run folder")
         if identity.is_file():
             record = json.loads(identity.read_text(encoding="utf-8"))
             if record.get("recipe_sha256") != self.recipe.sha256:
@@ -339,6 +344,10 @@ class Run:
                 (the message says which command produces them).
         """
         started = time.perf_counter()
+        if self.recipe.strategy == "multi_worker":
+            from mdwarf_zoo.distribute import get_strategy
+
+            get_strategy("multi_worker")  # without TF_CONFIG: a clear error before any work
         members = self.recipe.members()
         if stage is not None and stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -361,6 +370,11 @@ class Run:
             if name in wanted:
                 for item in members:
                     getattr(self, f"_stage_{name}")(item)
+        if not self.chief:
+            # A multi-worker job's other workers are done after the last training step they
+            # took part in; the ensemble and the report are the chief's (no training).
+            result.seconds = time.perf_counter() - started
+            return result
         if "ensemble" in wanted:
             result.table = self.ensemble()
         if "report" in wanted:
@@ -382,6 +396,17 @@ class Run:
     # -- stage: sets ---------------------------------------------------------------------------
     def build_sets(self) -> None:
         """Write ``data/synthetic.h5`` and ``data/observed.h5`` unless they exist."""
+        if not self.chief:
+            # The other workers of a multi-worker job read the chief's files instead of building
+            # the sets themselves: every worker must feed the data-parallel steps the very same
+            # arrays, and a set built elsewhere (another CPU, numpy or BLAS build; PHOENIX files
+            # or observed FITS files read through a per-node mount) may differ in its last bits,
+            # or, for a PHOENIX build, would race the chief on data/phoenix_build.h5. Waiting
+            # costs nothing: training cannot start before the sets exist anyway.
+            _wait_for(
+                [self.synthetic_path, self.observed_path], "the chief worker to build the sets"
+            )
+            return
         (self.folder / "data").mkdir(exist_ok=True)
         # Member jobs started together wait for the one that builds the sets.
         with _MemberLock(self.folder / "data" / ".lock", wait=True):
@@ -596,7 +621,37 @@ class Run:
         }
 
     def _lock(self, folder: Path) -> contextlib.AbstractContextManager:
+        if not self.chief:
+            return contextlib.nullcontext()  # the chief holds the lock for the whole job
         return _MemberLock(folder / ".lock")
+
+    def _agree(self, done: bool) -> bool:
+        """Whether a model's output is finished, as the chief sees it, on every worker.
+
+        Without ``"multi_worker"`` this is ``done``. With it, it is a collective (an all-reduce
+        of the chief's flag), so it is also a barrier: every worker takes the same train-or-skip
+        decision at the same point, and whatever the chief wrote before reaching it (a saved
+        model, the latents) is on disk when the others go on. Every worker calls it the same
+        number of times in the same order.
+        """
+        if self.recipe.strategy != "multi_worker":
+            return done
+        import tensorflow as tf
+
+        from mdwarf_zoo.distribute import get_strategy
+
+        strategy = get_strategy("multi_worker")
+
+        def reduce(value):
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+        # Eager: inside a tf.function the all-reduce of a plain tensor has no device to reduce
+        # to ("destinations can not be empty"). Each local replica adds the flag, so the sum is
+        # positive exactly when the chief's flag is set.
+        flag = tf.constant(1.0 if (done and self.chief) else 0.0, tf.float32)
+        total = strategy.experimental_local_results(strategy.run(reduce, args=(flag,)))[0]
+        return bool(float(total) > 0.5)
 
     def _train(
         self,
@@ -646,6 +701,15 @@ class Run:
             validation_data=validation,
             checkpoint_dir=checkpoint,
         )
+        if self.recipe.strategy == "multi_worker":
+            # Barrier: every worker has read the checkpoint (a resumed job that had finished
+            # all epochs trains no step, so no collective ordered it) before the chief saves
+            # the model and deletes the checkpoint.
+            self._agree(True)
+            # Evaluation, prediction and saving are local from here on: a copy outside the
+            # strategy (the weights are mirrored on write, so every worker reads its own equal
+            # copy without a collective), so no worker waits for another in predict().
+            model = _inference_copy(model)
         losses = result.history.get("loss", [])
         validation_losses = result.history.get("val_loss", [None] * len(losses))
         history = [
@@ -659,9 +723,10 @@ class Run:
         from mdwarf_zoo.registry import create_model
 
         folder = self.member_folder(member)
-        if (folder / "pretrained").is_dir():
+        if self._agree((folder / "pretrained").is_dir()):
             return
-        folder.mkdir(parents=True, exist_ok=True)
+        if self.chief:
+            folder.mkdir(parents=True, exist_ok=True)
         with self._lock(folder):
             synthetic = self._read(self.synthetic_path)
             settings = self.recipe.autoencoders
@@ -684,6 +749,8 @@ class Run:
                 validation=(flux[val], flux[val]),
                 description=f"{member.name} pretrain {member.architecture}",
             )
+            if not self.chief:
+                return
             metrics = {
                 "train_loss": history[-1]["loss"] if history else None,
                 "validation_loss": history[-1].get("val_loss") if history else None,
@@ -706,7 +773,7 @@ class Run:
 
         folder = self.member_folder(member)
         settings = self.recipe.transfer
-        if not settings.enabled or (folder / "transferred").is_dir():
+        if not settings.enabled or self._agree((folder / "transferred").is_dir()):
             return
         self._require(
             folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
@@ -736,7 +803,7 @@ class Run:
                 return tuned
 
             flux = observed.flux
-            before = _mse(source, flux)
+            before = _mse(source, flux) if self.chief else None
             tuned, history = self._train(
                 build,
                 flux[train],
@@ -748,6 +815,8 @@ class Run:
                 validation=(flux[val], flux[val]) if len(val) else None,
                 description=f"{member.name} transfer",
             )
+            if not self.chief:
+                return
             metrics = {
                 "reconstruction_mse_observed_before": before,
                 "reconstruction_mse_observed_after": _mse(tuned, flux),
@@ -778,7 +847,7 @@ class Run:
         from mdwarf_zoo.pipeline import encode
 
         folder = self.member_folder(member)
-        if (folder / "latents.npz").is_file():
+        if not self.chief or (folder / "latents.npz").is_file():
             return
         self._require(
             folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
@@ -820,7 +889,8 @@ class Run:
         from mdwarf_zoo.registry import create_model
 
         folder = self.member_folder(member)
-        if (folder / "predictions.npz").is_file():
+        # With "multi_worker" this is also where the other workers wait for the chief's latents.
+        if self._agree((folder / "predictions.npz").is_file()):
             return
         self._require(
             folder / "latents.npz", f"encoding of {member.name}", f"--member {member.index}"
@@ -829,7 +899,8 @@ class Run:
         scaling = self.label_scaling(synthetic.labels)
         with np.load(folder / "latents.npz") as saved:
             latents = {key: saved[key] for key in saved.files}
-        (folder / "regressors").mkdir(exist_ok=True)
+        if self.chief:
+            (folder / "regressors").mkdir(exist_ok=True)
         results: dict[str, np.ndarray] = {}
         settings_all = self.recipe.regressors
         with self._lock(folder):
@@ -846,7 +917,9 @@ class Run:
                         synthetic.labels[:, _COLUMN[name]], settings.validation_split, seed=seed
                     )
                     _determinism(seed)
-                    if out.is_dir():
+                    if self._agree(out.is_dir()):
+                        if not self.chief:
+                            continue
                         from mdwarf_zoo.hub import from_pretrained
 
                         model = from_pretrained(out)
@@ -869,6 +942,8 @@ class Run:
                             validation=(latents["synthetic"][val], target[val]),
                             description=f"{member.name} {name} seed {k}",
                         )
+                        if not self.chief:
+                            continue
                         val_mse = float(
                             np.mean(
                                 (
@@ -901,10 +976,13 @@ class Run:
                     no_transfer.append(
                         physical(model.predict(latents["observed_no_transfer"], verbose=0)[:, 0])
                     )
+                if not self.chief:
+                    continue
                 results[f"{name}_validation_mse"] = np.array(mse)
                 results[f"{name}_observed"] = np.stack(observed)
                 results[f"{name}_observed_no_transfer"] = np.stack(no_transfer)
-            _atomic_savez(folder / "predictions.npz", **results)
+            if self.chief:
+                _atomic_savez(folder / "predictions.npz", **results)
 
     # -- ensemble and report ------------------------------------------------------------------
     def _gather(self) -> dict[str, dict[str, np.ndarray]]:
@@ -1207,6 +1285,49 @@ class Run:
                     )
                 )
         return paths
+
+
+def join_cluster(recipe: Recipe) -> bool:
+    """Join the ``TF_CONFIG`` cluster if the recipe's strategy is ``"multi_worker"``; return
+    whether this process writes the run folder (the chief: ``mdwarf_zoo.distribute.is_chief``).
+
+    TensorFlow configures its collective ops once, before its first op, so this must run
+    before anything builds a model: ``mdwarf-zoo train`` reads the recipe without building
+    its models (``load_recipe(..., check_models=False)``), calls this, then validates fully;
+    :class:`Run` calls it too (the same strategy is returned again). Without ``TF_CONFIG``
+    (reading a run folder, e.g. ``mdwarf-zoo plan``) the process is a lone chief and
+    :meth:`Run.run` stops with ``TF_CONFIG``'s error before any work.
+
+    Raises:
+        ValueError: for a malformed ``TF_CONFIG``, or when TensorFlow already ran an op.
+    """
+    if recipe.strategy != "multi_worker" or not os.environ.get("TF_CONFIG", "").strip():
+        return True
+    from mdwarf_zoo.distribute import get_strategy, is_chief
+
+    try:
+        strategy = get_strategy("multi_worker")
+    except RuntimeError as error:  # "Collective ops must be configured at program startup"
+        raise ValueError(
+            f"strategy 'multi_worker' must join its cluster before TensorFlow runs its first op "
+            f"({error}); create the Run (or call mdwarf_zoo.runner.join_cluster) before building "
+            "any model, e.g. load the recipe with load_recipe(..., check_models=False) first"
+        ) from None
+    return is_chief(strategy)
+
+
+def _wait_for(paths: list[Path], what: str, poll_s: float = 0.5) -> None:
+    """Wait until every path exists (a multi-worker job's other workers waiting for the chief),
+    saying so every minute. There is no time limit: the chief may build a large set for hours;
+    the batch system's job time limit ends a job whose chief died."""
+    started = last = time.monotonic()
+    while not all(path.exists() for path in paths):
+        now = time.monotonic()
+        if now - last >= 60:
+            missing = [str(path) for path in paths if not path.exists()]
+            logger.info("waiting %.0f s for %s (%s)", now - started, what, ", ".join(missing))
+            last = now
+        time.sleep(poll_s)
 
 
 def _read_template(path: Path, span: tuple[float, float], rv_limit: float):

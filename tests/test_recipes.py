@@ -138,7 +138,6 @@ def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
             ("seeds = 2\nepochs = 1\n", "seeds = 2\nepochs = 1\n[ensemble]\nbest = 9\n"),
             r"\[ensemble\] best = 9: expected at most 8",
         ),
-        (("seed = 3", 'seed = 3\nstrategy = "multi_worker"'), r"strategy = 'multi_worker'"),
         (
             ("[preprocessing]", "[preprocessing]\nwindow = [8835, 8800, 0.01]"),
             r"\[preprocessing\] window = \[8835, 8800, 0.01\]: expected \[start, stop, step\]",

@@ -44,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mdwarf_zoo.recipes import load_recipe
-    from mdwarf_zoo.runner import Run
+    from mdwarf_zoo.runner import Run, join_cluster
 
+    # strategy "multi_worker" joins its cluster before TensorFlow's first op, which validating
+    # the recipe's models would run: read the recipe, join, then validate fully.
+    join_cluster(load_recipe(args.recipe, check_models=False))
     recipe = load_recipe(args.recipe)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
     print(f"recipe {recipe.name!r} (sha256 {recipe.sha256[:12]}...), run folder {out}")
