@@ -210,7 +210,7 @@ def test_penalties_enter_the_training_loss():
     penalised = DenseAutoencoder(
         widths=mb24_widths(64), latent_dim=8, l1=0.0, contractive=0.5, seed=2
     )
-    hidden = keras.Model(penalised.inputs, penalised.layers[5].output)(x)
+    hidden = keras.Model(penalised.input, penalised.layers[5].output)(x)
     bottleneck = penalised.layers[6]
     expected = 0.5 * float(
         np.asarray(
