@@ -160,7 +160,21 @@ def encode(autoencoder: keras.Model, flux: np.ndarray, *, batch_size: int = 256)
     """
     encoder = getattr(autoencoder, "encoder", autoencoder)
     flux = np.asarray(flux, dtype=np.float32)
-    return np.asarray(encoder.predict(flux, batch_size=batch_size, verbose=0), dtype=np.float32)
+    return _call_in_batches(encoder, flux, batch_size)
+
+
+def _call_in_batches(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model(x)`` in batches, as float32 numpy. A direct call, not ``Model.predict``: for the
+    few hundred spectra of an ensemble, ``predict``'s per-call set-up (data adapter, tracing a
+    predict function per model) cost more than the arithmetic (26 x 80 x 4 MB24 ensemble:
+    ~90 s -> see benchmarks/RESULTS.md)."""
+    if len(x) == 0:
+        return np.asarray(model(x[:1], training=False), dtype=np.float32)[:0]
+    parts = [
+        np.asarray(model(x[first : first + batch_size], training=False), dtype=np.float32)
+        for first in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts)
 
 
 def latents(
@@ -301,8 +315,8 @@ class LatentRegressor:
 
     def predict(self, latent_vectors: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
         """Predictions in physical units (K, dex, dex, km/s), shape (n,)."""
-        scaled = self.model.predict(
-            np.asarray(latent_vectors, dtype=np.float32), batch_size=batch_size, verbose=0
+        scaled = _call_in_batches(
+            self.model, np.asarray(latent_vectors, dtype=np.float32), batch_size
         )
         return self.scaler.inverse_transform(np.asarray(scaled)[:, 0], self.parameter)
 
