@@ -448,9 +448,9 @@ def _recipe(value: Any) -> dict[str, str] | None:
     path = Path(value)
     if path.is_file():
         return {"name": path.stem, "sha256": sha256_file(path)}
-    import importlib.resources
+    from mdwarf_zoo._resources import shipped_folder
 
-    shipped = importlib.resources.files("mdwarf_zoo.training_recipes") / f"{value}.toml"
+    shipped = shipped_folder("training_recipes") / f"{value}.toml"
     if shipped.is_file():
         return {
             "name": str(value),

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdwarf_zoo._resources import shipped_folder
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on python 3.10 only
@@ -311,7 +313,7 @@ class Recipe:
 # --------------------------------------------------------------------------------------------
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with the package (``training_recipes/*.toml``)."""
-    folder = importlib.resources.files("mdwarf_zoo.training_recipes")
+    folder = shipped_folder("training_recipes")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -334,7 +336,7 @@ def find_recipe(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
     name = str(name_or_path)
     if name.endswith(".toml") or os.sep in name or "/" in name:
         raise FileNotFoundError(f"recipe file {name!r} does not exist")
-    resource = importlib.resources.files("mdwarf_zoo.training_recipes") / f"{name}.toml"
+    resource = shipped_folder("training_recipes") / f"{name}.toml"
     if not resource.is_file():
         shipped = list_recipes()
         close = difflib.get_close_matches(name, shipped, n=3, cutoff=0.5)

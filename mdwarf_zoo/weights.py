@@ -21,13 +21,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from mdwarf_zoo._resources import shipped_folder
 from mdwarf_zoo.spectra.grid import WavelengthGrid
 
 ENTRY_FILE = "entry.json"
 CARD_FILE = "README.md"
 
 #: Where the entries and the bundled folders are looked up (tests point these elsewhere).
-CARDS_ROOT = importlib.resources.files("mdwarf_zoo.weights_cards")
+CARDS_ROOT = shipped_folder("weights_cards")
 BUNDLED_ROOT = importlib.resources.files("mdwarf_zoo") / "data" / "weights"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
