@@ -187,12 +187,21 @@ class ZooModel(keras.Model):
     """Behaviour shared by every zoo architecture (a functional ``keras.Model`` subclass).
 
     Subclasses build their graph in ``__init__``, call ``super().__init__(inputs=...,
-    outputs=...)`` and store every constructor argument under its own name in
-    ``self._zoo_config``, which ``get_config()`` returns.
+    outputs=...)`` and pass every constructor argument to ``store_config``, which keeps each
+    under its own name for ``get_config()``.
     """
 
     #: ``"autoencoder"`` or ``"regressor"``.
     kind: str = ""
+
+    def store_config(self, **config: Any) -> None:
+        """Keep every constructor argument under its own name; ``get_config()`` returns them."""
+        for name, value in config.items():
+            setattr(self, name, value)
+        self._zoo_config = {
+            name: list(value) if isinstance(value, (list, tuple)) else value
+            for name, value in config.items()
+        }
 
     def compile_default(self) -> None:
         """Compile with Adam at ``self.learning_rate`` and MSE (extra terms are model losses)."""

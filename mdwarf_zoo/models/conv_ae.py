@@ -146,26 +146,17 @@ class ConvAutoencoder(Autoencoder):
         super().__init__(inputs=spectrum, outputs=x, **kwargs)
 
         # === Config ===
-        self.input_length = input_length
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.latent_dim = latent_dim
-        self.activation = activation
-        self.contractive = contractive
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self._zoo_config = {
-            "input_length": input_length,
-            "filters": list(filters),
-            "kernel_size": kernel_size,
-            "strides": strides,
-            "latent_dim": latent_dim,
-            "activation": activation,
-            "contractive": contractive,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
+        self.store_config(
+            input_length=input_length,
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            latent_dim=latent_dim,
+            activation=activation,
+            contractive=contractive,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         self._bottleneck_index = len(encoder_layers) + 1
         self._decoder_start = self._bottleneck_index + 1
         self.compile_default()

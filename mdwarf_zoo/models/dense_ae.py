@@ -139,24 +139,16 @@ class DenseAutoencoder(Autoencoder):
         super().__init__(inputs=spectrum, outputs=x, **kwargs)
 
         # === Config ===
-        self.input_length = input_length
-        self.widths = widths
-        self.latent_dim = latent_dim
-        self.activation = activation
-        self.l1 = l1
-        self.contractive = contractive
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self._zoo_config = {
-            "input_length": input_length,
-            "widths": list(widths),
-            "latent_dim": latent_dim,
-            "activation": activation,
-            "l1": l1,
-            "contractive": contractive,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
+        self.store_config(
+            input_length=input_length,
+            widths=widths,
+            latent_dim=latent_dim,
+            activation=activation,
+            l1=l1,
+            contractive=contractive,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         self._bottleneck_index = len(widths) + 1
         self._decoder_start = len(widths) + 2
         self.compile_default()

@@ -110,22 +110,15 @@ class LatentCNN(ZooModel):
         super().__init__(inputs=latent, outputs=x, **kwargs)
 
         # === Config ===
-        self.latent_dim = latent_dim
-        self.nf1 = nf1
-        self.nf2 = nf2
-        self.nu = nu
-        self.n_outputs = n_outputs
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self._zoo_config = {
-            "latent_dim": latent_dim,
-            "nf1": nf1,
-            "nf2": nf2,
-            "nu": nu,
-            "n_outputs": n_outputs,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
+        self.store_config(
+            latent_dim=latent_dim,
+            nf1=nf1,
+            nf2=nf2,
+            nu=nu,
+            n_outputs=n_outputs,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         self.compile_default()
 
 
@@ -191,18 +184,13 @@ class LatentMLP(ZooModel):
         super().__init__(inputs=latent, outputs=x, **kwargs)
 
         # === Config ===
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.n_outputs = n_outputs
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self._zoo_config = {
-            "latent_dim": latent_dim,
-            "hidden": list(hidden),
-            "n_outputs": n_outputs,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
+        self.store_config(
+            latent_dim=latent_dim,
+            hidden=hidden,
+            n_outputs=n_outputs,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         self.compile_default()
 
 

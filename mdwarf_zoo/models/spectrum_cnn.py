@@ -113,24 +113,16 @@ class SpectrumCNN(ZooModel):
         super().__init__(inputs=spectrum, outputs=x, **kwargs)
 
         # === Config ===
-        self.input_length = input_length
-        self.n_outputs = n_outputs
-        self.filters_1 = filters_1
-        self.filters_2 = filters_2
-        self.kernel_size = kernel_size
-        self.pool_size = pool_size
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self._zoo_config = {
-            "input_length": input_length,
-            "n_outputs": n_outputs,
-            "filters_1": filters_1,
-            "filters_2": filters_2,
-            "kernel_size": kernel_size,
-            "pool_size": pool_size,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
+        self.store_config(
+            input_length=input_length,
+            n_outputs=n_outputs,
+            filters_1=filters_1,
+            filters_2=filters_2,
+            kernel_size=kernel_size,
+            pool_size=pool_size,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         self.compile_default()
 
 

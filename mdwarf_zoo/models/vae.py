@@ -122,22 +122,15 @@ class VariationalAutoencoder(Autoencoder):
         super().__init__(inputs=spectrum, outputs=x, **kwargs)
 
         # === Config ===
-        self.input_length = input_length
-        self.widths = widths
-        self.latent_dim = latent_dim
-        self.activation = activation
-        self.kl_weight = kl_weight
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self._zoo_config = {
-            "input_length": input_length,
-            "widths": list(widths),
-            "latent_dim": latent_dim,
-            "activation": activation,
-            "kl_weight": kl_weight,
-            "learning_rate": learning_rate,
-            "seed": seed,
-        }
+        self.store_config(
+            input_length=input_length,
+            widths=widths,
+            latent_dim=latent_dim,
+            activation=activation,
+            kl_weight=kl_weight,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
         names = [layer.name for layer in self.layers]
         self._bottleneck_index = names.index("latent_mean")
         self._decoder_start = names.index("sampling") + 1
