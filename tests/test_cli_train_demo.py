@@ -1,4 +1,7 @@
-"""`mdwarf-zoo demo` end to end (the README's main command): about 3-5 minutes on 2 cores."""
+"""`mdwarf-zoo demo` end to end (the README's main command): about 3 minutes on 2 cores.
+
+It is in the default run, so CI runs the real demo once (marker ``demo``: `pytest -m "not slow and not demo"`
+leaves it out while iterating)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow
+@pytest.mark.demo
 def test_demo_end_to_end(tmp_path: Path):
     out = tmp_path / "demo"
     result = subprocess.run(
