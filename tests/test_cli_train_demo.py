@@ -1,7 +1,7 @@
 """`mdwarf-zoo demo` end to end (the README's main command): about 3 minutes on 2 cores.
 
-It is in the default run, so CI runs the real demo once (marker ``demo``: `pytest -m "not slow and not demo"`
-leaves it out while iterating)."""
+It is in the default run, so CI runs the real demo once (marker ``demo``;
+`pytest -m "not slow and not demo"` leaves it out while iterating)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def test_demo_end_to_end(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     for line in ("predictions:", "report:", "diagnostics:", "plot:", "accuracy on the simulated"):
         assert line in result.stdout
-    assert (out / "predictions.ecsv").is_file() and (out / "plots" / "predicted_vs_true.png").is_file()
+    assert (out / "predictions.ecsv").is_file()
+    assert (out / "plots" / "predicted_vs_true.png").is_file()
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     accuracy = diagnostics["accuracy"]["no_transfer"]
     # Better than predicting the middle of the simulated range (uniform: rms = range / sqrt 12).
