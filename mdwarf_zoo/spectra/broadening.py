@@ -57,7 +57,8 @@ def _check_wavelength(wavelength: np.ndarray, function: str) -> tuple[np.ndarray
     if not np.all(np.isfinite(wavelength)):
         bad = int(np.flatnonzero(~np.isfinite(wavelength))[0])
         raise ValueError(
-            f"{function}: wavelength contains a non-finite value {float(wavelength[bad])!r} at index {bad}"
+            f"{function}: wavelength contains a non-finite value {float(wavelength[bad])!r} "
+            f"at index {bad}"
         )
     steps = np.diff(wavelength)
     if np.any(steps <= 0):
@@ -70,8 +71,9 @@ def _check_wavelength(wavelength: np.ndarray, function: str) -> tuple[np.ndarray
     deviation = float(np.max(np.abs(steps - step)))
     if deviation > _EVEN_RTOL * step:
         raise ValueError(
-            f"{function}: wavelength must be evenly spaced (steps differ by up to {deviation:.3g} A "
-            f"around a mean step of {step:.6g} A); resample the spectrum onto a uniform grid "
+            f"{function}: wavelength must be evenly spaced (steps differ by up to "
+            f"{deviation:.3g} A around a mean step of {step:.6g} A); resample the spectrum onto "
+            "a uniform grid "
             "first, e.g. with mdwarf_zoo.spectra.grid.WavelengthGrid"
         )
     return wavelength, step
