@@ -17,6 +17,11 @@ from mdwarf_zoo.spectra.simulate import synthetic_spectra
 LABELS = np.array([[3325.0, 4.9, -0.1, 2.0], [3450.0, 5.0, 0.2, 5.0]])
 
 
+def simulate(label_file: Path, out: Path, *options: str) -> int:
+    """Run ``mdwarf-zoo simulate --labels LABEL_FILE --out OUT OPTIONS...``; the exit code."""
+    return main(["simulate", "--labels", str(label_file), "--out", str(out), *options])
+
+
 @pytest.fixture()
 def label_file(tmp_path: Path) -> Path:
     path = tmp_path / "labels.npy"
@@ -26,21 +31,7 @@ def label_file(tmp_path: Path) -> Path:
 
 def test_phoenix_layout_goes_through_build_set(tmp_path, label_file):
     grid_dir = tmp_path / "phoenix"
-    assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(label_file),
-                "--out",
-                str(grid_dir),
-                "--format",
-                "phoenix",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert simulate(label_file, grid_dir, "--format", "phoenix", "--no-progress") == 0
     files = sorted(grid_dir.rglob("lte*.PHOENIX-ACES-AGSS-COND-2011-HiRes.fits"))
     # Brackets: 3300/3400 x 4.5/5.0 x -0.5/0.0 (8) and 3400/3500 x 5.0 x 0.0/+0.5 (4), one shared.
     assert len(files) == 11
@@ -80,22 +71,17 @@ def test_phoenix_layout_goes_through_build_set(tmp_path, label_file):
 def test_caracal_layout_goes_through_read_spectrum(tmp_path, label_file):
     out = tmp_path / "car"
     assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(label_file),
-                "--out",
-                str(out),
-                "--format",
-                "caracal",
-                "--observed",
-                "--snr",
-                "100",
-                "--seed",
-                "3",
-                "--no-progress",
-            ]
+        simulate(
+            label_file,
+            out,
+            "--format",
+            "caracal",
+            "--observed",
+            "--snr",
+            "100",
+            "--seed",
+            "3",
+            "--no-progress",
         )
         == 0
     )
@@ -116,39 +102,20 @@ def test_caracal_layout_goes_through_read_spectrum(tmp_path, label_file):
 
 
 def test_hdf5_sets(tmp_path, label_file):
-    assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(label_file),
-                "--out",
-                str(tmp_path),
-                "--format",
-                "hdf5",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert simulate(label_file, tmp_path, "--format", "hdf5", "--no-progress") == 0
     synthetic = read_set(tmp_path / "synthetic.h5")
     np.testing.assert_allclose(synthetic.flux, synthetic_spectra(LABELS), atol=1e-6)
     assert synthetic.kind == "training"
     assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(label_file),
-                "--out",
-                str(tmp_path),
-                "--format",
-                "hdf5",
-                "--observed",
-                "--gap",
-                "damping_scale=2",
-                "--no-progress",
-            ]
+        simulate(
+            label_file,
+            tmp_path,
+            "--format",
+            "hdf5",
+            "--observed",
+            "--gap",
+            "damping_scale=2",
+            "--no-progress",
         )
         == 0
     )
@@ -160,56 +127,23 @@ def test_hdf5_sets(tmp_path, label_file):
 
 
 def test_cli_errors(tmp_path, label_file, capsys):
-    assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(label_file),
-                "--out",
-                str(tmp_path),
-                "--format",
-                "phoenix",
-                "--observed",
-            ]
-        )
-        == 1
-    )
+    assert simulate(label_file, tmp_path, "--format", "phoenix", "--observed") == 1
     assert "--observed cannot be written as --format phoenix" in capsys.readouterr().err
     assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(label_file),
-                "--out",
-                str(tmp_path),
-                "--format",
-                "hdf5",
-                "--observed",
-                "--gap",
-                "nonsense=1",
-                "--no-progress",
-            ]
+        simulate(
+            label_file,
+            tmp_path,
+            "--format",
+            "hdf5",
+            "--observed",
+            "--gap",
+            "nonsense=1",
+            "--no-progress",
         )
         == 1
     )
     assert "unknown gap knob(s) nonsense" in capsys.readouterr().err
     bad = tmp_path / "bad.npy"
     np.save(bad, np.array([[3300.0, 5.0, 0.0, 2.0], [3300.0, 5.0, 2.5, 2.0]]))
-    assert (
-        main(
-            [
-                "simulate",
-                "--labels",
-                str(bad),
-                "--out",
-                str(tmp_path),
-                "--format",
-                "hdf5",
-                "--no-progress",
-            ]
-        )
-        == 1
-    )
+    assert simulate(bad, tmp_path, "--format", "hdf5", "--no-progress") == 1
     assert "row 1: metallicity = 2.5" in capsys.readouterr().err
