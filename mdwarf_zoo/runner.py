@@ -738,6 +738,7 @@ class Run:
                     member.architecture,
                     input_length=synthetic.flux.shape[1],
                     seed=member.seed,
+                    precision=settings.precision,
                     **member.overrides,
                 ),
                 flux[train],
@@ -769,6 +770,7 @@ class Run:
         import keras
 
         from mdwarf_zoo.hub import from_pretrained, save_pretrained
+        from mdwarf_zoo.optimizers import FusedAdam
         from mdwarf_zoo.transfer import clone_model, resolve_freeze
 
         folder = self.member_folder(member)
@@ -799,7 +801,7 @@ class Run:
                 for index, layer in enumerate(tuned.layers):
                     layer.trainable = index not in frozen
                 # Flags before compile: the TensorFlow backend ignores later changes.
-                tuned.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+                tuned.compile(optimizer=FusedAdam(learning_rate), loss="mse")
                 return tuned
 
             flux = observed.flux

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from mdwarf_zoo.optimizers import FusedAdam
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
 
@@ -419,7 +420,7 @@ def transfer(
         )
     # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
     tuned.compile(
-        optimizer=keras.optimizers.Adam(float(learning_rate)), loss=_model_loss(model)
+        optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model)
     )
     logger.info(
         "transfer: %s, frozen layers %s, %d training / %d validation spectra, %d epochs, "
