@@ -22,6 +22,7 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
     [preprocessing]   window = [start, stop, step] (Angstrom), margin, resolving_power,
                       normalisation, scaling, fill_gaps
     [autoencoders]    members, epochs, batch_size, learning_rate, validation_split, contractive,
+                      precision ("float32", "mixed_bfloat16", "mixed_float16"),
                       [autoencoders.grid] architecture = [...], <constructor argument> = [...]
     [transfer]        enabled, freeze, epochs, learning_rate, batch_size, validation_split
     [regressors]      architecture, parameters, seeds, epochs, learning_rate, batch_size,
@@ -191,6 +192,7 @@ class Autoencoders:
     learning_rate: float = 1e-4
     validation_split: float = 0.3
     contractive: float | None = None
+    precision: str = "float32"
 
     def grid_points(self) -> list[dict[str, Any]]:
         """The cartesian product of the grid, in the order the keys were written."""
@@ -899,9 +901,22 @@ def _autoencoders(c: _Checker) -> Autoencoders:
         learning_rate=c.number("learning_rate", 1e-4, low=0, low_open=True),
         validation_split=c.number("validation_split", 0.3, low=0, high=1, high_open=True),
         contractive=c.number("contractive", None, low=0),
+        precision=_precision(c),
     )
     c.finish()
     return result
+
+
+def _precision(c: _Checker) -> str:
+    from mdwarf_zoo.registry import PRECISIONS
+
+    value = c.raw("precision", "float32")
+    if value not in PRECISIONS:
+        raise RecipeError(
+            f"recipe {c.origin}: [autoencoders] precision = {value!r}: expected one of "
+            f"{', '.join(repr(p) for p in PRECISIONS)}"
+        )
+    return value
 
 
 def _freeze(c: _Checker, value: Any) -> int | str | tuple[int | str, ...]:

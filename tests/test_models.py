@@ -283,3 +283,36 @@ def test_mixed_bfloat16_training_keeps_float32_penalties(name):
     weighted = next(layer for layer in model.layers if layer.weights)
     assert weighted.compute_dtype == "bfloat16"
     assert weighted.kernel.dtype == "float32"
+
+
+def test_mixed_bfloat16_precision_trains_deterministically_with_float32_weights():
+    def train():
+        keras.utils.set_random_seed(0)
+        model = mdwarf_zoo.create_model("dense_ae_tiny", seed=0, precision="mixed_bfloat16")
+        x = sample_inputs(model, n=32)
+        history = model.fit(x, x, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        return model, history.history["loss"]
+
+    model, losses = train()
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert dense and all(layer.compute_dtype == "bfloat16" for layer in dense)
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    again, losses_again = train()
+    assert losses_again == losses
+    for a, b in zip(model.weights, again.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # A float32 model of the same config reads the weights (what save/load gives).
+    plain = mdwarf_zoo.create_model("dense_ae_tiny", seed=0)
+    plain.set_weights(model.get_weights())
+    x = sample_inputs(model, n=4)
+    np.testing.assert_allclose(plain.predict(x, verbose=0),
+                               np.asarray(model.predict(x, verbose=0), "float32"), atol=0.02)
+
+
+def test_unknown_precision_names_the_model_and_the_choices():
+    with pytest.raises(ValueError, match=r"create_model\('dense_ae_tiny'\): precision='bf16' "
+                                         r"is not one of float32, mixed_bfloat16, mixed_float16"):
+        mdwarf_zoo.create_model("dense_ae_tiny", precision="bf16")

@@ -61,6 +61,7 @@ def test_reference_recipe_is_mb24():
     assert recipe.autoencoders.epochs == 120 and recipe.autoencoders.batch_size == 128
     assert recipe.autoencoders.learning_rate == 1e-4 and recipe.autoencoders.contractive == 1e-4
     assert recipe.autoencoders.validation_split == pytest.approx(0.3)
+    assert recipe.autoencoders.precision == "float32"
     assert recipe.transfer.freeze == 5 and recipe.transfer.epochs == 60
     assert recipe.transfer.validation_split == pytest.approx(0.2)
     teff = recipe.regressors.settings["teff"]
@@ -137,6 +138,10 @@ def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
         (
             ("seeds = 2\nepochs = 1\n", "seeds = 2\nepochs = 1\n[ensemble]\nbest = 9\n"),
             r"\[ensemble\] best = 9: expected at most 8",
+        ),
+        (
+            ("[autoencoders]\nepochs = 1", '[autoencoders]\nepochs = 1\nprecision = "bf16"'),
+            r"\[autoencoders\] precision = 'bf16': expected one of 'float32', 'mixed_bfloat16'",
         ),
         (
             ("[preprocessing]", "[preprocessing]\nwindow = [8835, 8800, 0.01]"),
