@@ -17,6 +17,19 @@ value with lower/upper errors:
 * **degenerate case**: when all K predictions are equal (a spread of at most 1e-12 of their
   magnitude) the density is undefined: the value is that prediction and both errors are 0.
 
+The spread of K regressors measures how much they disagree, not how wrong they all are: on the
+simulator (``benchmarks/RESULTS.md``) the P16/P84 errors of a few regressors covered the truth
+for only 10-21 % of the stars. ``error_model="spread+validation"`` (opt-in; the default
+``"spread"`` is MB24's rule) adds the regressors' own validation scatter in quadrature::
+
+    s     = sqrt(mean over the K kept regressors of validation_rms**2)   (physical units)
+    lower = sqrt((mode - P16)**2 + s**2),  upper = sqrt((P84 - mode)**2 + s**2)
+
+with ``mode - P16`` and ``P84 - mode`` floored at 0 as above. ``validation_rms`` is each
+regressor's root mean square error on its held-out synthetic validation split
+(:attr:`mdwarf_zoo.pipeline.LatentRegressor.validation_rms`). It still leaves out the domain gap
+(synthetic vs observed), so it is a lower bound on the observed error.
+
 The output is an ``astropy.table.Table`` with one row per star.
 """
 
@@ -33,6 +46,7 @@ from astropy.table import Table
 from scipy.stats import gaussian_kde
 
 __all__ = [
+    "ERROR_MODELS",
     "PARAMETERS",
     "PARAMETER_UNITS",
     "ensemble_table",
@@ -58,6 +72,8 @@ _DESCRIPTIONS = {
 _GRID_POINTS = 2048
 LOWER_PERCENTILE = 16.0
 UPPER_PERCENTILE = 84.0
+#: The ``error_model`` choices of :func:`ensemble_table` (see the module docstring).
+ERROR_MODELS = ("spread", "spread+validation")
 
 
 def select_best(validation_mse: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
@@ -175,6 +191,8 @@ def ensemble_table(
     validation_mse: Mapping[str, Sequence[float]] | None = None,
     keep: int | None = 80,
     identifier_column: str = "id",
+    error_model: str = "spread",
+    validation_rms: Mapping[str, Sequence[float]] | None = None,
 ) -> Table:
     """One row per star: KDE-mode value and lower/upper errors of every parameter, with units.
 
@@ -187,6 +205,11 @@ def ensemble_table(
             best ``keep`` regressors of that parameter enter the estimate (MB24: 80 of 130).
         keep: K for the best-K selection; ``None`` keeps all.
         identifier_column: name of the identifier column.
+        error_model: ``"spread"`` (MB24: errors from the P16/P84 of the K predictions) or
+            ``"spread+validation"`` (those errors and the kept regressors' validation rms added
+            in quadrature; see the module docstring).
+        validation_rms: per parameter one validation rms per regressor, physical units (same
+            order as ``predictions``); needed by ``"spread+validation"``.
 
     Returns:
         An ``astropy.table.Table`` with columns ``id``, then for each parameter ``<p>``,
@@ -195,7 +218,9 @@ def ensemble_table(
 
     Raises:
         ValueError: for an unknown parameter, predictions of inconsistent shapes, a
-            ``validation_mse`` of the wrong length, or the wrong number of identifiers.
+            ``validation_mse`` or ``validation_rms`` of the wrong length, the wrong number of
+            identifiers, an unknown ``error_model``, or ``"spread+validation"`` without
+            ``validation_rms`` for a parameter.
 
     Examples:
         >>> import numpy as np
@@ -209,6 +234,10 @@ def ensemble_table(
     """
     if not predictions:
         raise ValueError("ensemble_table: predictions is empty")
+    if error_model not in ERROR_MODELS:
+        raise ValueError(
+            f"ensemble_table: error_model must be one of {ERROR_MODELS}, got {error_model!r}"
+        )
     unknown = [name for name in predictions if name not in PARAMETERS]
     if unknown:
         raise ValueError(
@@ -217,6 +246,7 @@ def ensemble_table(
     n_stars = None
     columns: dict[str, np.ndarray] = {}
     used: dict[str, int] = {}
+    scatters: dict[str, float] = {}
     for name in [p for p in PARAMETERS if p in predictions]:
         array = np.asarray(predictions[name], dtype=np.float64)
         if array.ndim == 1:
@@ -233,6 +263,8 @@ def ensemble_table(
                 f"ensemble_table: predictions[{name!r}] has {array.shape[1]} stars, the other "
                 f"parameters {n_stars}"
             )
+        n_regressors = array.shape[0]
+        rows = np.arange(n_regressors)
         if validation_mse is not None and name in validation_mse and keep is not None:
             mse = np.asarray(validation_mse[name], dtype=np.float64)
             if mse.shape != (array.shape[0],):
@@ -240,9 +272,25 @@ def ensemble_table(
                     f"ensemble_table: validation_mse[{name!r}] has {mse.size} values for "
                     f"{array.shape[0]} regressors"
                 )
-            array = array[select_best(mse, keep)]
+            rows = select_best(mse, keep)
+            array = array[rows]
         used[name] = int(array.shape[0])
         estimates = kde_estimates(array)
+        if error_model == "spread+validation":
+            if validation_rms is None or name not in validation_rms:
+                raise ValueError(
+                    f"ensemble_table: error_model='spread+validation' needs validation_rms"
+                    f"[{name!r}] (one validation rms per regressor, physical units)"
+                )
+            rms = np.asarray(validation_rms[name], dtype=np.float64)
+            if rms.shape != (n_regressors,) or not np.all(np.isfinite(rms)):
+                raise ValueError(
+                    f"ensemble_table: validation_rms[{name!r}] must hold {n_regressors} finite "
+                    f"values (one per regressor), got shape {rms.shape}"
+                )
+            scatter = float(np.sqrt(np.mean(rms[rows] ** 2)))
+            scatters[name] = scatter
+            estimates[:, 1:] = np.hypot(estimates[:, 1:], scatter)
         columns[name] = estimates[:, 0]
         columns[f"{name}_err_lower"] = estimates[:, 1]
         columns[f"{name}_err_upper"] = estimates[:, 2]
@@ -266,11 +314,19 @@ def ensemble_table(
             table[name].description = f"upper error of the {what} (P84 - mode)"
         else:
             table[name].description = f"{what}: mode of the KDE of the ensemble predictions"
+        if "_err_" in name and error_model == "spread+validation":
+            table[name].description += " (+) validation rms, in quadrature"
     table.meta["estimate"] = "mode of a Gaussian KDE (scipy gaussian_kde, Scott bandwidth)"
     table.meta["errors"] = (
         f"lower = max(mode - P{LOWER_PERCENTILE:g}, 0), upper = max(P{UPPER_PERCENTILE:g} - "
         "mode, 0), percentiles of the ensemble predictions"
     )
+    if error_model == "spread+validation":
+        table.meta["errors"] += (
+            "; each added in quadrature to sqrt(mean(validation_rms**2)) of the kept regressors"
+        )
+        table.meta["validation_scatter"] = scatters
+    table.meta["error_model"] = error_model
     table.meta["n_regressors"] = used
     return table
 

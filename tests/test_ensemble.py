@@ -143,6 +143,33 @@ def test_ensemble_table_errors():
         ensemble_table({"teff": np.ones((3, 2))}, validation_mse={"teff": [1, 2]})
 
 
+def test_ensemble_table_spread_plus_validation_adds_the_kept_regressors_scatter():
+    rng = np.random.default_rng(7)
+    predictions = {"teff": rng.normal(3300.0, 10.0, (6, 4)), "mh": rng.normal(0, 0.01, (6, 4))}
+    mse = {"teff": [0.1, 0.2, 0.3, 0.9, 0.8, 0.7], "mh": [0.1] * 6}
+    # The three worst regressors (dropped by best-3) have a huge rms: it must not count.
+    rms = {"teff": [30.0, 40.0, 50.0, 900.0, 900.0, 900.0], "mh": [0.02] * 6}
+    spread = ensemble_table(predictions, validation_mse=mse, keep=3)
+    both = ensemble_table(predictions, validation_mse=mse, keep=3,
+                          error_model="spread+validation", validation_rms=rms)
+    scatter = np.sqrt(np.mean(np.square([30.0, 40.0, 50.0])))
+    assert both.meta["validation_scatter"]["teff"] == pytest.approx(scatter)
+    assert np.array_equal(both["teff"], spread["teff"])
+    for side in ("lower", "upper"):
+        assert np.allclose(both[f"teff_err_{side}"], np.hypot(spread[f"teff_err_{side}"], scatter))
+        assert np.allclose(both[f"mh_err_{side}"], np.hypot(spread[f"mh_err_{side}"], 0.02))
+    assert spread.meta["error_model"] == "spread" and both.meta["error_model"] != "spread"
+    assert "quadrature" in both.meta["errors"] and "quadrature" not in spread.meta["errors"]
+    with pytest.raises(ValueError, match=r"needs validation_rms\['mh'\]"):
+        ensemble_table(predictions, error_model="spread+validation",
+                       validation_rms={"teff": rms["teff"]})
+    with pytest.raises(ValueError, match="must hold 6 finite values"):
+        ensemble_table(predictions, error_model="spread+validation",
+                       validation_rms={"teff": [1.0] * 5, "mh": [1.0] * 6})
+    with pytest.raises(ValueError, match="error_model must be one of"):
+        ensemble_table(predictions, error_model="bootstrap")
+
+
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits", ".csv"])
 def test_write_table_formats_and_refuses_overwrite(tmp_path, suffix):
     rng = np.random.default_rng(5)
