@@ -8,6 +8,9 @@
 3. **Regressors** (:func:`train_regressors`): for each parameter and each seed, one latent CNN
    (``latent_cnn``) trained on the synthetic latents against the standardised label
    (:class:`LabelScaler`), with a train/validation split stratified on that label (MB24: 70/30).
+   With ``standardize_latents=True`` (not in MB24) each latent dimension is first standardised
+   with the mean and standard deviation of the synthetic latents (:class:`LatentScaler`), kept
+   in the regressor and applied again to the observed latents.
 4. **Ensemble** (:func:`predict_ensemble` then :func:`mdwarf_zoo.ensemble.ensemble_table`): every
    regressor predicts every observed star (physical units); the best K by validation MSE
    (MB24: 80 of 5 seeds x 26 autoencoders = 130) give the KDE-mode value and the
@@ -36,6 +39,7 @@ from mdwarf_zoo.transfer import FreezeSpec, prepare_spectra, transfer
 __all__ = [
     "LabelScaler",
     "LatentRegressor",
+    "LatentScaler",
     "PipelineResult",
     "encode",
     "latents",
@@ -135,6 +139,75 @@ class LabelScaler:
     def from_dict(cls, config: Mapping[str, Any]) -> LabelScaler:
         """Rebuild from :meth:`to_dict` output."""
         return cls(tuple(config["names"]), config["mean"], config["std"])
+
+
+@dataclass
+class LatentScaler:
+    """Per-dimension standardisation ``(latent - mean) / std`` of latent vectors.
+
+    Fitted on the synthetic latents that train the regressors and stored with each regressor,
+    so observed latents are moved by the same amounts. A ReLU bottleneck leaves some dimensions
+    constant (dead units) and others spanning wide ranges; a constant dimension gets ``std = 1``
+    and so maps to 0.
+
+    Args:
+        mean: (latent_dim,) per-dimension mean.
+        std: (latent_dim,) per-dimension standard deviation (> 0).
+
+    Examples:
+        >>> import numpy as np
+        >>> from mdwarf_zoo.pipeline import LatentScaler
+        >>> scaler = LatentScaler.fit(np.array([[0.0, 2.0], [0.0, 4.0]]))
+        >>> scaler.std.tolist(), scaler.transform(np.array([[0.0, 4.0]])).tolist()
+        ([1.0, 1.0], [[0.0, 1.0]])
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
+        self.std = np.asarray(self.std, dtype=np.float64).reshape(-1)
+        if self.mean.size != self.std.size:
+            raise ValueError(
+                f"LatentScaler: {self.mean.size} means but {self.std.size} standard deviations"
+            )
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
+                and np.all(self.std > 0)):
+            raise ValueError("LatentScaler: means must be finite and standard deviations > 0")
+
+    @classmethod
+    def fit(cls, latent_vectors: np.ndarray) -> LatentScaler:
+        """Mean and standard deviation of each column of ``latent_vectors`` (n, latent_dim);
+        a column whose spread is below 1e-6 of its scale (a dead unit) gets ``std = 1``."""
+        x = np.asarray(latent_vectors, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"LatentScaler.fit: expected (n, latent_dim), got {x.shape}")
+        std = x.std(axis=0)
+        dead = std <= 1e-6 * np.maximum(1.0, np.abs(x).max(axis=0))
+        return cls(x.mean(axis=0), np.where(dead, 1.0, std))
+
+    def transform(self, latent_vectors: np.ndarray) -> np.ndarray:
+        """Standardised latents, float32 (n, latent_dim).
+
+        Raises:
+            ValueError: when the latent dimension differs from the fitted one.
+        """
+        x = np.asarray(latent_vectors, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.mean.size:
+            raise ValueError(
+                f"LatentScaler: fitted on {self.mean.size}-d latents, got shape {x.shape}"
+            )
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: means and standard deviations."""
+        return {"kind": "standard", "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> LatentScaler:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(config["mean"], config["std"])
 
 
 def _check_labels(labels: Any, n_columns: int, what: str) -> np.ndarray:
@@ -302,6 +375,8 @@ class LatentRegressor:
         validation_mse: MSE on the validation split, standardised units.
         validation_rms: root mean square error on the validation split, physical units.
         history: the Keras training history (``loss``, ``val_loss`` per epoch).
+        latent_scaler: the standardisation applied to latents before ``model`` (``None``: the
+            model reads raw latents, as in MB24).
     """
 
     parameter: str
@@ -312,12 +387,15 @@ class LatentRegressor:
     validation_mse: float
     validation_rms: float
     history: dict = field(default_factory=dict)
+    latent_scaler: LatentScaler | None = None
 
     def predict(self, latent_vectors: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-        """Predictions in physical units (K, dex, dex, km/s), shape (n,)."""
-        scaled = _call_in_batches(
-            self.model, np.asarray(latent_vectors, dtype=np.float32), batch_size
-        )
+        """Predictions in physical units (K, dex, dex, km/s), shape (n,), from raw latents
+        (the regressor applies its own :attr:`latent_scaler`)."""
+        x = np.asarray(latent_vectors, dtype=np.float32)
+        if self.latent_scaler is not None:
+            x = self.latent_scaler.transform(x)
+        scaled = _call_in_batches(self.model, x, batch_size)
         return self.scaler.inverse_transform(np.asarray(scaled)[:, 0], self.parameter)
 
 
@@ -335,6 +413,7 @@ def train_regressors(
     validation_fraction: float = 0.3,
     patience: int | None = None,
     scaler: LabelScaler | None = None,
+    standardize_latents: bool = False,
     progress: bool = True,
 ) -> list[LatentRegressor]:
     """Train one latent regressor per parameter and seed on synthetic latents (MB24 stage 3).
@@ -356,6 +435,9 @@ def train_regressors(
         patience: stop after this many epochs without a better validation loss and keep the
             best weights; ``None`` trains all epochs (MB24).
         scaler: the label standardisation; default fitted on ``labels``.
+        standardize_latents: standardise each latent dimension with the mean and standard
+            deviation of ``synthetic_latents`` (:class:`LatentScaler`, stored in every
+            regressor and applied by :meth:`LatentRegressor.predict`). Not in MB24 (``False``).
         progress: show a tqdm bar over regressors.
 
     Returns:
@@ -386,6 +468,9 @@ def train_regressors(
             f"train_regressors: the scaler has columns {scaler.names}, the labels {parameters}"
         )
     scaled = scaler.transform(labels)
+    latent_scaler = LatentScaler.fit(x) if standardize_latents else None
+    if latent_scaler is not None:
+        x = latent_scaler.transform(x)
     regressor_kwargs = dict(regressor_kwargs or {})
     jobs = [(column, p, int(s)) for column, p in enumerate(parameters) for s in seeds]
     out = []
@@ -415,7 +500,8 @@ def train_regressors(
         logger.info("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)", autoencoder,
                     parameter, seed, mse, rms, PARAMETER_UNITS[parameter])
         out.append(LatentRegressor(parameter, autoencoder, seed, model, scaler, mse, rms,
-                                   {k: list(map(float, v)) for k, v in history.history.items()}))
+                                   {k: list(map(float, v)) for k, v in history.history.items()},
+                                   latent_scaler))
     return out
 
 
@@ -506,6 +592,7 @@ def run_pipeline(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     keep: int | None = 80,
     identifiers: Sequence[str] | None = None,
+    error_model: str = "spread",
     **regressor_options: Any,
 ) -> PipelineResult:
     """Fine-tune, encode, train the latent regressors and build the ensemble table (MB24).
@@ -530,8 +617,11 @@ def run_pipeline(
         keep: best K regressors per parameter by validation MSE (MB24: 80); ``None`` keeps all.
         identifiers: star names; default from the observed input (set identifiers, ``OBJECT``
             headers) or ``spectrum_<i>``.
+        error_model: ``"spread"`` (MB24) or ``"spread+validation"`` (the regressors'
+            validation rms added in quadrature); see :mod:`mdwarf_zoo.ensemble`.
         **regressor_options: keyword arguments of :func:`train_regressors` (``epochs``,
-            ``architecture``, ``regressor_kwargs``, ``patience``, ``batch_size`` ...).
+            ``architecture``, ``regressor_kwargs``, ``patience``, ``batch_size``,
+            ``standardize_latents`` ...).
 
     Returns:
         A :class:`PipelineResult`; ``result.table`` is the estimate table.
@@ -597,8 +687,12 @@ def run_pipeline(
             scaler=scaler, **regressor_options,
         )
     predictions, mse = predict_ensemble(regressors, obs_latents)
+    rms: dict[str, list[float]] = {}
+    for regressor in regressors:
+        rms.setdefault(regressor.parameter, []).append(regressor.validation_rms)
     names = list(identifiers) if identifiers is not None else observed_ids
-    table = ensemble_table(predictions, names, validation_mse=mse, keep=keep)
+    table = ensemble_table(predictions, names, validation_mse=mse, keep=keep,
+                           error_model=error_model, validation_rms=rms)
     table.meta["observed_encoder"] = observed_encoder
     table.meta["synthetic_encoder"] = synthetic_encoder
     table.meta["autoencoders"] = list(named)

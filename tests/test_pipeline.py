@@ -8,6 +8,7 @@ import pytest
 import mdwarf_zoo
 from mdwarf_zoo.pipeline import (
     LabelScaler,
+    LatentScaler,
     latents,
     predict_ensemble,
     run_pipeline,
@@ -116,6 +117,51 @@ def test_regressors_learn_a_known_mapping_and_predict_physical_units():
         train_regressors(latent, teff[:, None], parameters=["feh"])
     with pytest.raises(ValueError, match="to match the labels"):
         train_regressors(latent[:10], teff[:, None], parameters=["teff"])
+
+
+def test_latent_scaler_standardises_and_keeps_dead_units_finite():
+    rng = np.random.default_rng(3)
+    raw = np.column_stack([rng.normal(50.0, 20.0, 200), np.zeros(200), rng.normal(0, 1e-3, 200)])
+    scaler = LatentScaler.fit(raw)
+    scaled = scaler.transform(raw)
+    assert scaled.dtype == np.float32
+    assert np.allclose(scaled.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(scaled.std(axis=0), [1, 0, 1], atol=1e-4)  # the dead unit maps to 0
+    again = LatentScaler.from_dict(scaler.to_dict())
+    assert np.array_equal(again.mean, scaler.mean) and np.array_equal(again.std, scaler.std)
+    with pytest.raises(ValueError, match="fitted on 3-d latents"):
+        scaler.transform(raw[:, :2])
+    with pytest.raises(ValueError, match="standard deviations > 0"):
+        LatentScaler([0.0], [0.0])
+
+
+def test_standardized_latents_make_regressors_blind_to_the_latent_scale():
+    rng = np.random.default_rng(5)
+    latent = rng.normal(0, 1, (300, 6)).astype("float32")
+    teff = 3300.0 + 300.0 * latent[:, 0] - 100.0 * latent[:, 1]
+    options = {"parameters": ["teff"], "seeds": [0], "architecture": "latent_mlp",
+               "regressor_kwargs": {"teff": {"hidden": [16], "learning_rate": 1e-2}},
+               "epochs": 5, "batch_size": 64, "progress": False, "standardize_latents": True}
+    # A ReLU bottleneck's latents: offsets and ranges of hundreds; the scaler removes them.
+    stretched = latent * 400.0 + 900.0
+    (plain,) = train_regressors(latent, teff[:, None], **options)
+    (wide,) = train_regressors(stretched, teff[:, None], **options)
+    assert wide.latent_scaler is not None
+    assert np.allclose(wide.latent_scaler.mean, stretched.mean(axis=0), rtol=1e-4)
+    test = rng.normal(0, 1, (40, 6)).astype("float32")
+    assert np.allclose(wide.predict(test * 400.0 + 900.0), plain.predict(test), atol=0.5)
+    assert np.allclose(
+        wide.predict(test * 400.0 + 900.0),
+        wide.scaler.inverse_transform(
+            wide.model.predict(wide.latent_scaler.transform(test * 400.0 + 900.0),
+                               verbose=0)[:, 0], "teff"),
+        atol=1e-3,
+    )
+    (raw,) = train_regressors(stretched, teff[:, None],
+                              **{**options, "standardize_latents": False})
+    assert raw.latent_scaler is None
+    assert not np.allclose(raw.predict(test * 400.0 + 900.0), wide.predict(test * 400.0 + 900.0),
+                           atol=0.5)
 
 
 def test_latents_use_original_for_synthetic_and_chosen_encoder_for_observed():
