@@ -10,7 +10,12 @@ A pipeline folder holds ``pipeline.json`` (format ``mdwarf_zoo.Pipeline/1``) and
      "ensemble": {"best": K},
      "members": [{"name", "autoencoder": "<synthetic-trained AE>", "transferred": "<fine-tuned
                   AE or null>", "regressors": {"teff": [{"path", "validation_mse",
-                  "selected"}, ...]}}]}
+                  "selected"}, ...]}, "latent_scaling": {"kind": "standard", "mean": [...],
+                  "std": [...]}}]}
+
+``latent_scaling`` is optional: when a member has it, its latents are standardised with it
+(``mdwarf_zoo.pipeline.LatentScaler``) before its regressors read them; without it (the bundled
+``mb24_quickstart_demo``, MB24) the regressors read raw latents.
 
 A run folder of ``mdwarf-zoo train`` is a pipeline folder; :func:`export_pipeline` copies
 the selected parts of one into a self-contained folder (this is how the bundled weights entry
@@ -125,6 +130,7 @@ class PretrainedPipeline:
         transfer: bool = False,
         seed: int = 0,
         progress: bool = True,
+        error_model: str = "spread",
     ):
         """Ensemble estimates (KDE mode, -/+ errors) for preprocessed spectra.
 
@@ -138,18 +144,26 @@ class PretrainedPipeline:
                 encode the spectra.
             seed: seed of the fine-tuning.
             progress: show a progress bar over members.
+            error_model: ``"spread"`` (MB24) or ``"spread+validation"``: each regressor's
+                validation rms, ``sqrt(validation_mse) * label std`` from the manifest, added
+                in quadrature (see :mod:`mdwarf_zoo.ensemble`).
 
         Returns:
             An ``astropy.table.Table`` (see :func:`mdwarf_zoo.ensemble.ensemble_table`).
+
+        Raises:
+            ValueError: for a member whose ``latent_scaling`` does not match its latent size.
         """
         from mdwarf_zoo.ensemble import ensemble_table
         from mdwarf_zoo.hub import from_pretrained
+        from mdwarf_zoo.pipeline import LatentScaler
         from mdwarf_zoo.transfer import transfer as fine_tune
 
         flux = np.asarray(flux, dtype=np.float32)
         settings = self.manifest.get("transfer") or {}
         scaling = self.manifest["label_scaling"]
         predictions: dict[str, list[np.ndarray]] = {name: [] for name in self.parameters}
+        validation_rms: dict[str, list[float]] = {name: [] for name in self.parameters}
         for member in tqdm(self.members, desc="members", disable=not progress):
             if transfer:
                 source = from_pretrained(self._path(member["autoencoder"]))
@@ -173,6 +187,14 @@ class PretrainedPipeline:
                 key = "transferred" if member.get("transferred") else "autoencoder"
                 encoder_model = from_pretrained(self._path(member[key]))
             latents = encoder_model.encoder.predict(flux, verbose=0)
+            if member.get("latent_scaling"):
+                try:
+                    latents = LatentScaler.from_dict(member["latent_scaling"]).transform(latents)
+                except ValueError as error:
+                    raise ValueError(
+                        f"{self.folder / PIPELINE_FILE}, member {member.get('name')!r}: "
+                        f"latent_scaling does not fit its autoencoder ({error})"
+                    ) from None
             for name in self.parameters:
                 for regressor in member["regressors"][name]:
                     if not regressor.get("selected", True):
@@ -180,8 +202,13 @@ class PretrainedPipeline:
                     model = from_pretrained(self._path(regressor["path"]))
                     value = model.predict(latents, verbose=0)[:, 0]
                     predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
+                    validation_rms[name].append(
+                        float(np.sqrt(regressor.get("validation_mse", np.nan)))
+                        * scaling[name]["std"]
+                    )
         table = ensemble_table(
-            {n: np.stack(v) for n, v in predictions.items()}, identifiers, keep=None
+            {n: np.stack(v) for n, v in predictions.items()}, identifiers, keep=None,
+            error_model=error_model, validation_rms=validation_rms,
         )
         table.meta["pipeline"] = str(self.folder)
         table.meta["transfer"] = bool(transfer)
