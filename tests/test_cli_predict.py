@@ -78,6 +78,21 @@ def test_predict_caracal_files_with_the_demo_pipeline(tmp_path: Path, caracal_fi
     assert "never overwritten" in capsys.readouterr().err
 
 
+def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_files):
+    tables = {}
+    for model in ("spread", "spread+validation"):
+        out = tmp_path / f"{model}.ecsv"
+        common = ["predict", "--model", DEMO, *map(str, caracal_files), "--no-progress"]
+        assert main([*common, "--error-model", model, "--out", str(out)]) == 0
+        tables[model] = Table.read(out)
+    spread, both = tables["spread"], tables["spread+validation"]
+    assert both.meta["error_model"] == "spread+validation"
+    scatter = both.meta["validation_scatter"]["teff"]
+    assert scatter > 0
+    assert np.allclose(both["teff"], spread["teff"])
+    assert np.allclose(both["teff_err_lower"], np.hypot(spread["teff_err_lower"], scatter))
+
+
 def test_predict_with_transfer_on_the_files(tmp_path: Path, caracal_files):
     out = tmp_path / "estimates.csv"
     assert (

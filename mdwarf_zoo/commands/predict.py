@@ -43,6 +43,13 @@ def add_parser(subparsers) -> None:
         help="template for a radial-velocity correction (none without it)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --transfer (default 0)")
+    parser.add_argument(
+        "--error-model",
+        choices=("spread", "spread+validation"),
+        default="spread",
+        help="errors from the spread of the ensemble (MB24, default), or that spread and the "
+        "regressors' validation rms added in quadrature",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -64,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         args.spectra, template=args.template, progress=not args.no_progress
     )
     table = pipeline.predict(
-        flux, identifiers, transfer=args.transfer, seed=args.seed, progress=not args.no_progress
+        flux,
+        identifiers,
+        transfer=args.transfer,
+        seed=args.seed,
+        progress=not args.no_progress,
+        error_model=args.error_model,
     )
     from mdwarf_zoo.ensemble import write_table
 
