@@ -7,13 +7,18 @@ On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is 
 2. "observed" spectra for other labels (grid rows jittered by half a step) through
    ``observe()`` at S/N 150 with the default gap knobs; both domains clipped to [0, 1];
 3. dense MB24-shaped autoencoders (``DenseAutoencoder``, widths ``mb24_widths(--width)``,
-   32-d latent) trained on the synthetic spectra;
+   32-d latent) trained on the synthetic spectra; by default ELU without the contractive term
+   for 120 epochs, whose latents carry far more of the labels at this small size than MB24's
+   ReLU + contractive 1e-4 (``--ae-activation relu --ae-contractive 1e-4``);
 4. the MB24 pipeline: ``transfer(freeze=5)`` on the observed spectra, latent CNNs per
-   parameter and seed on the synthetic latents, best-K ensemble, KDE mode and P16/P84 errors;
+   parameter and seed on the synthetic latents (standardised per dimension unless
+   ``--no-standardize-latents``, which is MB24), best-K ensemble, KDE mode and errors
+   (``--error-model``: MB24's P16/P84 ``spread``, or ``spread+validation`` with the
+   regressors' validation rms added in quadrature; coverage is printed for both);
 5. the same autoencoders and regressors **without** transfer (observed spectra through the
-   original encoder); the other latent choice (synthetic spectra through the fine-tuned
-   encoder too, with regressors trained on those latents); and the direct ``spectrum_cnn`` (no
-   autoencoder) trained on the synthetic spectra.
+   original encoder); with ``--fine-tuned-variant`` the other latent choice (synthetic spectra
+   through the fine-tuned encoder too, with regressors trained on those latents); and the
+   direct ``spectrum_cnn`` (no autoencoder) trained on the synthetic spectra.
 
 Reports per parameter the bias (mean predicted - true) and rms on the observed domain, the
 fraction of true values inside the +-1 sigma errors (coverage), and the domain-gap diagnostics
@@ -67,13 +72,24 @@ def main() -> None:
     parser.add_argument("--n-observed", type=int, default=300)
     parser.add_argument("--autoencoders", type=int, default=2)
     parser.add_argument("--width", type=int, default=256, help="first encoder width n")
-    parser.add_argument("--ae-epochs", type=int, default=40)
+    parser.add_argument("--ae-epochs", type=int, default=120)
     parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--ae-activation", default="elu",
+                        help="activation of the autoencoders (MB24: relu)")
+    parser.add_argument("--ae-contractive", type=float, default=0.0,
+                        help="contractive weight of the bottleneck (MB24: 1e-4)")
     parser.add_argument("--transfer-epochs", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3, help="regressor seeds per autoencoder")
     parser.add_argument("--regressor-epochs", type=int, default=80)
     parser.add_argument("--regressor-learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=15)
+    parser.add_argument("--standardize-latents", action=argparse.BooleanOptionalAction,
+                        default=True, help="standardise latents before the regressors (not MB24)")
+    parser.add_argument("--error-model", default="spread+validation",
+                        choices=("spread", "spread+validation"),
+                        help="ensemble errors (coverage is reported for both)")
+    parser.add_argument("--fine-tuned-variant", action=argparse.BooleanOptionalAction,
+                        default=False, help="also train regressors on fine-tuned synthetic latents")
     parser.add_argument("--cnn-epochs", type=int, default=30)
     parser.add_argument("--snr", type=float, default=150.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -113,7 +129,9 @@ def main() -> None:
     autoencoders = {}
     for i in range(args.autoencoders):
         model = DenseAutoencoder(widths=mb24_widths(args.width), latent_dim=32, seed=i,
-                                 learning_rate=args.ae_learning_rate, name=f"dense_ae_{i}")
+                                 learning_rate=args.ae_learning_rate,
+                                 activation=args.ae_activation, contractive=args.ae_contractive,
+                                 name=f"dense_ae_{i}")
         keras.utils.set_random_seed(i)
         history = model.fit(synthetic, synthetic, validation_split=0.3, epochs=args.ae_epochs,
                             batch_size=128, verbose=0)
@@ -130,6 +148,7 @@ def main() -> None:
         "epochs": args.regressor_epochs,
         "patience": args.patience,
         "scaler": scaler,
+        "standardize_latents": args.standardize_latents,
         "progress": False,
         "regressor_kwargs": {p: {"learning_rate": args.regressor_learning_rate}
                              for p in PARAMETERS},
@@ -143,8 +162,9 @@ def main() -> None:
         without_latents[name] = encode(model, observed)
         regressors += train_regressors(syn_latents, syn_labels, autoencoder=name,
                                        **regressor_options)
-        both_regressors += train_regressors(encode(tuned, synthetic), syn_labels,
-                                            autoencoder=name, **regressor_options)
+        if args.fine_tuned_variant:
+            both_regressors += train_regressors(encode(tuned, synthetic), syn_labels,
+                                                autoencoder=name, **regressor_options)
     keep = max(1, round(len(regressors) / len(PARAMETERS) * 80 / 130))
     t_pipeline = time.time() - started - t_sim - t_ae
 
@@ -153,21 +173,29 @@ def main() -> None:
         label: {p: float(np.median([r.validation_rms for r in regs if r.parameter == p]))
                 for p in PARAMETERS}
         for label, regs in (("original encoder", regressors),
-                            ("fine-tuned encoder", both_regressors))
+                            ("fine-tuned encoder", both_regressors)) if regs
     }
-    variants = (("with transfer", regressors, with_latents),
-                ("without transfer", regressors, without_latents),
-                ("transfer, synthetic via fine-tuned", both_regressors, with_latents))
+    variants = [("with transfer", regressors, with_latents),
+                ("without transfer", regressors, without_latents)]
+    if args.fine_tuned_variant:
+        variants.append(("transfer, synthetic via fine-tuned", both_regressors, with_latents))
+    other_model = {"spread": "spread+validation", "spread+validation": "spread"}[args.error_model]
     for label, regs, obs_latents in variants:
         predictions, mse = predict_ensemble(regs, obs_latents)
-        table = ensemble_table(predictions, validation_mse=mse, keep=keep)
+        rms = {p: [r.validation_rms for r in regs if r.parameter == p] for p in PARAMETERS}
+        table, other = (ensemble_table(predictions, validation_mse=mse, keep=keep,
+                                       error_model=model, validation_rms=rms)
+                        for model in (args.error_model, other_model))
         entry = {}
         for j, p in enumerate(PARAMETERS):
             value = np.asarray(table[p])
             low = value - np.asarray(table[f"{p}_err_lower"])
             high = value + np.asarray(table[f"{p}_err_upper"])
             inside = (obs_labels[:, j] >= low) & (obs_labels[:, j] <= high)
+            other_inside = ((obs_labels[:, j] >= value - np.asarray(other[f"{p}_err_lower"]))
+                            & (obs_labels[:, j] <= value + np.asarray(other[f"{p}_err_upper"])))
             entry[p] = {**scores(value, obs_labels[:, j]), "coverage": float(inside.mean()),
+                        f"coverage_{other_model}": float(other_inside.mean()),
                         "median_err_lower": float(np.median(value - low)),
                         "median_err_upper": float(np.median(high - value))}
         results[label] = entry
@@ -188,9 +216,11 @@ def main() -> None:
     total = time.time() - started
 
     print(f"\n{len(syn_labels)} synthetic / {len(obs_labels)} observed spectra, S/N {args.snr:g}; "
-          f"{args.autoencoders} autoencoders (n={args.width}, {args.ae_epochs} epochs), transfer "
-          f"{args.transfer_epochs} epochs, {args.seeds} seeds -> {len(regressors) // 4} "
-          f"regressors per parameter, best {keep} kept")
+          f"{args.autoencoders} autoencoders (n={args.width}, {args.ae_activation}, contractive "
+          f"{args.ae_contractive:g}, {args.ae_epochs} epochs), transfer {args.transfer_epochs} "
+          f"epochs, {args.seeds} seeds -> {len(regressors) // 4} regressors per parameter, best "
+          f"{keep} kept; latents {'standardised' if args.standardize_latents else 'raw'}, "
+          f"errors {args.error_model}")
     print(f"time: simulate {t_sim:.0f} s, autoencoders {t_ae:.0f} s, transfer + regressors "
           f"{t_pipeline:.0f} s, total {total:.0f} s\n")
     header = [f"{p} bias / rms ({u})" for p, u in zip(PARAMETERS, UNITS, strict=True)]
@@ -203,8 +233,11 @@ def main() -> None:
         print(f"synthetic validation rms, regressors on the {label} latents (median): " +
               ", ".join(f"{p} {v:.3g}" for p, v in entry.items()))
     for label, _, _ in variants:
-        print(f"coverage {label}: " + ", ".join(
+        print(f"coverage {label} ({args.error_model}): " + ", ".join(
             f"{p} {100 * results[label][p]['coverage']:.0f} %" for p in PARAMETERS))
+        print(f"coverage {label} ({other_model}): " + ", ".join(
+            f"{p} {100 * results[label][p][f'coverage_{other_model}']:.0f} %"
+            for p in PARAMETERS))
         print(f"median errors {label}: " + ", ".join(
             f"{p} -{results[label][p]['median_err_lower']:.3g}/"
             f"+{results[label][p]['median_err_upper']:.3g}" for p in PARAMETERS))
