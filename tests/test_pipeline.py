@@ -9,6 +9,7 @@ import mdwarf_zoo
 from mdwarf_zoo.pipeline import (
     LabelScaler,
     LatentScaler,
+    align_latents,
     latents,
     predict_ensemble,
     run_pipeline,
@@ -253,3 +254,103 @@ def test_run_pipeline_all_four_parameters_with_latent_cnn():
         "K", "dex", "dex", "km / s",
     ]
     assert result.table.meta["n_regressors"] == {"teff": 4, "logg": 4, "mh": 4, "vsini": 4}
+
+
+def _latent_world(n: int, seed: int):
+    """Labels (teff-like, mh-like) and correlated 4-d latents that depend linearly on them."""
+    rng = np.random.default_rng(seed)
+    labels = np.column_stack([rng.uniform(2400, 4000, n), rng.uniform(-0.5, 0.5, n)])
+    scaled = (labels - [3200, 0.0]) / [460, 0.29]
+    mixing = np.array([[1.0, 0.5, -0.3, 0.2], [0.4, -1.0, 0.6, 0.1]])
+    latent = scaled @ mixing + 0.05 * rng.normal(size=(n, 4))
+    return labels, latent
+
+
+def _linear_fit(latent, labels):
+    design = np.c_[np.ones(len(latent)), latent]
+    weights = np.linalg.lstsq(design, labels, rcond=None)[0]
+    return lambda z: np.c_[np.ones(len(z)), z] @ weights
+
+
+def test_coral_matches_moments_and_undoes_an_affine_gap():
+    syn_labels, synthetic = _latent_world(2000, 0)
+    obs_labels, clean = _latent_world(400, 1)
+    gap = np.diag([1.6, 0.7, 1.2, 0.9])
+    observed = clean @ gap + [0.8, -0.5, 0.3, 0.2]  # the same population seen through a gap
+    exact = align_latents(observed, synthetic, eps=1e-12)
+    np.testing.assert_allclose(exact.mean(axis=0), synthetic.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(np.cov(exact, rowvar=False), np.cov(synthetic, rowvar=False),
+                               atol=1e-8)
+    aligned = align_latents(observed, synthetic)  # the default ridge, eps = 1e-3
+    predict = _linear_fit(synthetic, syn_labels)
+    before = np.sqrt(np.mean((predict(observed) - obs_labels) ** 2, axis=0))
+    after = np.sqrt(np.mean((predict(aligned) - obs_labels) ** 2, axis=0))
+    assert np.all(after < before / 3), (before, after)
+
+
+def test_coral_neighbours_keeps_a_population_that_differs_from_the_synthetic_set():
+    syn_labels, synthetic = _latent_world(3000, 2)
+    obs_labels, observed = _latent_world(1500, 3)
+    cool = obs_labels[:, 0] < 3000  # a cool-only population: not the synthetic distribution
+    obs_labels, observed = obs_labels[cool], observed[cool]
+    predict = _linear_fit(synthetic, syn_labels)
+    error = {
+        "none": predict(observed) - obs_labels,
+        "coral": predict(align_latents(observed, synthetic)) - obs_labels,
+        "coral_neighbours": predict(align_latents(
+            observed, synthetic, method="coral_neighbours", synthetic_labels=syn_labels,
+            observed_labels=predict(observed), neighbours=20,
+        )) - obs_labels,
+    }
+    teff_bias = {name: abs(float(e[:, 0].mean())) for name, e in error.items()}
+    # Plain CORAL drags the cool stars towards the mean Teff of the whole synthetic set.
+    assert teff_bias["coral"] > 150
+    assert teff_bias["coral_neighbours"] < 40 and teff_bias["none"] < 40
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"method": "pca"}, r"method='pca' is not one of coral, coral_neighbours"),
+        ({"method": "coral_neighbours"}, r"needs synthetic_labels and observed_labels"),
+        (
+            {"method": "coral_neighbours", "synthetic_labels": np.zeros((5, 2)),
+             "observed_labels": np.zeros((40, 2))},
+            r"200 synthetic latents but 5 label rows",
+        ),
+    ],
+)
+def test_align_latents_errors_name_the_problem(kwargs, pattern):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=pattern):
+        align_latents(rng.normal(size=(40, 4)), rng.normal(size=(200, 4)), **kwargs)
+
+
+def test_align_latents_refuses_shapes_and_too_few_spectra():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"same d, got \(40, 4\) and \(200, 3\)"):
+        align_latents(rng.normal(size=(40, 4)), rng.normal(size=(200, 3)))
+    with pytest.raises(ValueError, match="6 observed latents for a 4-d latent space; at least 8"):
+        align_latents(rng.normal(size=(6, 4)), rng.normal(size=(200, 4)))
+
+
+def test_run_pipeline_aligns_the_observed_latents_when_asked():
+    syn_labels = toy_labels(160, 4)
+    obs_labels = toy_labels(40, 5)
+    synthetic = toy_spectra(syn_labels)
+    observed = toy_spectra(obs_labels, shift=0.05)
+    autoencoder = tiny_autoencoders(synthetic)["dense"]
+    options = {"parameters": ("teff",), "observed_encoder": "original", "seeds": [0],
+               "keep": None, "epochs": 1, "architecture": "latent_mlp", "progress": False}
+    plain = run_pipeline(autoencoder, synthetic, syn_labels[:, :1], observed, **options)
+    aligned = run_pipeline(autoencoder, synthetic, syn_labels[:, :1], observed,
+                           latent_alignment="coral_neighbours", alignment_neighbours=5,
+                           **options)
+    assert plain.table.meta["latent_alignment"] == "none"
+    assert aligned.table.meta["latent_alignment"] == "coral_neighbours"
+    (z_plain,), (z_aligned,) = plain.observed_latents.values(), aligned.observed_latents.values()
+    assert z_aligned.shape == z_plain.shape and not np.allclose(z_aligned, z_plain)
+    assert not np.allclose(aligned.predictions["teff"], plain.predictions["teff"])
+    with pytest.raises(ValueError, match="latent_alignment must be None or one of coral"):
+        run_pipeline(autoencoder, synthetic, syn_labels[:, :1], observed,
+                     latent_alignment="mmd", **options)
