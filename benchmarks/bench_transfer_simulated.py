@@ -90,6 +90,10 @@ def main() -> None:
                         help="ensemble errors (coverage is reported for both)")
     parser.add_argument("--fine-tuned-variant", action=argparse.BooleanOptionalAction,
                         default=False, help="also train regressors on fine-tuned synthetic latents")
+    parser.add_argument("--latent-alignment", nargs="*", default=["coral", "coral_neighbours"],
+                        help="extra rows: observed latents aligned with align_latents(method)")
+    parser.add_argument("--observed-teff-max", type=float, default=None,
+                        help="draw the observed stars only up to this Teff (a population shift)")
     parser.add_argument("--cnn-epochs", type=int, default=30)
     parser.add_argument("--snr", type=float, default=150.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -106,6 +110,7 @@ def main() -> None:
     from mdwarf_zoo.models import DenseAutoencoder, mb24_widths
     from mdwarf_zoo.pipeline import (
         LabelScaler,
+        align_latents,
         encode,
         predict_ensemble,
         train_regressors,
@@ -116,7 +121,15 @@ def main() -> None:
     started = time.time()
     rng = np.random.default_rng(args.seed)
     syn_labels = grid_labels(args.n_synthetic, rng, args.labels)
-    obs_labels = grid_labels(args.n_observed, rng, args.labels)
+    if args.observed_teff_max is None:
+        obs_labels = grid_labels(args.n_observed, rng, args.labels)
+    else:  # an observed population unlike the synthetic set: only stars up to this Teff
+        pool = grid_labels(20 * args.n_observed, rng, args.labels)
+        pool = pool[pool[:, 0] <= args.observed_teff_max]
+        if len(pool) < args.n_observed:
+            raise SystemExit(f"--observed-teff-max {args.observed_teff_max}: only {len(pool)} "
+                             f"label rows, {args.n_observed} needed")
+        obs_labels = pool[: args.n_observed]
     obs_labels = obs_labels + rng.uniform(-1, 1, obs_labels.shape) * JITTER
     print(f"simulating {len(syn_labels)} synthetic + {len(obs_labels)} observed spectra ...",
           flush=True)
@@ -142,6 +155,7 @@ def main() -> None:
 
     scaler = LabelScaler.fit(syn_labels)
     regressors, with_latents, without_latents, tuned_models = [], {}, {}, {}
+    synthetic_latents = {}
     both_regressors = []
     regressor_options = {
         "seeds": range(args.seeds),
@@ -157,7 +171,7 @@ def main() -> None:
         tuned = mdwarf_zoo.transfer(model, observed, freeze=model.default_freeze,
                                     epochs=args.transfer_epochs, batch_size=128, seed=args.seed)
         tuned_models[name] = tuned
-        syn_latents = encode(model, synthetic)
+        syn_latents = synthetic_latents[name] = encode(model, synthetic)
         with_latents[name] = encode(tuned, observed)
         without_latents[name] = encode(model, observed)
         regressors += train_regressors(syn_latents, syn_labels, autoencoder=name,
@@ -179,6 +193,18 @@ def main() -> None:
                 ("without transfer", regressors, without_latents)]
     if args.fine_tuned_variant:
         variants.append(("transfer, synthetic via fine-tuned", both_regressors, with_latents))
+    for method in args.latent_alignment:  # not MB24: align the observed latents (pipeline.py)
+        for base, observed_latents in (("without transfer", without_latents),
+                                       ("with transfer", with_latents)):
+            preliminary, _ = predict_ensemble(regressors, observed_latents)
+            estimates = np.column_stack([np.median(preliminary[p], axis=0) for p in PARAMETERS])
+            aligned = {
+                name: align_latents(z, synthetic_latents[name], method=method,
+                                    synthetic_labels=syn_labels,
+                                    observed_labels=estimates).astype("float32")
+                for name, z in observed_latents.items()
+            }
+            variants.append((f"{base} + {method}", regressors, aligned))
     other_model = {"spread": "spread+validation", "spread+validation": "spread"}[args.error_model]
     for label, regs, obs_latents in variants:
         predictions, mse = predict_ensemble(regs, obs_latents)
