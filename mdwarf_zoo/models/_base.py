@@ -209,7 +209,7 @@ class ZooModel(keras.Model):
         """Compile with Adam at ``self.learning_rate`` and MSE (extra terms are model losses).
 
         The optimizer is :class:`mdwarf_zoo.optimizers.FusedAdam`: Keras' Adam update rule in
-        one fused kernel (1.4x faster training of ``dense_ae_1024`` on CPU).
+        one fused kernel (1.3x faster training of ``dense_ae_1024`` on CPU).
         """
         self.compile(optimizer=FusedAdam(self.learning_rate), loss="mse")
 
