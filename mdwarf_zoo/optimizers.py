@@ -32,7 +32,7 @@ class FusedAdam(keras.optimizers.Adam):
 
     Examples:
         >>> from mdwarf_zoo.optimizers import FusedAdam
-        >>> FusedAdam(1e-4).get_config()["learning_rate"]
+        >>> round(FusedAdam(1e-4).get_config()["learning_rate"], 8)
         0.0001
     """
 

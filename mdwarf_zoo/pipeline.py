@@ -629,6 +629,12 @@ def align_latents(
             )
         syn_labels = np.asarray(synthetic_labels, dtype=np.float64)
         obs_labels = np.asarray(observed_labels, dtype=np.float64)
+        if (syn_labels.ndim != 2 or obs_labels.ndim != 2
+                or syn_labels.shape[1] != obs_labels.shape[1]):
+            raise ValueError(
+                f"align_latents: expected (n, k) synthetic_labels and observed_labels with the "
+                f"same k, got {syn_labels.shape} and {obs_labels.shape}"
+            )
         if syn_labels.shape[0] != synthetic.shape[0] or obs_labels.shape[0] != observed.shape[0]:
             raise ValueError(
                 f"align_latents: {synthetic.shape[0]} synthetic latents but "
@@ -639,10 +645,10 @@ def align_latents(
             raise ValueError(f"align_latents: neighbours must be >= 1, got {neighbours}")
         spread = syn_labels.std(axis=0)
         spread[spread == 0] = 1.0
-        order = np.concatenate([  # each star's synthetic rows, nearest first
-            np.argsort((((obs_labels[first:first + 256, None, :] - syn_labels[None]) / spread)
+        order = np.concatenate([  # each star's synthetic rows, nearest first (64 at a time)
+            np.argsort((((obs_labels[first:first + 64, None, :] - syn_labels[None]) / spread)
                         ** 2).sum(axis=-1), axis=1, kind="stable")
-            for first in range(0, len(obs_labels), 256)
+            for first in range(0, len(obs_labels), 64)
         ])
         k = min(int(neighbours), syn_labels.shape[0])
         reference = np.unique(order[:, :k])

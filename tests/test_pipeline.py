@@ -318,6 +318,11 @@ def test_coral_neighbours_keeps_a_population_that_differs_from_the_synthetic_set
              "observed_labels": np.zeros((40, 2))},
             r"200 synthetic latents but 5 label rows",
         ),
+        (
+            {"method": "coral_neighbours", "synthetic_labels": np.zeros((200, 2)),
+             "observed_labels": np.zeros((40, 3))},
+            r"with the same k, got \(200, 2\) and \(40, 3\)",
+        ),
     ],
 )
 def test_align_latents_errors_name_the_problem(kwargs, pattern):
