@@ -110,7 +110,7 @@ def main() -> None:
     from mdwarf_zoo.models import DenseAutoencoder, mb24_widths
     from mdwarf_zoo.pipeline import (
         LabelScaler,
-        align_latents,
+        align_observed_latents,
         encode,
         predict_ensemble,
         train_regressors,
@@ -196,14 +196,8 @@ def main() -> None:
     for method in args.latent_alignment:  # not MB24: align the observed latents (pipeline.py)
         for base, observed_latents in (("without transfer", without_latents),
                                        ("with transfer", with_latents)):
-            preliminary, _ = predict_ensemble(regressors, observed_latents)
-            estimates = np.column_stack([np.median(preliminary[p], axis=0) for p in PARAMETERS])
-            aligned = {
-                name: align_latents(z, synthetic_latents[name], method=method,
-                                    synthetic_labels=syn_labels,
-                                    observed_labels=estimates).astype("float32")
-                for name, z in observed_latents.items()
-            }
+            aligned = align_observed_latents(regressors, observed_latents, synthetic_latents,
+                                             syn_labels, method=method)
             variants.append((f"{base} + {method}", regressors, aligned))
     other_model = {"spread": "spread+validation", "spread+validation": "spread"}[args.error_model]
     for label, regs, obs_latents in variants:

@@ -43,6 +43,7 @@ __all__ = [
     "LatentScaler",
     "PipelineResult",
     "align_latents",
+    "align_observed_latents",
     "encode",
     "latents",
     "predict_ensemble",
@@ -675,6 +676,45 @@ def align_latents(
     return (observed - observed.mean(axis=0)) @ whiten @ colour + synthetic.mean(axis=0)
 
 
+def align_observed_latents(
+    regressors: Sequence[LatentRegressor],
+    observed_latents: Mapping[str, np.ndarray],
+    synthetic_latents: Mapping[str, np.ndarray],
+    synthetic_labels: np.ndarray,
+    *,
+    method: str,
+    parameters: Sequence[str] = PARAMETERS,
+    neighbours: int = 20,
+) -> dict[str, np.ndarray]:
+    """:func:`align_latents` for every autoencoder of an ensemble.
+
+    For ``"coral_neighbours"`` the preliminary estimate of each star is the median of the
+    ``regressors``' predictions from the unaligned ``observed_latents``.
+
+    Args:
+        regressors: the trained latent regressors (:func:`train_regressors`).
+        observed_latents, synthetic_latents: per autoencoder name, (n, d) latents.
+        synthetic_labels: (n_syn, len(parameters)) labels of the synthetic latents.
+        method: one of ``ALIGNMENTS``.
+        parameters: the label columns, in the order of ``synthetic_labels``.
+        neighbours: see :func:`align_latents`.
+
+    Returns:
+        Per autoencoder name, the aligned observed latents (float32).
+    """
+    estimates = None
+    if method == "coral_neighbours":
+        preliminary, _ = predict_ensemble(regressors, observed_latents)
+        estimates = np.column_stack([np.median(preliminary[p], axis=0) for p in parameters])
+    return {
+        name: align_latents(
+            latent, synthetic_latents[name], method=method, synthetic_labels=synthetic_labels,
+            observed_labels=estimates, neighbours=neighbours,
+        ).astype(np.float32)
+        for name, latent in observed_latents.items()
+    }
+
+
 @dataclass
 class PipelineResult:
     """What :func:`run_pipeline` produces.
@@ -822,16 +862,12 @@ def run_pipeline(
             syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
             scaler=scaler, **regressor_options,
         )
-    predictions, mse = predict_ensemble(regressors, obs_latents)
     if latent_alignment is not None:
-        preliminary = np.column_stack([np.median(predictions[p], axis=0) for p in parameters])
-        for name in named:
-            obs_latents[name] = align_latents(
-                obs_latents[name], syn_latents[name], method=latent_alignment,
-                synthetic_labels=labels, observed_labels=preliminary,
-                neighbours=alignment_neighbours,
-            ).astype(np.float32)
-        predictions, mse = predict_ensemble(regressors, obs_latents)
+        obs_latents = align_observed_latents(
+            regressors, obs_latents, syn_latents, labels, method=latent_alignment,
+            parameters=parameters, neighbours=alignment_neighbours,
+        )
+    predictions, mse = predict_ensemble(regressors, obs_latents)
     rms: dict[str, list[float]] = {}
     for regressor in regressors:
         rms.setdefault(regressor.parameter, []).append(regressor.validation_rms)
