@@ -26,8 +26,11 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
                       [autoencoders.grid] architecture = [...], <constructor argument> = [...]
     [transfer]        enabled, freeze, epochs, learning_rate, batch_size, validation_split
     [regressors]      architecture, parameters, seeds, epochs, learning_rate, batch_size,
-                      validation_split, [regressors.overrides], [regressors.<parameter>]
-    [ensemble]        best
+                      validation_split, standardize_latents (not MB24),
+                      [regressors.overrides], [regressors.<parameter>]
+    [ensemble]        best, error_model ("spread" | "spread+validation"),
+                      latent_alignment ("none" | "coral" | "coral_neighbours"),
+                      alignment_neighbours (with "coral_neighbours")
     [outputs]         table_format, plots
     [compare]         baselines (read by ``mdwarf-zoo compare``)
 
@@ -229,18 +232,36 @@ class RegressorSettings:
 
 @dataclass(frozen=True)
 class Regressors:
-    """Latent regressors, one per parameter and seed per autoencoder (``[regressors]``)."""
+    """Latent regressors, one per parameter and seed per autoencoder (``[regressors]``).
+
+    ``standardize_latents`` (not in MB24): each member's regressors read its latents
+    standardised with the mean and standard deviation of its synthetic latents
+    (``mdwarf_zoo.pipeline.LatentScaler``).
+    """
 
     parameters: tuple[str, ...]
     seeds: int
     settings: dict[str, RegressorSettings]
+    standardize_latents: bool = False
 
 
 @dataclass(frozen=True)
 class Ensemble:
-    """Ensemble selection (``[ensemble]``)."""
+    """Ensemble selection, errors and latent alignment (``[ensemble]``).
+
+    Attributes:
+        best: K of the best-K selection (``None``: all regressors).
+        error_model: ``"spread"`` (MB24) or ``"spread+validation"``
+            (``mdwarf_zoo.ensemble.ensemble_table``).
+        latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
+            (``mdwarf_zoo.pipeline.align_latents``).
+        alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
+    """
 
     best: int | None = None
+    error_model: str = "spread"
+    latent_alignment: str | None = None
+    alignment_neighbours: int = 20
 
 
 @dataclass(frozen=True)
@@ -699,8 +720,7 @@ def parse_recipe(
     transfer = _transfer(section("transfer"))
     regressors = _regressors(section("regressors", required=True))
     ens = section("ensemble")
-    ensemble = Ensemble(best=ens.integer("best", None, minimum=1))
-    ens.finish()
+    ensemble = _ensemble(ens)
     n_regressors = autoencoders.members * regressors.seeds
     if ensemble.best is not None and ensemble.best > n_regressors:
         raise ens.fail(
@@ -978,6 +998,7 @@ def _regressors(c: _Checker) -> Regressors:
             "parameters", parameters, f"a non-empty list of distinct names from {list(PARAMETERS)}"
         )
     seeds = c.integer("seeds", 5, minimum=1)
+    standardize_latents = c.boolean("standardize_latents", False)
     defaults = {
         "architecture": c.string("architecture", "latent_cnn"),
         "epochs": c.integer("epochs", 200, minimum=1),
@@ -1019,7 +1040,34 @@ def _regressors(c: _Checker) -> Regressors:
         if parameter in parameters:
             settings[parameter] = RegressorSettings(**values)
     c.finish()
-    return Regressors(parameters=tuple(parameters), seeds=seeds, settings=settings)
+    return Regressors(
+        parameters=tuple(parameters),
+        seeds=seeds,
+        settings=settings,
+        standardize_latents=standardize_latents,
+    )
+
+
+def _ensemble(c: _Checker) -> Ensemble:
+    from mdwarf_zoo.ensemble import ERROR_MODELS
+    from mdwarf_zoo.pipeline import ALIGNMENTS
+
+    alignment = c.choice("latent_alignment", ("none", *ALIGNMENTS), "none")
+    if c.has("alignment_neighbours") and alignment != "coral_neighbours":
+        raise c.fail(
+            "alignment_neighbours",
+            c.table["alignment_neighbours"],
+            'the key only with latent_alignment = "coral_neighbours" (the number of synthetic '
+            f"neighbours per star of that method); latent_alignment is {alignment!r}",
+        )
+    result = Ensemble(
+        best=c.integer("best", None, minimum=1),
+        error_model=c.choice("error_model", ERROR_MODELS, "spread"),
+        latent_alignment=None if alignment == "none" else alignment,
+        alignment_neighbours=c.integer("alignment_neighbours", 20, minimum=1),
+    )
+    c.finish()
+    return result
 
 
 def _check_overrides(c: _Checker, key: str, overrides: Mapping[str, Any]) -> None:
@@ -1080,6 +1128,7 @@ def _check_architectures(recipe: Recipe, origin: str, build: bool) -> None:
         latent_dims.add(int(model.latent_dim))
         del model
         keras.backend.clear_session()
+    _check_alignment_sample(recipe, origin, max(latent_dims))
     for parameter, settings in recipe.regressors.settings.items():
         for latent_dim in sorted(latent_dims):
             try:
@@ -1096,3 +1145,25 @@ def _check_architectures(recipe: Recipe, origin: str, build: bool) -> None:
                     f"overrides {settings.overrides} cannot be built: {error}"
                 ) from None
     keras.backend.clear_session()
+
+
+def _check_alignment_sample(recipe: Recipe, origin: str, latent_dim: int) -> None:
+    """Latent alignment estimates the covariance of the observed latents: refuse, before any
+    training, an observed sample of known size that is too small for it."""
+    alignment = recipe.ensemble.latent_alignment
+    observed = recipe.observed
+    if alignment is None:
+        return
+    if observed.source == "simulator":
+        n_observed, where = observed.n, "n"
+    elif observed.source == "files" and observed.files:
+        n_observed, where = len(observed.files), "files"
+    else:
+        return  # an HDF5 set: its size is known once it is read (align_latents checks it)
+    if n_observed < 2 * latent_dim:
+        raise RecipeError(
+            f"recipe {origin}: [ensemble] latent_alignment = {alignment!r} needs at least "
+            f"{2 * latent_dim} observed spectra (2 x the {latent_dim}-d latent space, to estimate "
+            f"their covariance); [data.observed] {where} gives {n_observed}. Use more observed "
+            'spectra or latent_alignment = "none"'
+        )

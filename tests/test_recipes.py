@@ -147,6 +147,43 @@ def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
             ("[preprocessing]", "[preprocessing]\nwindow = [8835, 8800, 0.01]"),
             r"\[preprocessing\] window = \[8835, 8800, 0.01\]: expected \[start, stop, step\]",
         ),
+        (
+            ("seeds = 2\n", 'seeds = 2\nstandardize_latents = "yes"\n'),
+            r"\[regressors\] standardize_latents = 'yes': expected true or false",
+        ),
+        (
+            ("seeds = 2\n", "seeds = 2\n[regressors.teff]\nstandardize_latents = true\n"),
+            r"\[regressors.teff\] has an unknown key 'standardize_latents'",
+        ),
+        (
+            ("seeds = 2\nepochs = 1\n", 'seeds = 2\nepochs = 1\n[ensemble]\nerror_model = "rms"\n'),
+            r"\[ensemble\] error_model = 'rms': expected one of \['spread', 'spread\+validation'\]",
+        ),
+        (
+            (
+                "seeds = 2\nepochs = 1\n",
+                'seeds = 2\nepochs = 1\n[ensemble]\nlatent_alignment = "coral_neighbors"\n',
+            ),
+            r"\[ensemble\] latent_alignment = 'coral_neighbors': expected one of \['none', "
+            r"'coral', 'coral_neighbours'\] \(did you mean 'coral_neighbours'\?\)",
+        ),
+        (
+            (
+                "seeds = 2\nepochs = 1\n",
+                'seeds = 2\nepochs = 1\n[ensemble]\nlatent_alignment = "coral_neighbours"\n'
+                "alignment_neighbours = 0\n",
+            ),
+            r"\[ensemble\] alignment_neighbours = 0: expected an integer >= 1",
+        ),
+        (
+            (
+                "seeds = 2\nepochs = 1\n",
+                'seeds = 2\nepochs = 1\n[ensemble]\nlatent_alignment = "coral"\n'
+                "alignment_neighbours = 10\n",
+            ),
+            r"\[ensemble\] alignment_neighbours = 10: expected the key only with "
+            r"latent_alignment = \"coral_neighbours\" .* latent_alignment is 'coral'",
+        ),
     ],
 )
 def test_validation_errors_name_key_value_and_allowed(change, pattern):
@@ -182,3 +219,35 @@ def test_bad_constructor_argument_fails_when_models_are_checked():
 def test_unknown_recipe_name_suggests_close_names():
     with pytest.raises(FileNotFoundError, match=r"Did you mean 'quickstart'"):
         load_recipe("quikstart")
+
+
+def test_non_mb24_ensemble_and_regressor_keys():
+    defaults = parse(TINY)
+    assert defaults.regressors.standardize_latents is False
+    assert defaults.ensemble.error_model == "spread"
+    assert defaults.ensemble.latent_alignment is None
+    text = TINY.replace("seeds = 2\n", "seeds = 2\nstandardize_latents = true\n").replace(
+        "n = 10", "n = 16"
+    )
+    text += (
+        '[ensemble]\nerror_model = "spread+validation"\nlatent_alignment = "coral_neighbours"\n'
+        "alignment_neighbours = 7\n"
+    )
+    recipe = parse(text, check_models=True)
+    assert recipe.regressors.standardize_latents is True
+    assert recipe.ensemble.error_model == "spread+validation"
+    assert recipe.ensemble.latent_alignment == "coral_neighbours"
+    assert recipe.ensemble.alignment_neighbours == 7
+    assert parse(TINY + '[ensemble]\nlatent_alignment = "none"\n').ensemble.latent_alignment is None
+
+
+def test_alignment_refuses_too_few_observed_spectra_before_training():
+    # dense_ae_tiny and conv_ae_tiny have 8-d latents: CORAL needs 16 observed spectra.
+    text = TINY + '[ensemble]\nlatent_alignment = "coral"\n'
+    with pytest.raises(
+        RecipeError,
+        match=r"latent_alignment = 'coral' needs at least 16 observed spectra .*\[data.observed\] "
+        r"n gives 10.* latent_alignment = \"none\"",
+    ):
+        parse(text, check_models=True)
+    assert parse(text.replace("n = 10", "n = 16"), check_models=True).observed.n == 16
