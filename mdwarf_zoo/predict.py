@@ -7,15 +7,32 @@ A pipeline folder holds ``pipeline.json`` (format ``mdwarf_zoo.Pipeline/1``) and
     {"format": "mdwarf_zoo.Pipeline/1", "parameters": ["teff", ...], "units": {...},
      "label_scaling": {"teff": {"kind": "standard", "mean": ..., "std": ...}, ...},
      "preprocessing": {... Preprocessor.to_dict() ...}, "transfer": {... settings ...},
-     "ensemble": {"best": K},
+     "ensemble": {"best": K, "error_model": "spread"},
+     "alignment": {"method": "coral", "neighbours": 20},
      "members": [{"name", "autoencoder": "<synthetic-trained AE>", "transferred": "<fine-tuned
                   AE or null>", "regressors": {"teff": [{"path", "validation_mse",
                   "selected"}, ...]}, "latent_scaling": {"kind": "standard", "mean": [...],
-                  "std": [...]}}]}
+                  "std": [...]}, "alignment_reference": "members/<name>/alignment_reference.npz"
+                 }]}
 
-``latent_scaling`` is optional: when a member has it, its latents are standardised with it
-(``mdwarf_zoo.pipeline.LatentScaler``) before its regressors read them; without it (the bundled
-``mb24_quickstart_demo``, MB24) the regressors read raw latents.
+Optional parts (the bundled ``mb24_quickstart_demo`` and MB24 have none of them, and predict as
+they always did):
+
+* ``latent_scaling`` of a member: its latents are standardised with it
+  (``mdwarf_zoo.pipeline.LatentScaler``) before its regressors read them; without it the
+  regressors read raw latents.
+* ``ensemble.error_model``: the default ``error_model`` of :meth:`PretrainedPipeline.predict`
+  (``"spread"`` when absent).
+* ``alignment`` and each member's ``alignment_reference`` (latent alignment, not in MB24):
+  ``method`` is ``"coral"`` or ``"coral_neighbours"`` and ``neighbours`` the latter's
+  neighbours per star (``mdwarf_zoo.pipeline.align_latents``). The reference file is an ``.npz``
+  with ``synthetic_latents`` (n, latent_dim) float32, the member's synthetic-trained encoder's
+  latents of the synthetic training spectra; ``synthetic_labels`` (n, len(parameters)) float64,
+  their labels in the order of ``parameters``; and ``parameters``, those names. The raw (not
+  yet standardised) latents of the new spectra are mapped onto the reference before the
+  regressors read them; for ``"coral_neighbours"`` the preliminary estimates are the medians of
+  the selected regressors' predictions without alignment
+  (``mdwarf_zoo.pipeline.align_observed_latents``).
 
 A run folder of ``mdwarf-zoo train`` is a pipeline folder; :func:`export_pipeline` copies
 the selected parts of one into a self-contained folder (this is how the bundled weights entry
@@ -79,6 +96,77 @@ class PretrainedPipeline:
             )
         return path
 
+    def _file(self, relative: str, what: str) -> Path:
+        path = (self.folder / relative).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self.folder / PIPELINE_FILE} names {relative!r} but {path} does not exist; "
+                f"expected {what}"
+            )
+        return path
+
+    @property
+    def error_model(self) -> str:
+        """The pipeline's error model (``"spread"``, MB24, unless the manifest says other)."""
+        return str((self.manifest.get("ensemble") or {}).get("error_model", "spread"))
+
+    @property
+    def latent_alignment(self) -> str | None:
+        """The pipeline's latent alignment method (``None``: none, MB24)."""
+        return (self.manifest.get("alignment") or {}).get("method")
+
+    def _reference_text(self, latent_dim: int | str = "latent_dim") -> str:
+        return (
+            f"an .npz with synthetic_latents (n, {latent_dim}) float32, synthetic_labels (n, "
+            f"{len(self.parameters)}) for parameters {self.parameters} and parameters (the names)"
+        )
+
+    def alignment_reference(self, member: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The synthetic latents and labels a member's observed latents are aligned onto.
+
+        Raises:
+            ValueError: for a member without a reference, or a file that is not a reference
+                of this pipeline (the message names the file and what it must hold).
+            FileNotFoundError: for a reference file that does not exist.
+        """
+        import zipfile
+
+        name = member.get("name")
+        relative = member.get("alignment_reference")
+        if not relative:
+            raise ValueError(
+                f"{self.folder / PIPELINE_FILE}, member {name!r}: no alignment_reference (the "
+                "pipeline was made without latent alignment), so its latents cannot be aligned; "
+                "predict with latent_alignment='none'"
+            )
+        expected = self._reference_text()
+        path = self._file(relative, f"{expected} (member {name!r}'s alignment reference)")
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                latents = saved["synthetic_latents"]
+                labels = saved["synthetic_labels"]
+                names = [str(v) for v in saved["parameters"]]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(
+                f"alignment reference {path} (member {name!r}) cannot be read ({error}); "
+                f"expected {expected}"
+            ) from None
+        problem = None
+        if names != self.parameters:
+            problem = f"parameters {names}"
+        elif latents.ndim != 2 or not np.issubdtype(latents.dtype, np.floating):
+            problem = f"synthetic_latents of shape {latents.shape} and dtype {latents.dtype}"
+        elif labels.shape != (latents.shape[0], len(self.parameters)):
+            problem = f"synthetic_labels of shape {labels.shape} for {latents.shape[0]} latents"
+        elif not (np.all(np.isfinite(latents)) and np.all(np.isfinite(labels))):
+            problem = "non-finite values"
+        if problem:
+            raise ValueError(
+                f"alignment reference {path} (member {name!r}) holds {problem}; expected "
+                f"{self._reference_text(latents.shape[-1] if latents.ndim else 'latent_dim')}"
+            )
+        return latents, labels.astype(np.float64)
+
     def read_spectra(
         self,
         sources: list[str | os.PathLike],
@@ -130,7 +218,9 @@ class PretrainedPipeline:
         transfer: bool = False,
         seed: int = 0,
         progress: bool = True,
-        error_model: str = "spread",
+        error_model: str = "default",
+        latent_alignment: str | None = "default",
+        alignment_neighbours: int | None = None,
     ):
         """Ensemble estimates (KDE mode, -/+ errors) for preprocessed spectra.
 
@@ -144,75 +234,220 @@ class PretrainedPipeline:
                 encode the spectra.
             seed: seed of the fine-tuning.
             progress: show a progress bar over members.
-            error_model: ``"spread"`` (MB24) or ``"spread+validation"``: each regressor's
+            error_model: ``"default"`` (the pipeline's, ``"spread"`` unless its manifest says
+                other), ``"spread"`` (MB24) or ``"spread+validation"``: each regressor's
                 validation rms, ``sqrt(validation_mse) * label std`` from the manifest, added
                 in quadrature (see :mod:`mdwarf_zoo.ensemble`).
+            latent_alignment: ``"default"`` (the pipeline's ``alignment``, none when absent),
+                ``None`` or ``"none"`` (off), or ``"coral"`` / ``"coral_neighbours"`` (needs the
+                members' alignment references). The alignment is estimated from the spectra
+                given, so pass the whole sample in one call: at least twice the latent size of
+                spectra, and a covariance of few spectra is noisy.
+            alignment_neighbours: neighbours per star of ``"coral_neighbours"`` (default the
+                pipeline's, else 20).
 
         Returns:
             An ``astropy.table.Table`` (see :func:`mdwarf_zoo.ensemble.ensemble_table`).
 
         Raises:
-            ValueError: for a member whose ``latent_scaling`` does not match its latent size.
-        """
-        from mdwarf_zoo.ensemble import ensemble_table
-        from mdwarf_zoo.hub import from_pretrained
-        from mdwarf_zoo.pipeline import LatentScaler
-        from mdwarf_zoo.transfer import transfer as fine_tune
+            ValueError: for a member whose ``latent_scaling`` does not match its latent size,
+                an unknown error model or alignment, an alignment reference that is missing from
+                the manifest or unreadable, or too few spectra for the alignment.
+            FileNotFoundError: for a reference file that does not exist.
 
+        Examples:
+            >>> from mdwarf_zoo.predict import load_pipeline
+            >>> pipeline = load_pipeline("runs/q")  # doctest: +SKIP
+            >>> flux, names = pipeline.read_spectra(["a.fits", "b.fits"])  # doctest: +SKIP
+            >>> pipeline.predict(flux, names, latent_alignment="none")  # doctest: +SKIP
+        """
+        from mdwarf_zoo.ensemble import ERROR_MODELS, ensemble_table
+        from mdwarf_zoo.hub import from_pretrained
+        from mdwarf_zoo.pipeline import (
+            ALIGNMENTS,
+            LabelScaler,
+            LatentRegressor,
+            LatentScaler,
+            align_observed_latents,
+        )
+
+        if error_model == "default":
+            error_model = self.error_model
+        if error_model not in ERROR_MODELS:
+            raise ValueError(
+                f"predict: error_model must be 'default' or one of {ERROR_MODELS}, got "
+                f"{error_model!r}"
+            )
+        method = self.latent_alignment if latent_alignment == "default" else latent_alignment
+        method = None if method == "none" else method
+        if method is not None and method not in ALIGNMENTS:
+            raise ValueError(
+                f"predict: latent_alignment must be 'default', 'none' or one of {ALIGNMENTS}, "
+                f"got {latent_alignment!r}"
+            )
+        if alignment_neighbours is None:
+            alignment_neighbours = int((self.manifest.get("alignment") or {}).get("neighbours", 20))
         flux = np.asarray(flux, dtype=np.float32)
-        settings = self.manifest.get("transfer") or {}
+        references = {}
+        if method is not None:
+            for member in self.members:
+                references[member["name"]] = self.alignment_reference(member)
+                self._check_alignment_sample(method, member, references, len(flux))
+            first, *others = self.members
+            labels = references[first["name"]][1]
+            for member in others:
+                other = references[member["name"]][1]
+                if other.shape != labels.shape or not np.array_equal(other, labels):
+                    # One synthetic set for all members, as in a run (the preliminary
+                    # estimates of "coral_neighbours" pick neighbours by these labels).
+                    raise ValueError(
+                        f"alignment reference {member['alignment_reference']!r} of member "
+                        f"{member['name']!r} holds other synthetic labels than "
+                        f"{first['alignment_reference']!r} of member {first['name']!r}; every "
+                        "member must be aligned onto the same synthetic set"
+                    )
         scaling = self.manifest["label_scaling"]
         predictions: dict[str, list[np.ndarray]] = {name: [] for name in self.parameters}
         validation_rms: dict[str, list[float]] = {name: [] for name in self.parameters}
+        # With an alignment every member's latents are needed before any final prediction
+        # ("coral_neighbours" starts from the ensemble's unaligned estimates).
+        regressors: list[LatentRegressor] = []
+        raw_latents: dict[str, np.ndarray] = {}
+        label_scaler = LabelScaler(
+            self.parameters,
+            [scaling[n]["mean"] for n in self.parameters],
+            [scaling[n]["std"] for n in self.parameters],
+        )
         for member in tqdm(self.members, desc="members", disable=not progress):
-            if transfer:
-                source = from_pretrained(self._path(member["autoencoder"]))
-                freeze = settings.get("freeze", "default")
-                if freeze == "default":
-                    freeze = source.default_freeze
-                encoder_model = fine_tune(
-                    source,
-                    flux,
-                    freeze=freeze,
-                    epochs=int(settings.get("epochs", 60)),
-                    batch_size=int(settings.get("batch_size", 128)),
-                    learning_rate=settings.get("learning_rate"),
-                    validation_split=float(settings.get("validation_split", 0.2))
-                    if len(flux) >= 5
-                    else 0.0,
-                    seed=seed,
-                    progress=False,
-                )
-            else:
-                key = "transferred" if member.get("transferred") else "autoencoder"
-                encoder_model = from_pretrained(self._path(member[key]))
+            encoder_model = self._encoder(member, flux, transfer, seed)
             latents = encoder_model.encoder.predict(flux, verbose=0)
-            if member.get("latent_scaling"):
-                try:
-                    latents = LatentScaler.from_dict(member["latent_scaling"]).transform(latents)
-                except ValueError as error:
+            scaled = self._scaled(member, latents)
+            if method is not None:
+                reference = references[member["name"]][0]
+                if reference.shape[1] != latents.shape[1]:
                     raise ValueError(
-                        f"{self.folder / PIPELINE_FILE}, member {member.get('name')!r}: "
-                        f"latent_scaling does not fit its autoencoder ({error})"
-                    ) from None
+                        f"alignment reference {member['alignment_reference']!r} of member "
+                        f"{member['name']!r} holds {reference.shape[1]}-d latents but its "
+                        f"encoder gives {latents.shape[1]}-d ones; expected "
+                        f"{self._reference_text(latents.shape[1])}"
+                    )
+                raw_latents[member["name"]] = latents
+                latent_scaler = (
+                    LatentScaler.from_dict(member["latent_scaling"])
+                    if member.get("latent_scaling")
+                    else None
+                )
             for name in self.parameters:
                 for regressor in member["regressors"][name]:
                     if not regressor.get("selected", True):
                         continue
                     model = from_pretrained(self._path(regressor["path"]))
-                    value = model.predict(latents, verbose=0)[:, 0]
+                    mse = regressor.get("validation_mse", np.nan)
+                    rms = float(np.sqrt(mse)) * scaling[name]["std"]
+                    if method is not None:
+                        regressors.append(
+                            LatentRegressor(
+                                name,
+                                member["name"],
+                                0,
+                                model,
+                                label_scaler,
+                                mse,
+                                rms,
+                                latent_scaler=latent_scaler,
+                            )
+                        )
+                        continue
+                    value = model.predict(scaled, verbose=0)[:, 0]
                     predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
-                    validation_rms[name].append(
-                        float(np.sqrt(regressor.get("validation_mse", np.nan)))
-                        * scaling[name]["std"]
-                    )
+                    validation_rms[name].append(rms)
+        if method is not None:
+            aligned = align_observed_latents(
+                regressors,
+                raw_latents,
+                {name: reference[0] for name, reference in references.items()},
+                labels,
+                method=method,
+                parameters=self.parameters,
+                neighbours=alignment_neighbours,
+            )
+            for regressor in regressors:
+                latents = aligned[regressor.autoencoder]
+                if regressor.latent_scaler is not None:
+                    latents = regressor.latent_scaler.transform(latents)
+                name = regressor.parameter
+                value = regressor.model.predict(latents, verbose=0)[:, 0]
+                predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
+                validation_rms[name].append(regressor.validation_rms)
         table = ensemble_table(
-            {n: np.stack(v) for n, v in predictions.items()}, identifiers, keep=None,
-            error_model=error_model, validation_rms=validation_rms,
+            {n: np.stack(v) for n, v in predictions.items()},
+            identifiers,
+            keep=None,
+            error_model=error_model,
+            validation_rms=validation_rms,
         )
         table.meta["pipeline"] = str(self.folder)
         table.meta["transfer"] = bool(transfer)
+        table.meta["latent_alignment"] = method or "none"
+        if method == "coral_neighbours":
+            table.meta["alignment_neighbours"] = int(alignment_neighbours)
         return table
+
+    def _encoder(self, member: dict[str, Any], flux: np.ndarray, transfer: bool, seed: int):
+        """The autoencoder that encodes ``flux`` for ``member`` (fine-tuned on it first with
+        ``transfer``)."""
+        from mdwarf_zoo.hub import from_pretrained
+        from mdwarf_zoo.transfer import transfer as fine_tune
+
+        if not transfer:
+            key = "transferred" if member.get("transferred") else "autoencoder"
+            return from_pretrained(self._path(member[key]))
+        settings = self.manifest.get("transfer") or {}
+        source = from_pretrained(self._path(member["autoencoder"]))
+        freeze = settings.get("freeze", "default")
+        if freeze == "default":
+            freeze = source.default_freeze
+        return fine_tune(
+            source,
+            flux,
+            freeze=freeze,
+            epochs=int(settings.get("epochs", 60)),
+            batch_size=int(settings.get("batch_size", 128)),
+            learning_rate=settings.get("learning_rate"),
+            validation_split=float(settings.get("validation_split", 0.2))
+            if len(flux) >= 5
+            else 0.0,
+            seed=seed,
+            progress=False,
+        )
+
+    def _scaled(self, member: dict[str, Any], latents: np.ndarray) -> np.ndarray:
+        """``latents`` through the member's ``latent_scaling`` (unchanged without one)."""
+        from mdwarf_zoo.pipeline import LatentScaler
+
+        if not member.get("latent_scaling"):
+            return latents
+        try:
+            return LatentScaler.from_dict(member["latent_scaling"]).transform(latents)
+        except ValueError as error:
+            raise ValueError(
+                f"{self.folder / PIPELINE_FILE}, member {member.get('name')!r}: "
+                f"latent_scaling does not fit its autoencoder ({error})"
+            ) from None
+
+    def _check_alignment_sample(
+        self, method: str, member: dict[str, Any], references: dict, n_spectra: int
+    ) -> None:
+        latent_dim = references[member["name"]][0].shape[1]
+        if n_spectra < 2 * latent_dim:
+            raise ValueError(
+                f"latent alignment {method!r} of pipeline {self.folder} estimates the covariance "
+                f"of the latents of the spectra given: it needs at least {2 * latent_dim} "
+                f"spectra in one call (2 x the {latent_dim}-d latent space of member "
+                f"{member['name']!r}), got {n_spectra}. Predict the whole sample at once (far "
+                "more spectra than that give a steadier alignment), or switch the alignment "
+                "off with latent_alignment='none' (mdwarf-zoo predict --latent-alignment none)"
+            )
 
 
 def load_pipeline(source: str | os.PathLike) -> PretrainedPipeline:
@@ -268,7 +503,8 @@ def export_pipeline(
     other models go to ``members/<name>/...`` beside it.
 
     Args:
-        run_folder: a folder with ``pipeline.json``.
+        run_folder: a folder with ``pipeline.json`` (its members' alignment references, when
+            it has them, are copied too).
         target: the new folder (must not exist).
         members: indices of the members to keep (default all).
         selected_only: keep only the regressors the ensemble selected.
@@ -315,6 +551,15 @@ def export_pipeline(
             member["transferred"] = f"{base}/transferred"
         else:
             member["transferred"] = None
+        if member.get("alignment_reference"):
+            reference = source._file(
+                member["alignment_reference"],
+                source._reference_text() + " (an alignment reference)",
+            )
+            relative = f"{base}/{reference.name}"
+            (staging / base).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(reference, staging / relative)
+            member["alignment_reference"] = relative
         for name, regressors in member["regressors"].items():
             keep = [r for r in regressors if r.get("selected", True) or not selected_only]
             for regressor in keep:

@@ -12,15 +12,26 @@ A run lives in one folder::
         latents.npz          synthetic and observed latents
         regressors/<p>_seed<k>/   save_pretrained folder of each latent regressor
         predictions.npz      observed-set predictions and validation MSE of every regressor
+                             (and, with ``[regressors] standardize_latents``, the latent scaling)
+        alignment_reference.npz   with ``[ensemble] latent_alignment``: the synthetic latents
+                             and labels the observed latents are aligned onto
         *.ckpt.npz           the checkpoint of the model being trained (weights + optimizer)
     pipeline.json            what ``mdwarf-zoo predict --model RUN`` loads
     predictions.<fmt>        the ensemble table; diagnostics.json; plots/; report.md
 
 Every stage and member writes its result atomically and is skipped when the result exists,
-so re-running the same command resumes. Training checkpoints the model and optimizer state at
-every epoch end and draws each epoch's batch order from ``numpy.random.default_rng([seed,
+so re-running the same command resumes. A run folder belongs to one recipe text (its sha256 in
+``run.json``): a recipe with any key changed, ``standardize_latents`` or ``latent_alignment``
+included, never reuses a folder's results. Training checkpoints the model and optimizer state
+at every epoch end and draws each epoch's batch order from ``numpy.random.default_rng([seed,
 epoch])``, so a run killed mid-epoch resumes to the same final weights as an uninterrupted one
 (with ``keras.utils.set_random_seed`` and TensorFlow op determinism on).
+
+With ``[ensemble] latent_alignment`` (not in MB24) the ensemble stage maps each member's observed
+latents onto its synthetic ones (``mdwarf_zoo.pipeline.align_observed_latents``) and predicts
+again with the selected (best-K) regressors; for ``"coral_neighbours"`` the preliminary
+estimates are the medians of those selected regressors without alignment, as
+``PretrainedPipeline.predict`` of the run folder computes them.
 """
 
 from __future__ import annotations
@@ -58,6 +69,8 @@ logger = logging.getLogger(__name__)
 STAGES = ("sets", "pretrain", "transfer", "encode", "regressors", "ensemble", "report")
 MEMBER_STAGES = ("pretrain", "transfer", "encode", "regressors")
 PIPELINE_FORMAT = "mdwarf_zoo.Pipeline/1"
+#: A member's alignment reference file (``[ensemble] latent_alignment``).
+ALIGNMENT_REFERENCE = "alignment_reference.npz"
 _RUN_FORMAT = "mdwarf_zoo.Run/1"
 #: Column of each parameter in a label array (teff, logg, [M/H], vsini).
 _COLUMN = {name: index for index, name in enumerate(PARAMETERS)}
@@ -887,7 +900,7 @@ class Run:
 
     def _stage_regressors(self, member: AutoencoderMember) -> None:
         from mdwarf_zoo.hub import save_pretrained
-        from mdwarf_zoo.pipeline import stratified_split
+        from mdwarf_zoo.pipeline import LatentScaler, stratified_split
         from mdwarf_zoo.registry import create_model
 
         folder = self.member_folder(member)
@@ -901,10 +914,19 @@ class Run:
         scaling = self.label_scaling(synthetic.labels)
         with np.load(folder / "latents.npz") as saved:
             latents = {key: saved[key] for key in saved.files}
+        settings_all = self.recipe.regressors
+        results: dict[str, np.ndarray] = {}
+        extra: dict[str, Any] = {}
+        if settings_all.standardize_latents:
+            latent_scaler = LatentScaler.fit(latents["synthetic"])
+            for key in ("synthetic", "observed", "observed_no_transfer"):
+                latents[key] = latent_scaler.transform(latents[key])
+            # Kept with the predictions it produced, for pipeline.json: the regressors read
+            # these standardised latents.
+            results["latent_mean"], results["latent_std"] = latent_scaler.mean, latent_scaler.std
+            extra["extra"] = {"latent_scaling": latent_scaler.to_dict()}
         if self.chief:
             (folder / "regressors").mkdir(exist_ok=True)
-        results: dict[str, np.ndarray] = {}
-        settings_all = self.recipe.regressors
         with self._lock(folder):
             for p_index, name in enumerate(settings_all.parameters):
                 settings = settings_all.settings[name]
@@ -913,7 +935,7 @@ class Run:
                 ]["std"]
                 mse, observed, no_transfer = [], [], []
                 for k in range(settings_all.seeds):
-                    seed = member.seed * 1000 + 100 * (p_index + 1) + k
+                    seed = _regressor_seed(member, p_index, k)
                     out = folder / "regressors" / f"{name}_seed{k}"
                     train, val = stratified_split(
                         synthetic.labels[:, _COLUMN[name]], settings.validation_split, seed=seed
@@ -965,6 +987,7 @@ class Run:
                                 label_scaling={name: scaling[name]},
                                 metrics={"validation_mse_scaled": val_mse},
                                 training=_history_text(history, f"{name} regressor"),
+                                **extra,
                             ),
                         )
                         _remove_checkpoint(checkpoint)
@@ -1023,24 +1046,42 @@ class Run:
         return self.recipe.ensemble.best
 
     def ensemble(self) -> Path:
-        """Best-K selection and KDE estimates into ``predictions.<fmt>``; writes
-        ``pipeline.json``."""
+        """Best-K selection and KDE estimates into ``predictions.<fmt>`` (with the recipe's
+        error model and latent alignment); writes ``pipeline.json`` and, with an alignment,
+        each member's ``alignment_reference.npz``."""
         from mdwarf_zoo.ensemble import ensemble_table, write_table
 
         if self.table_path.is_file():
             return self.table_path
         gathered = self._gather()
         observed = self._read(self.observed_path)
-        keep = self._keep()
-        table = ensemble_table(
-            {n: g["observed"] for n, g in gathered.items()},
-            observed.identifiers,
-            validation_mse={n: g["mse"] for n, g in gathered.items()},
-            keep=keep,
-        )
+        synthetic = self._read(self.synthetic_path)
+        settings = self.recipe.ensemble
+        scaling = self.label_scaling(synthetic.labels)
+        if settings.latent_alignment is None:
+            table = ensemble_table(
+                {n: g["observed"] for n, g in gathered.items()},
+                observed.identifiers,
+                validation_mse={n: g["mse"] for n, g in gathered.items()},
+                keep=self._keep(),
+                error_model=settings.error_model,
+                validation_rms=_validation_rms(gathered, scaling),
+            )
+        else:
+            self._write_alignment_references(synthetic)
+            predictions, validation_rms = self._aligned_predictions(gathered, synthetic, scaling)
+            # Only the selected regressors were asked again: no second selection.
+            table = ensemble_table(
+                predictions,
+                observed.identifiers,
+                keep=None,
+                error_model=settings.error_model,
+                validation_rms=validation_rms,
+            )
         table.meta["recipe"] = self.recipe.name
         table.meta["recipe_sha256"] = self.recipe.sha256
-        self._write_pipeline(gathered)
+        table.meta.update(self._alignment_meta())
+        self._write_pipeline(gathered, synthetic)
         partial = self.table_path.with_name(f".partial{self.table_path.suffix}")
         if partial.exists():
             partial.unlink()
@@ -1048,37 +1089,155 @@ class Run:
         os.replace(partial, self.table_path)
         return self.table_path
 
-    def _write_pipeline(self, gathered: dict[str, dict[str, np.ndarray]]) -> None:
+    def _alignment_meta(self) -> dict[str, Any]:
+        settings = self.recipe.ensemble
+        meta: dict[str, Any] = {"latent_alignment": settings.latent_alignment or "none"}
+        if settings.latent_alignment == "coral_neighbours":
+            meta["alignment_neighbours"] = settings.alignment_neighbours
+        return meta
+
+    def _chosen(self, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, set[int]]:
+        """Per parameter, the rows of ``gathered`` the best-K selection keeps."""
         from mdwarf_zoo.ensemble import select_best
 
-        synthetic = self._read(self.synthetic_path)
         keep = self._keep()
+        return {
+            name: set(select_best(g["mse"], keep or len(g["mse"])).tolist())
+            for name, g in gathered.items()
+        }
+
+    def _latent_scaler(self, member: AutoencoderMember):
+        """The member's ``LatentScaler`` (``None`` without ``standardize_latents``), as its
+        regressors stage fitted it."""
+        from mdwarf_zoo.pipeline import LatentScaler
+
+        if not self.recipe.regressors.standardize_latents:
+            return None
+        path = self.member_folder(member) / "predictions.npz"
+        with np.load(path) as saved:
+            if "latent_mean" not in saved.files:
+                raise ValueError(
+                    f"{path} holds no latent scaling, but the recipe has [regressors] "
+                    f"standardize_latents = true; delete {path.parent / 'regressors'} and "
+                    f"{path} to train the member's regressors again"
+                )
+            return LatentScaler(saved["latent_mean"], saved["latent_std"])
+
+    def _write_alignment_references(self, synthetic) -> None:
+        """Per member ``alignment_reference.npz``: its synthetic latents (float32) and their
+        labels, the target of the latent alignment (also for ``PretrainedPipeline.predict``)."""
+        parameters = self.recipe.regressors.parameters
+        labels = synthetic.labels[:, [_COLUMN[n] for n in parameters]].astype(np.float64)
+        for member in self.recipe.members():
+            folder = self.member_folder(member)
+            with np.load(folder / "latents.npz") as saved:
+                latents = saved["synthetic"].astype(np.float32)
+            _atomic_savez(
+                folder / ALIGNMENT_REFERENCE,
+                synthetic_latents=latents,
+                synthetic_labels=labels,
+                parameters=np.array(parameters),
+            )
+
+    def _aligned_predictions(
+        self,
+        gathered: dict[str, dict[str, np.ndarray]],
+        synthetic,
+        scaling: dict[str, dict[str, float]],
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+        """Predictions (physical units) and validation rms of the selected regressors from
+        the aligned observed latents of every member."""
+        from mdwarf_zoo.hub import from_pretrained
+        from mdwarf_zoo.pipeline import LabelScaler, LatentRegressor, align_observed_latents
+
+        parameters = self.recipe.regressors.parameters
+        label_scaler = LabelScaler(
+            parameters,
+            [scaling[n]["mean"] for n in parameters],
+            [scaling[n]["std"] for n in parameters],
+        )
+        chosen = self._chosen(gathered)
+        regressors: list[LatentRegressor] = []
+        observed_latents: dict[str, np.ndarray] = {}
+        synthetic_latents: dict[str, np.ndarray] = {}
+        for member in self.recipe.members():
+            folder = self.member_folder(member)
+            with np.load(folder / "latents.npz") as saved:
+                observed_latents[member.name] = saved["observed"]
+                synthetic_latents[member.name] = saved["synthetic"]
+            latent_scaler = self._latent_scaler(member)
+            for p_index, name in enumerate(parameters):
+                g = gathered[name]
+                rows = np.flatnonzero(g["members"] == member.index)
+                for k, row in enumerate(rows):
+                    if int(row) not in chosen[name]:
+                        continue
+                    mse = float(g["mse"][row])
+                    regressors.append(
+                        LatentRegressor(
+                            name,
+                            member.name,
+                            _regressor_seed(member, p_index, k),
+                            from_pretrained(folder / "regressors" / f"{name}_seed{k}"),
+                            label_scaler,
+                            mse,
+                            float(np.sqrt(mse)) * scaling[name]["std"],
+                            latent_scaler=latent_scaler,
+                        )
+                    )
+        aligned = align_observed_latents(
+            regressors,
+            observed_latents,
+            synthetic_latents,
+            synthetic.labels[:, [_COLUMN[n] for n in parameters]],
+            method=self.recipe.ensemble.latent_alignment,
+            parameters=parameters,
+            neighbours=self.recipe.ensemble.alignment_neighbours,
+        )
+        predictions: dict[str, list[np.ndarray]] = {name: [] for name in parameters}
+        validation_rms: dict[str, list[float]] = {name: [] for name in parameters}
+        for regressor in regressors:
+            latents = aligned[regressor.autoencoder]
+            if regressor.latent_scaler is not None:
+                latents = regressor.latent_scaler.transform(latents)
+            # The arithmetic of PretrainedPipeline.predict, so a pipeline folder reproduces it.
+            value = regressor.model.predict(latents, verbose=0)[:, 0]
+            name = regressor.parameter
+            predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
+            validation_rms[name].append(regressor.validation_rms)
+        return {n: np.stack(v) for n, v in predictions.items()}, validation_rms
+
+    def _write_pipeline(self, gathered: dict[str, dict[str, np.ndarray]], synthetic) -> None:
+        keep = self._keep()
+        chosen = self._chosen(gathered)
+        settings = self.recipe.ensemble
         members = []
         for member in self.recipe.members():
             folder = self.member_folder(member).relative_to(self.folder).as_posix()
             regressors = {}
             for name, g in gathered.items():
-                chosen = set(select_best(g["mse"], keep or len(g["mse"])).tolist())
                 rows = np.flatnonzero(g["members"] == member.index)
                 regressors[name] = [
                     {
                         "path": f"{folder}/regressors/{name}_seed{k}",
                         "validation_mse": float(g["mse"][row]),
-                        "selected": bool(row in chosen),
+                        "selected": bool(row in chosen[name]),
                     }
                     for k, row in enumerate(rows)
                 ]
-            members.append(
-                {
-                    "name": member.name,
-                    "architecture": member.architecture,
-                    "autoencoder": f"{folder}/pretrained",
-                    "transferred": f"{folder}/transferred"
-                    if self.recipe.transfer.enabled
-                    else None,
-                    "regressors": regressors,
-                }
-            )
+            entry = {
+                "name": member.name,
+                "architecture": member.architecture,
+                "autoencoder": f"{folder}/pretrained",
+                "transferred": f"{folder}/transferred" if self.recipe.transfer.enabled else None,
+                "regressors": regressors,
+            }
+            latent_scaler = self._latent_scaler(member)
+            if latent_scaler is not None:
+                entry["latent_scaling"] = latent_scaler.to_dict()
+            if settings.latent_alignment is not None:
+                entry["alignment_reference"] = f"{folder}/{ALIGNMENT_REFERENCE}"
+            members.append(entry)
         manifest = {
             "format": PIPELINE_FORMAT,
             "zoo_version": __version__,
@@ -1097,9 +1256,14 @@ class Run:
                 "batch_size": self.recipe.transfer.batch_size,
                 "validation_split": self.recipe.transfer.validation_split,
             },
-            "ensemble": {"best": keep},
+            "ensemble": {"best": keep, "error_model": settings.error_model},
             "members": members,
         }
+        if settings.latent_alignment is not None:
+            manifest["alignment"] = {
+                "method": settings.latent_alignment,
+                "neighbours": settings.alignment_neighbours,
+            }
         _atomic_text(self.folder / "pipeline.json", json.dumps(manifest, indent=2) + "\n")
 
     def report(self) -> tuple[Path, list[Path], Path]:
@@ -1146,6 +1310,9 @@ class Run:
             f"- members: {len(self.recipe.members())}; regressors per parameter: "
             f"{len(self.recipe.members()) * self.recipe.regressors.seeds}, best kept: "
             f"{self._keep() or 'all'}",
+            f"- errors: `{self.recipe.ensemble.error_model}`; latent standardisation: "
+            f"{'on' if self.recipe.regressors.standardize_latents else 'off'}; latent "
+            f"alignment: {self._alignment_text()}",
             "",
         ]
         if "accuracy" in diagnostics:
@@ -1228,14 +1395,31 @@ class Run:
                 }
         return result
 
+    def _alignment_text(self) -> str:
+        settings = self.recipe.ensemble
+        if settings.latent_alignment is None:
+            return "none"
+        neighbours = (
+            f", {settings.alignment_neighbours} neighbours"
+            if settings.latent_alignment == "coral_neighbours"
+            else ""
+        )
+        return (
+            f"`{settings.latent_alignment}`{neighbours} (in the predictions table and the "
+            "with-transfer accuracy; the no-transfer accuracy is without alignment)"
+        )
+
     def _no_transfer_accuracy(self, gathered, observed) -> dict[str, dict[str, float]]:
         from mdwarf_zoo.ensemble import ensemble_table
 
+        synthetic = self._read(self.synthetic_path)
         table = ensemble_table(
             {n: g["no_transfer"] for n, g in gathered.items()},
             observed.identifiers,
             validation_mse={n: g["mse"] for n, g in gathered.items()},
             keep=self._keep(),
+            error_model=self.recipe.ensemble.error_model,
+            validation_rms=_validation_rms(gathered, self.label_scaling(synthetic.labels)),
         )
         return _accuracy(table, observed.labels, self.recipe.regressors.parameters)
 
@@ -1342,6 +1526,19 @@ def _read_template(path: Path, span: tuple[float, float], rv_limit: float):
         return read_spectrum(path)
     pad = span[1] * rv_limit / 299792.458 + 1.0
     return read_phoenix_spectrum(path, span[0] - pad, span[1] + pad)
+
+
+def _regressor_seed(member: AutoencoderMember, p_index: int, k: int) -> int:
+    """The seed of regressor ``k`` of parameter number ``p_index`` of ``member``."""
+    return member.seed * 1000 + 100 * (p_index + 1) + k
+
+
+def _validation_rms(
+    gathered: dict[str, dict[str, np.ndarray]], scaling: dict[str, dict[str, float]]
+) -> dict[str, np.ndarray]:
+    """Per parameter, each regressor's validation rms in physical units (``sqrt(MSE) x std``
+    of the standardised label), for ``error_model="spread+validation"``."""
+    return {n: np.sqrt(g["mse"]) * scaling[n]["std"] for n, g in gathered.items()}
 
 
 def _accuracy(table, labels: np.ndarray, parameters) -> dict[str, dict[str, float]]:

@@ -264,3 +264,231 @@ def test_predict_with_a_run_folder(tmp_path: Path, reference_run):
     table = Table.read(out)
     assert list(table["id"]) == ["STAR-0", "STAR-1"] and str(table["teff"].unit) == "K"
     assert np.all(np.isfinite(table["teff"])) and np.all(np.isfinite(table["logg"]))
+
+
+# Not MB24: standardised latents, CORAL-aligned observed latents and spread+validation errors,
+# from the recipe through the run folder to PretrainedPipeline.predict and `mdwarf-zoo predict`.
+ALIGNED = {
+    # CORAL needs at least 2 x 8 (dense_ae_tiny's latent size) observed spectra.
+    'source = "simulator"\nn = 12\n': 'source = "simulator"\nn = 24\n',
+    "seeds = 2\n": "seeds = 2\nstandardize_latents = true\n",
+    "best = 3\n": 'best = 3\nerror_model = "spread+validation"\nlatent_alignment = "coral"\n',
+}
+
+
+def aligned_recipe_text() -> str:
+    text = TINY.format(n_synthetic=120, epochs=2, batch=16)
+    for old, new in ALIGNED.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def aligned_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("aligned")
+    recipe = folder / "aligned.toml"
+    recipe.write_text(aligned_recipe_text())
+    assert main(["train", str(recipe), "--out", str(folder / "run"), "--no-progress"]) == 0
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def aligned_observed(aligned_run):
+    from mdwarf_zoo.spectra.datasets import read_set
+
+    return read_set(aligned_run / "data" / "observed.h5")
+
+
+def assert_same_estimates(got, expected) -> None:
+    """Equal to float tolerance: the runner encodes in batches of 256 with direct calls,
+    predict with Model.predict, and CORAL's whitening magnifies the last bits a little."""
+    for name in ("teff", "logg"):
+        scale = float(np.max(np.abs(expected[name])))
+        for column in (name, f"{name}_err_lower", f"{name}_err_upper"):
+            np.testing.assert_allclose(
+                np.asarray(got[column]),
+                np.asarray(expected[column]),
+                rtol=1e-5,
+                atol=1e-5 * scale,
+                err_msg=column,
+            )
+
+
+def test_aligned_run_records_latent_scaling_alignment_and_error_model(aligned_run):
+    import json
+
+    from astropy.table import Table
+
+    manifest = json.loads((aligned_run / "pipeline.json").read_text())
+    assert manifest["ensemble"] == {"best": 3, "error_model": "spread+validation"}
+    assert manifest["alignment"] == {"method": "coral", "neighbours": 20}
+    for member in manifest["members"]:
+        folder = aligned_run / "members" / member["name"]
+        with np.load(folder / "latents.npz") as saved:
+            synthetic = saved["synthetic"]
+        scaling = member["latent_scaling"]
+        assert scaling["kind"] == "standard"
+        np.testing.assert_allclose(scaling["mean"], synthetic.mean(axis=0), rtol=1e-5, atol=1e-6)
+        assert member["alignment_reference"] == f"members/{member['name']}/alignment_reference.npz"
+        with np.load(aligned_run / member["alignment_reference"]) as reference:
+            assert reference["synthetic_latents"].dtype == np.float32
+            assert np.array_equal(reference["synthetic_latents"], synthetic)
+            assert reference["synthetic_labels"].shape == (120, 2)
+            assert list(reference["parameters"]) == ["teff", "logg"]
+    table = Table.read(aligned_run / "predictions.ecsv")
+    assert table.meta["latent_alignment"] == "coral"
+    assert table.meta["error_model"] == "spread+validation"
+    assert table.meta["n_regressors"] == {"teff": 3, "logg": 3}
+    report = (aligned_run / "report.md").read_text()
+    assert "errors: `spread+validation`; latent standardisation: on; latent alignment: `coral`" in (
+        report
+    )
+
+
+def test_pipeline_folder_of_an_aligned_run_reproduces_its_table(aligned_run, aligned_observed):
+    from astropy.table import Table
+
+    from mdwarf_zoo.ensemble import ensemble_table
+    from mdwarf_zoo.predict import load_pipeline
+
+    pipeline = load_pipeline(aligned_run)
+    flux, names = aligned_observed.flux, list(aligned_observed.identifiers)
+    table = Table.read(aligned_run / "predictions.ecsv")
+    aligned = pipeline.predict(flux, names, progress=False)
+    assert aligned.meta["latent_alignment"] == "coral"
+    assert aligned.meta["error_model"] == "spread+validation"  # the pipeline's by default
+    assert list(aligned["id"]) == list(table["id"])
+    assert_same_estimates(aligned, table)
+    # Alignment off: the regressors stage's own (standardised, unaligned) predictions.
+    unaligned = pipeline.predict(flux, names, progress=False, latent_alignment="none")
+    assert unaligned.meta["latent_alignment"] == "none"
+    assert not np.allclose(unaligned["teff"], table["teff"], rtol=1e-3)
+    stage = {"teff": ([], []), "logg": ([], [])}
+    for member in ("member_000", "member_001"):
+        with np.load(aligned_run / "members" / member / "predictions.npz") as saved:
+            for name, (observed, mse) in stage.items():
+                observed.append(saved[f"{name}_observed"])
+                mse.extend(saved[f"{name}_validation_mse"])
+    std = {n: pipeline.manifest["label_scaling"][n]["std"] for n in stage}
+    expected = ensemble_table(
+        {n: np.concatenate(v[0]) for n, v in stage.items()},
+        names,
+        validation_mse={n: v[1] for n, v in stage.items()},
+        keep=3,
+        error_model="spread+validation",
+        validation_rms={n: np.sqrt(v[1]) * std[n] for n, v in stage.items()},
+    )
+    assert_same_estimates(unaligned, expected)
+    # A covariance of a few spectra: refused, with the way out.
+    with pytest.raises(
+        ValueError,
+        match=r"latent alignment 'coral' .* needs at least 16 spectra in one call .*got 5\. "
+        r".*latent_alignment='none' \(mdwarf-zoo predict --latent-alignment none\)",
+    ):
+        pipeline.predict(flux[:5], progress=False)
+    assert len(pipeline.predict(flux[:5], progress=False, latent_alignment="none")) == 5
+    with pytest.raises(ValueError, match=r"latent_alignment must be 'default', 'none' or one of"):
+        pipeline.predict(flux, progress=False, latent_alignment="CORAL")
+
+
+def test_export_copies_alignment_references_and_refuses_broken_ones(
+    aligned_run, aligned_observed, tmp_path
+):
+    import json
+    import shutil
+
+    from astropy.table import Table
+
+    from mdwarf_zoo.predict import PIPELINE_FILE, export_pipeline, load_pipeline
+
+    flux, names = aligned_observed.flux, list(aligned_observed.identifiers)
+    exported = export_pipeline(aligned_run, tmp_path / "exported")
+    manifest = json.loads((exported / PIPELINE_FILE).read_text())
+    assert manifest["alignment"] == {"method": "coral", "neighbours": 20}
+    for member in manifest["members"]:
+        assert member["alignment_reference"] == f"members/{member['name']}/alignment_reference.npz"
+        assert (exported / member["alignment_reference"]).is_file()
+    assert_same_estimates(
+        load_pipeline(exported).predict(flux, names, progress=False),
+        Table.read(aligned_run / "predictions.ecsv"),
+    )
+    broken = Path(shutil.copytree(exported, tmp_path / "broken"))
+    reference = broken / manifest["members"][1]["alignment_reference"]
+    reference.write_bytes(b"not an npz file")
+    with pytest.raises(
+        ValueError,
+        match=r"alignment reference .*member_001/alignment_reference.npz \(member 'member_001'\) "
+        r"cannot be read .*expected an .npz with synthetic_latents",
+    ):
+        load_pipeline(broken).predict(flux, progress=False)
+    with np.load(broken / manifest["members"][0]["alignment_reference"]) as first:
+        labels = first["synthetic_labels"]
+    np.savez(
+        reference,
+        synthetic_latents=np.zeros((len(labels), 3), np.float32),
+        synthetic_labels=labels,
+        parameters=np.array(["teff", "logg"]),
+    )
+    with pytest.raises(ValueError, match=r"holds 3-d latents but its encoder gives 8-d ones"):
+        load_pipeline(broken).predict(flux, progress=False)
+    np.savez(
+        reference,
+        synthetic_latents=np.zeros((40, 8), np.float32),
+        synthetic_labels=np.zeros((40, 2)),
+        parameters=np.array(["teff", "logg"]),
+    )
+    with pytest.raises(ValueError, match=r"holds other synthetic labels than 'members/member_000"):
+        load_pipeline(broken).predict(flux, progress=False)
+    reference.unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"names 'members/member_001/alignment_reference.npz' but .* does not exist; "
+        r"expected an .npz with synthetic_latents",
+    ):
+        load_pipeline(broken).predict(flux, progress=False)
+    # Without the alignment the references are not read.
+    assert len(load_pipeline(broken).predict(flux, progress=False, latent_alignment="none")) == 24
+
+
+def test_predict_latent_alignment_flag(aligned_run, tmp_path, capsys):
+    from astropy.table import Table
+
+    observed = aligned_run / "data" / "observed.h5"
+    tables = {}
+    for flag in ("pipeline's", "none", "coral_neighbours"):
+        out = tmp_path / f"{flag}.ecsv"
+        args = ["predict", "--model", str(aligned_run), str(observed), "--out", str(out)]
+        if flag != "pipeline's":
+            args += ["--latent-alignment", flag]
+        assert main([*args, "--no-progress"]) == 0
+        tables[flag] = Table.read(out)
+    assert "latent alignment coral" in capsys.readouterr().out
+    assert_same_estimates(tables["pipeline's"], Table.read(aligned_run / "predictions.ecsv"))
+    assert tables["pipeline's"].meta["latent_alignment"] == "coral"
+    assert tables["none"].meta["latent_alignment"] == "none"
+    assert tables["coral_neighbours"].meta["alignment_neighbours"] == 20
+    assert all(t.meta["error_model"] == "spread+validation" for t in tables.values())
+    assert not np.allclose(tables["none"]["teff"], tables["pipeline's"]["teff"], rtol=1e-3)
+    args = ["predict", "--model", str(aligned_run), str(observed), "--latent-alignment", "pca"]
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "x.ecsv")])
+    assert "invalid choice: 'pca'" in capsys.readouterr().err
+
+
+def test_a_changed_non_mb24_key_never_reuses_a_run_folder(tmp_path: Path):
+    from mdwarf_zoo.recipes import load_recipe
+    from mdwarf_zoo.runner import Run
+
+    first = tmp_path / "coral.toml"
+    first.write_text(aligned_recipe_text())
+    Run(load_recipe(first, check_models=False), tmp_path / "run", progress=False)
+    for old, new in (
+        ('latent_alignment = "coral"', 'latent_alignment = "coral_neighbours"'),
+        ('error_model = "spread+validation"', 'error_model = "spread"'),
+        ("standardize_latents = true", "standardize_latents = false"),
+    ):
+        changed = tmp_path / "changed.toml"
+        changed.write_text(aligned_recipe_text().replace(old, new))
+        with pytest.raises(FileExistsError, match="belongs to recipe 'tiny'"):
+            Run(load_recipe(changed, check_models=False), tmp_path / "run", progress=False)

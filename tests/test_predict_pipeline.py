@@ -41,8 +41,7 @@ def test_latent_scaling_in_the_manifest_is_applied_before_the_regressors(tmp_pat
     identity = with_latent_scaling(tmp_path / "a", [0.0] * latent_dim, [1.0] * latent_dim)
     assert np.allclose(identity.predict(flux, progress=False)["teff"], plain["teff"], atol=1e-3)
     stretched = with_latent_scaling(tmp_path / "b", [0.5] * latent_dim, [3.0] * latent_dim)
-    assert not np.allclose(stretched.predict(flux, progress=False)["teff"], plain["teff"],
-                           atol=1.0)
+    assert not np.allclose(stretched.predict(flux, progress=False)["teff"], plain["teff"], atol=1.0)
     wrong = with_latent_scaling(tmp_path / "c", [0.0] * (latent_dim + 1), [1.0] * (latent_dim + 1))
     with pytest.raises(ValueError, match="member 'member_000': latent_scaling does not fit"):
         wrong.predict(flux, progress=False)
@@ -57,3 +56,36 @@ def test_spread_plus_validation_errors_from_the_manifest(flux):
     scatter = np.sqrt(np.mean([r["validation_mse"] * std**2 for r in teff]))
     assert both.meta["validation_scatter"]["teff"] == pytest.approx(scatter)
     assert np.allclose(both["teff_err_upper"], np.hypot(spread["teff_err_upper"], scatter))
+
+
+def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux):
+    """No ``alignment``, ``latent_scaling`` or ``ensemble.error_model`` in the manifest: the
+    prediction is the first format's arithmetic, written out here, bit for bit."""
+    from mdwarf_zoo.ensemble import ensemble_table
+
+    demo = load_pipeline(DEMO)
+    assert "alignment" not in demo.manifest and "error_model" not in demo.manifest["ensemble"]
+    assert demo.latent_alignment is None and demo.error_model == "spread"
+    table = demo.predict(flux, progress=False)
+    scaling = demo.manifest["label_scaling"]
+    expected = {name: [] for name in demo.parameters}
+    for member in demo.members:
+        key = "transferred" if member.get("transferred") else "autoencoder"
+        latents = from_pretrained(demo._path(member[key])).encoder.predict(flux, verbose=0)
+        for name in demo.parameters:
+            for regressor in member["regressors"][name]:
+                if regressor.get("selected", True):
+                    model = from_pretrained(demo._path(regressor["path"]))
+                    value = model.predict(latents, verbose=0)[:, 0]
+                    expected[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
+    expected = ensemble_table({n: np.stack(v) for n, v in expected.items()}, keep=None)
+    assert table.colnames == expected.colnames
+    for column in expected.colnames:
+        assert np.array_equal(table[column], expected[column]), column
+    assert table.meta["latent_alignment"] == "none" and table.meta["error_model"] == "spread"
+    with pytest.raises(
+        ValueError,
+        match=r"member 'member_000': no alignment_reference .*"
+        r"latent_alignment='none'",
+    ):
+        demo.predict(flux, progress=False, latent_alignment="coral")

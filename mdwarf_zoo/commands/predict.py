@@ -46,9 +46,18 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--error-model",
         choices=("spread", "spread+validation"),
-        default="spread",
-        help="errors from the spread of the ensemble (MB24, default), or that spread and the "
-        "regressors' validation rms added in quadrature",
+        default=None,
+        help="errors from the spread of the ensemble (MB24), or that spread and the "
+        "regressors' validation rms added in quadrature (default: the pipeline's; spread "
+        "unless it was trained with another)",
+    )
+    parser.add_argument(
+        "--latent-alignment",
+        choices=("none", "coral", "coral_neighbours"),
+        default=None,
+        help="map the spectra's latents onto the synthetic ones before the regressors (not "
+        "MB24; coral/coral_neighbours need a pipeline trained with an alignment, and at least "
+        "twice the latent size of spectra in one call); default: the pipeline's",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -63,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         raise FileExistsError(f"--out {out} exists; it is never overwritten")
     pipeline = load_pipeline(args.model)
+    alignment = args.latent_alignment or pipeline.latent_alignment or "none"
     print(
         f"pipeline {args.model}: {len(pipeline.members)} autoencoder(s), parameters "
-        f"{', '.join(pipeline.parameters)}"
+        f"{', '.join(pipeline.parameters)}, latent alignment {alignment}"
     )
     flux, identifiers = pipeline.read_spectra(
         args.spectra, template=args.template, progress=not args.no_progress
@@ -76,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         transfer=args.transfer,
         seed=args.seed,
         progress=not args.no_progress,
-        error_model=args.error_model,
+        error_model=args.error_model or "default",
+        latent_alignment=args.latent_alignment or "default",
     )
     from mdwarf_zoo.ensemble import write_table
 
