@@ -22,7 +22,13 @@ On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is 
 
 Reports per parameter the bias (mean predicted - true) and rms on the observed domain, the
 fraction of true values inside the +-1 sigma errors (coverage), and the domain-gap diagnostics
-of the first autoencoder. Issue 6 targets: with transfer Teff rms <= 30 K, log g <= 0.05,
+of the first autoencoder. Two floors (``--floors``, on by default): the same ensemble on the same
+observed stars and noise *without* any gap, and every row after an oracle calibration (each
+parameter refitted as a quadratic function of the four estimates with the true labels,
+5-fold): no unsupervised transfer or alignment can beat a calibration that knows the truth.
+``--gap-budget`` (on by default) runs the no-transfer ensemble with one gap knob at a time and
+reports what each source of the gap costs, before and after that oracle calibration.
+Issue 6 targets: with transfer Teff rms <= 30 K, log g <= 0.05,
 [M/H] <= 0.05 dex, at most half the error of no transfer, coverage 68 +- 5 %.
 
 Run: python benchmarks/bench_transfer_simulated.py [--n-synthetic 3000] [--n-observed 300]
@@ -34,6 +40,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +72,26 @@ def scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return {"bias": float(difference.mean()), "rms": float(np.sqrt(np.mean(difference**2)))}
 
 
+def oracle_calibration(values: np.ndarray, truth: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Cross-validated quadratic recalibration of the estimates with the *true* labels.
+
+    Each parameter is refitted as a quadratic polynomial (all cross terms) of the four
+    estimates, on 4/5 of the stars, and applied to the other fifth. No unsupervised transfer or
+    alignment can do better than a calibration that knows the truth, so this is the floor of
+    any label-space correction of these estimates (it cannot be used on real stars).
+    """
+    z = (values - values.mean(axis=0)) / np.where(values.std(axis=0) > 0, values.std(axis=0), 1)
+    rows, columns = np.triu_indices(z.shape[1])
+    design = np.hstack([np.ones((len(z), 1)), z, z[:, rows] * z[:, columns]])
+    fold = np.arange(len(z)) % folds
+    out = np.empty_like(truth, dtype=float)
+    for k in range(folds):
+        fit = fold != k
+        gram = design[fit].T @ design[fit] + 1e-3 * np.eye(design.shape[1])
+        out[~fit] = design[~fit] @ np.linalg.solve(gram, design[fit].T @ truth[fit])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
@@ -94,6 +121,14 @@ def main() -> None:
                         help="extra rows: observed latents aligned with align_latents(method)")
     parser.add_argument("--observed-teff-max", type=float, default=None,
                         help="draw the observed stars only up to this Teff (a population shift)")
+    parser.add_argument("--floors", action=argparse.BooleanOptionalAction, default=True,
+                        help="also report the floors: the ensemble on the observed stars without "
+                             "any gap (same noise), and each row after an oracle calibration "
+                             "fitted with the true labels")
+    parser.add_argument("--gap-budget", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the no-transfer ensemble on the observed stars with one "
+                             "gap knob at a time (the others neutral, same noise): what each "
+                             "source of the gap costs, before and after an oracle calibration")
     parser.add_argument("--cnn-epochs", type=int, default=30)
     parser.add_argument("--snr", type=float, default=150.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -116,7 +151,7 @@ def main() -> None:
         train_regressors,
     )
     from mdwarf_zoo.spectra.preprocess import scale
-    from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+    from mdwarf_zoo.spectra.simulate import GapConfig, observe, synthetic_spectra
 
     started = time.time()
     rng = np.random.default_rng(args.seed)
@@ -137,6 +172,10 @@ def main() -> None:
     observed_clean = synthetic_spectra(obs_labels, workers=args.workers)
     observed = scale(observe(observed_clean, obs_labels, snr=args.snr, seed=args.seed + 1,
                              workers=args.workers)).astype("float32")
+    # The same stars and noise without any gap: what the pipeline could do if the synthetic
+    # spectra were right (the floor set by the autoencoders and regressors themselves).
+    observed_nogap = scale(observe(observed_clean, obs_labels, snr=args.snr, seed=args.seed + 1,
+                                   workers=args.workers, gap=GapConfig.none())).astype("float32")
     t_sim = time.time() - started
 
     autoencoders = {}
@@ -155,6 +194,7 @@ def main() -> None:
 
     scaler = LabelScaler.fit(syn_labels)
     regressors, with_latents, without_latents, tuned_models = [], {}, {}, {}
+    nogap_latents = {}
     synthetic_latents = {}
     both_regressors = []
     regressor_options = {
@@ -174,6 +214,7 @@ def main() -> None:
         syn_latents = synthetic_latents[name] = encode(model, synthetic)
         with_latents[name] = encode(tuned, observed)
         without_latents[name] = encode(model, observed)
+        nogap_latents[name] = encode(model, observed_nogap)
         regressors += train_regressors(syn_latents, syn_labels, autoencoder=name,
                                        **regressor_options)
         if args.fine_tuned_variant:
@@ -199,6 +240,8 @@ def main() -> None:
             aligned = align_observed_latents(regressors, observed_latents, synthetic_latents,
                                              syn_labels, method=method)
             variants.append((f"{base} + {method}", regressors, aligned))
+    if args.floors:
+        variants.append(("no gap (same stars and noise), no transfer", regressors, nogap_latents))
     other_model = {"spread": "spread+validation", "spread+validation": "spread"}[args.error_model]
     for label, regs, obs_latents in variants:
         predictions, mse = predict_ensemble(regs, obs_latents)
@@ -218,7 +261,33 @@ def main() -> None:
                         f"coverage_{other_model}": float(other_inside.mean()),
                         "median_err_lower": float(np.median(value - low)),
                         "median_err_upper": float(np.median(high - value))}
+        if args.floors:  # the best any calibration of these values could do (needs the truth)
+            values = np.column_stack([np.asarray(table[p]) for p in PARAMETERS])
+            calibrated = oracle_calibration(values, obs_labels)
+            for j, p in enumerate(PARAMETERS):
+                entry[p]["oracle_calibrated_rms"] = scores(calibrated[:, j],
+                                                           obs_labels[:, j])["rms"]
         results[label] = entry
+
+    budget: dict[str, dict[str, dict[str, float]]] = {}
+    if args.gap_budget:  # one knob at a time, everything else as in the "no gap" row
+        neutral, default = GapConfig.none(), GapConfig()
+        knobs = [name for name, value in default.to_dict().items()
+                 if name != "line_list_seed" and value != neutral.to_dict()[name]]
+        for knob in ["none", *knobs, "all"]:
+            gap_config = {"none": neutral, "all": default}.get(knob) or replace(
+                neutral, **{knob: getattr(default, knob)})
+            flux = scale(observe(observed_clean, obs_labels, snr=args.snr, seed=args.seed + 1,
+                                 workers=args.workers, gap=gap_config)).astype("float32")
+            predictions, mse = predict_ensemble(
+                regressors, {name: encode(model, flux) for name, model in autoencoders.items()})
+            table = ensemble_table(predictions, validation_mse=mse, keep=keep)
+            values = np.column_stack([np.asarray(table[p]) for p in PARAMETERS])
+            calibrated = oracle_calibration(values, obs_labels)
+            budget[knob] = {p: {**scores(values[:, j], obs_labels[:, j]),
+                                "oracle_calibrated_rms": scores(calibrated[:, j],
+                                                                obs_labels[:, j])["rms"]}
+                            for j, p in enumerate(PARAMETERS)}
 
     # The direct spectrum CNN, trained on synthetic spectra (standardised labels), no transfer.
     keras.utils.set_random_seed(args.seed)
@@ -261,6 +330,21 @@ def main() -> None:
         print(f"median errors {label}: " + ", ".join(
             f"{p} -{results[label][p]['median_err_lower']:.3g}/"
             f"+{results[label][p]['median_err_upper']:.3g}" for p in PARAMETERS))
+    if args.floors:
+        print("\nrms after an oracle calibration with the true labels (5-fold, quadratic; the "
+              "floor of any label-space correction):")
+        for label, _, _ in variants:
+            print(f"| {label} | " + " | ".join(
+                f"{results[label][p]['oracle_calibrated_rms']:.3g}" for p in PARAMETERS) + " |")
+    if budget:
+        print("\ngap budget, no transfer, one knob at a time at the default value (rms, then "
+              "rms after the oracle calibration):")
+        print("| knob | " + " | ".join(PARAMETERS) + " |")
+        print("|---|" + "---|" * 4)
+        for knob, entry in budget.items():
+            print(f"| {knob} | " + " | ".join(
+                f"{entry[p]['rms']:.3g} -> {entry[p]['oracle_calibrated_rms']:.3g}"
+                for p in PARAMETERS) + " |")
     print("gap: " + ", ".join(f"{k} {v:.3g}" for k, v in gap.items()))
     with_t, without_t = results["with transfer"], results["without transfer"]
     checks = {
@@ -277,6 +361,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "results": results, "gap": gap, "checks": checks,
+                                         "gap_budget": budget,
                                          "in_domain_rms": in_domain,
                                          "seconds": total}, indent=2))
 
