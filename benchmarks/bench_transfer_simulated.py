@@ -119,6 +119,9 @@ def main() -> None:
                         default=False, help="also train regressors on fine-tuned synthetic latents")
     parser.add_argument("--latent-alignment", nargs="*", default=["coral", "coral_neighbours"],
                         help="extra rows: observed latents aligned with align_latents(method)")
+    parser.add_argument("--alignment-resamples", type=int, default=30,
+                        help="bootstrap draws of the alignment whose per-star spread is added to "
+                             "the errors of the aligned rows (0: not)")
     parser.add_argument("--observed-teff-max", type=float, default=None,
                         help="draw the observed stars only up to this Teff (a population shift)")
     parser.add_argument("--floors", action=argparse.BooleanOptionalAction, default=True,
@@ -146,6 +149,7 @@ def main() -> None:
     from mdwarf_zoo.pipeline import (
         LabelScaler,
         align_observed_latents,
+        alignment_uncertainty,
         encode,
         predict_ensemble,
         train_regressors,
@@ -230,24 +234,32 @@ def main() -> None:
         for label, regs in (("original encoder", regressors),
                             ("fine-tuned encoder", both_regressors)) if regs
     }
-    variants = [("with transfer", regressors, with_latents),
-                ("without transfer", regressors, without_latents)]
+    variants = [("with transfer", regressors, with_latents, None),
+                ("without transfer", regressors, without_latents, None)]
     if args.fine_tuned_variant:
-        variants.append(("transfer, synthetic via fine-tuned", both_regressors, with_latents))
+        variants.append(("transfer, synthetic via fine-tuned", both_regressors, with_latents,
+                         None))
     for method in args.latent_alignment:  # not MB24: align the observed latents (pipeline.py)
         for base, observed_latents in (("without transfer", without_latents),
                                        ("with transfer", with_latents)):
             aligned = align_observed_latents(regressors, observed_latents, synthetic_latents,
                                              syn_labels, method=method)
-            variants.append((f"{base} + {method}", regressors, aligned))
+            extra = None
+            if args.alignment_resamples > 0:  # the alignment's own bootstrap spread
+                extra = alignment_uncertainty(regressors, observed_latents, synthetic_latents,
+                                              syn_labels, method=method, keep=keep,
+                                              resamples=args.alignment_resamples)
+            variants.append((f"{base} + {method}", regressors, aligned, extra))
     if args.floors:
-        variants.append(("no gap (same stars and noise), no transfer", regressors, nogap_latents))
+        variants.append(("no gap (same stars and noise), no transfer", regressors, nogap_latents,
+                         None))
     other_model = {"spread": "spread+validation", "spread+validation": "spread"}[args.error_model]
-    for label, regs, obs_latents in variants:
+    for label, regs, obs_latents, extra in variants:
         predictions, mse = predict_ensemble(regs, obs_latents)
         rms = {p: [r.validation_rms for r in regs if r.parameter == p] for p in PARAMETERS}
         table, other = (ensemble_table(predictions, validation_mse=mse, keep=keep,
-                                       error_model=model, validation_rms=rms)
+                                       error_model=model, validation_rms=rms,
+                                       alignment_error=extra)
                         for model in (args.error_model, other_model))
         entry = {}
         for j, p in enumerate(PARAMETERS):
@@ -321,7 +333,7 @@ def main() -> None:
     for label, entry in in_domain.items():
         print(f"synthetic validation rms, regressors on the {label} latents (median): " +
               ", ".join(f"{p} {v:.3g}" for p, v in entry.items()))
-    for label, _, _ in variants:
+    for label, *_ in variants:
         print(f"coverage {label} ({args.error_model}): " + ", ".join(
             f"{p} {100 * results[label][p]['coverage']:.0f} %" for p in PARAMETERS))
         print(f"coverage {label} ({other_model}): " + ", ".join(
@@ -333,7 +345,7 @@ def main() -> None:
     if args.floors:
         print("\nrms after an oracle calibration with the true labels (5-fold, quadratic; the "
               "floor of any label-space correction):")
-        for label, _, _ in variants:
+        for label, *_ in variants:
             print(f"| {label} | " + " | ".join(
                 f"{results[label][p]['oracle_calibrated_rms']:.3g}" for p in PARAMETERS) + " |")
     if budget:

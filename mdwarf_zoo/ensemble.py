@@ -30,6 +30,12 @@ regressor's root mean square error on its held-out synthetic validation split
 (:attr:`mdwarf_zoo.pipeline.LatentRegressor.validation_rms`). It still leaves out the domain gap
 (synthetic vs observed), so it is a lower bound on the observed error.
 
+When the observed latents were aligned onto the synthetic ones (``latent_alignment`` of
+:func:`mdwarf_zoo.pipeline.run_pipeline`), the alignment itself was estimated from the observed
+sample; ``alignment_error`` (each star's standard deviation over bootstrap resamples of the
+stars that define the alignment, :func:`mdwarf_zoo.pipeline.alignment_uncertainty`) is then
+added in quadrature to both errors, after the rule above.
+
 The output is an ``astropy.table.Table`` with one row per star.
 """
 
@@ -193,6 +199,7 @@ def ensemble_table(
     identifier_column: str = "id",
     error_model: str = "spread",
     validation_rms: Mapping[str, Sequence[float]] | None = None,
+    alignment_error: Mapping[str, Sequence[float]] | None = None,
 ) -> Table:
     """One row per star: KDE-mode value and lower/upper errors of every parameter, with units.
 
@@ -210,6 +217,9 @@ def ensemble_table(
             in quadrature; see the module docstring).
         validation_rms: per parameter one validation rms per regressor, physical units (same
             order as ``predictions``); needed by ``"spread+validation"``.
+        alignment_error: per parameter one standard deviation per star, physical units (the
+            latent alignment's bootstrap spread, :func:`mdwarf_zoo.pipeline.alignment_uncertainty`),
+            added in quadrature to both errors whatever the ``error_model``.
 
     Returns:
         An ``astropy.table.Table`` with columns ``id``, then for each parameter ``<p>``,
@@ -219,8 +229,9 @@ def ensemble_table(
     Raises:
         ValueError: for an unknown parameter, predictions of inconsistent shapes, a
             ``validation_mse`` or ``validation_rms`` of the wrong length, the wrong number of
-            identifiers, an unknown ``error_model``, or ``"spread+validation"`` without
-            ``validation_rms`` for a parameter.
+            identifiers, an unknown ``error_model``, ``"spread+validation"`` without
+            ``validation_rms`` for a parameter, or an ``alignment_error`` that is not one
+            finite, non-negative value per star.
 
     Examples:
         >>> import numpy as np
@@ -291,6 +302,14 @@ def ensemble_table(
             scatter = float(np.sqrt(np.mean(rms[rows] ** 2)))
             scatters[name] = scatter
             estimates[:, 1:] = np.hypot(estimates[:, 1:], scatter)
+        if alignment_error is not None and name in alignment_error:
+            extra = np.asarray(alignment_error[name], dtype=np.float64)
+            if extra.shape != (n_stars,) or not np.all(np.isfinite(extra) & (extra >= 0)):
+                raise ValueError(
+                    f"ensemble_table: alignment_error[{name!r}] must hold {n_stars} finite, "
+                    f"non-negative values (one per star), got shape {extra.shape}"
+                )
+            estimates[:, 1:] = np.hypot(estimates[:, 1:], extra[:, None])
         columns[name] = estimates[:, 0]
         columns[f"{name}_err_lower"] = estimates[:, 1]
         columns[f"{name}_err_upper"] = estimates[:, 2]
@@ -316,6 +335,8 @@ def ensemble_table(
             table[name].description = f"{what}: mode of the KDE of the ensemble predictions"
         if "_err_" in name and error_model == "spread+validation":
             table[name].description += " (+) validation rms, in quadrature"
+        if "_err_" in name and alignment_error is not None and parameter in alignment_error:
+            table[name].description += " (+) alignment bootstrap spread, in quadrature"
     table.meta["estimate"] = "mode of a Gaussian KDE (scipy gaussian_kde, Scott bandwidth)"
     table.meta["errors"] = (
         f"lower = max(mode - P{LOWER_PERCENTILE:g}, 0), upper = max(P{UPPER_PERCENTILE:g} - "
@@ -326,6 +347,12 @@ def ensemble_table(
             "; each added in quadrature to sqrt(mean(validation_rms**2)) of the kept regressors"
         )
         table.meta["validation_scatter"] = scatters
+    if alignment_error is not None:
+        table.meta["errors"] += (
+            "; each added in quadrature to the star's latent-alignment bootstrap standard "
+            "deviation"
+        )
+        table.meta["alignment_error"] = "bootstrap standard deviation, added in quadrature"
     table.meta["error_model"] = error_model
     table.meta["n_regressors"] = used
     return table

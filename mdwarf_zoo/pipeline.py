@@ -32,7 +32,7 @@ import numpy as np
 from astropy.table import Table
 from tqdm.auto import tqdm
 
-from mdwarf_zoo.ensemble import PARAMETER_UNITS, PARAMETERS, ensemble_table
+from mdwarf_zoo.ensemble import PARAMETER_UNITS, PARAMETERS, ensemble_table, select_best
 from mdwarf_zoo.registry import create_model
 from mdwarf_zoo.transfer import FreezeSpec, prepare_spectra, transfer
 
@@ -44,6 +44,7 @@ __all__ = [
     "PipelineResult",
     "align_latents",
     "align_observed_latents",
+    "alignment_uncertainty",
     "encode",
     "latents",
     "predict_ensemble",
@@ -568,6 +569,7 @@ def align_latents(
     observed_labels: np.ndarray | None = None,
     neighbours: int = 20,
     eps: float = 1e-3,
+    fit_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Map observed latents onto the synthetic latent distribution (not in MB24).
 
@@ -596,6 +598,9 @@ def align_latents(
         observed_labels: (n_obs, k) preliminary estimates (``"coral_neighbours"``).
         neighbours: synthetic rows per observed star in the reference (``"coral_neighbours"``).
         eps: ridge added to both covariances.
+        fit_rows: indices of the observed rows (repeats allowed: a bootstrap resample) whose
+            statistics, and for ``"coral_neighbours"`` whose estimates, define the map; the
+            map is then applied to every row of ``observed``. Default: all rows.
 
     Returns:
         (n_obs, d) aligned observed latents.
@@ -622,6 +627,15 @@ def align_latents(
             f"{observed.shape} and {synthetic.shape}"
         )
     d = observed.shape[1]
+    if fit_rows is None:
+        fit_rows = np.arange(observed.shape[0])
+    fit_rows = np.asarray(fit_rows)
+    if (fit_rows.ndim != 1 or not np.issubdtype(fit_rows.dtype, np.integer)
+            or (fit_rows.size and not 0 <= fit_rows.min() <= fit_rows.max() < len(observed))):
+        raise ValueError(
+            f"align_latents: fit_rows must be a 1-d array of row indices in 0..{len(observed) - 1}"
+            f", got {fit_rows!r}"
+        )
     if method == "coral_neighbours":
         if synthetic_labels is None or observed_labels is None:
             raise ValueError(
@@ -646,6 +660,7 @@ def align_latents(
             raise ValueError(f"align_latents: neighbours must be >= 1, got {neighbours}")
         spread = syn_labels.std(axis=0)
         spread[spread == 0] = 1.0
+        obs_labels = obs_labels[np.unique(fit_rows)]
         order = np.concatenate([  # each star's synthetic rows, nearest first (64 at a time)
             np.argsort((((obs_labels[first:first + 64, None, :] - syn_labels[None]) / spread)
                         ** 2).sum(axis=-1), axis=1, kind="stable")
@@ -659,7 +674,8 @@ def align_latents(
             k = min(2 * k, syn_labels.shape[0])
             reference = np.unique(order[:, :k])
         synthetic = synthetic[reference]
-    for name, rows in (("observed", observed), ("synthetic reference", synthetic)):
+    fit = observed[fit_rows]
+    for name, rows in (("observed", fit), ("synthetic reference", synthetic)):
         if rows.shape[0] < 2 * d:
             raise ValueError(
                 f"align_latents: {rows.shape[0]} {name} latents for a {d}-d latent space; at "
@@ -671,9 +687,9 @@ def align_latents(
         return (vectors * np.maximum(values, 1e-12) ** exponent) @ vectors.T
 
     ridge = eps * np.eye(d)
-    whiten = power(np.cov(observed, rowvar=False) + ridge, -0.5)
+    whiten = power(np.cov(fit, rowvar=False) + ridge, -0.5)
     colour = power(np.cov(synthetic, rowvar=False) + ridge, 0.5)
-    return (observed - observed.mean(axis=0)) @ whiten @ colour + synthetic.mean(axis=0)
+    return (observed - fit.mean(axis=0)) @ whiten @ colour + synthetic.mean(axis=0)
 
 
 def align_observed_latents(
@@ -713,6 +729,80 @@ def align_observed_latents(
         ).astype(np.float32)
         for name, latent in observed_latents.items()
     }
+
+
+def alignment_uncertainty(
+    regressors: Sequence[LatentRegressor],
+    observed_latents: Mapping[str, np.ndarray],
+    synthetic_latents: Mapping[str, np.ndarray],
+    synthetic_labels: np.ndarray,
+    *,
+    method: str,
+    parameters: Sequence[str] = PARAMETERS,
+    neighbours: int = 20,
+    keep: int | None = None,
+    resamples: int = 30,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """How much each star's estimate depends on which stars defined the latent alignment.
+
+    The alignment (:func:`align_latents`) is estimated from the observed sample itself, so a
+    sample of a few hundred stars leaves it uncertain (on the simulator, CORAL on gap-free
+    spectra doubled the Teff error, 52 -> 103 K). This bootstraps it: ``resamples`` times, the
+    observed stars are drawn with replacement, the map is fitted on the draw
+    (``fit_rows``) and applied to every star, and the ensemble estimate (the median of the
+    best ``keep`` regressors per parameter) is recomputed. The result, per parameter, is each
+    star's standard deviation over the resamples; :func:`mdwarf_zoo.ensemble.ensemble_table`
+    adds it in quadrature to the errors (``alignment_error=``). For ``"coral_neighbours"`` the
+    preliminary estimates are those of :func:`align_observed_latents` (the unaligned ensemble
+    median), and each draw's reference is the neighbours of the drawn stars.
+
+    Args:
+        regressors, observed_latents, synthetic_latents, synthetic_labels, method,
+            parameters, neighbours: as for :func:`align_observed_latents`.
+        keep: best-K regressors per parameter by validation MSE (as in the ensemble);
+            ``None`` uses all.
+        resamples: bootstrap draws (>= 2).
+        seed: seed of the draws (the same seed gives the same errors).
+
+    Returns:
+        Per parameter, (n_stars,) standard deviations in physical units.
+
+    Raises:
+        ValueError: for fewer than 2 resamples, or as :func:`align_latents`.
+    """
+    if int(resamples) < 2:
+        raise ValueError(f"alignment_uncertainty: resamples must be >= 2, got {resamples!r}")
+    resamples = int(resamples)
+    n_stars = {len(latent) for latent in observed_latents.values()}
+    if len(n_stars) != 1:
+        raise ValueError(
+            f"alignment_uncertainty: the autoencoders' observed latents hold different numbers "
+            f"of stars: {sorted(n_stars)}"
+        )
+    n = n_stars.pop()
+    estimates = None
+    if method == "coral_neighbours":
+        preliminary, _ = predict_ensemble(regressors, observed_latents)
+        estimates = np.column_stack([np.median(preliminary[p], axis=0) for p in parameters])
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, n, n) for _ in range(resamples)]
+    stacked = {
+        name: np.concatenate([
+            align_latents(latent, synthetic_latents[name], method=method,
+                          synthetic_labels=synthetic_labels, observed_labels=estimates,
+                          neighbours=neighbours, fit_rows=rows)
+            for rows in draws
+        ]).astype(np.float32)
+        for name, latent in observed_latents.items()
+    }
+    predictions, mse = predict_ensemble(regressors, stacked)
+    out = {}
+    for parameter, values in predictions.items():
+        rows = select_best(mse[parameter], keep) if keep is not None else slice(None)
+        per_draw = np.median(values[rows].reshape(-1, resamples, n), axis=0)
+        out[parameter] = per_draw.std(axis=0, ddof=1)
+    return out
 
 
 @dataclass
@@ -758,6 +848,7 @@ def run_pipeline(
     error_model: str = "spread",
     latent_alignment: str | None = None,
     alignment_neighbours: int = 20,
+    alignment_resamples: int = 30,
     **regressor_options: Any,
 ) -> PipelineResult:
     """Fine-tune, encode, train the latent regressors and build the ensemble table (MB24).
@@ -790,6 +881,9 @@ def run_pipeline(
             are the ensemble medians without alignment). ``result.observed_latents`` holds the
             aligned latents.
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
+        alignment_resamples: with ``latent_alignment``, the bootstrap draws of
+            :func:`alignment_uncertainty`, whose per-star spread is added in quadrature to
+            the errors (``0`` leaves it out).
         **regressor_options: keyword arguments of :func:`train_regressors` (``epochs``,
             ``architecture``, ``regressor_kwargs``, ``patience``, ``batch_size``,
             ``standardize_latents`` ...).
@@ -862,7 +956,14 @@ def run_pipeline(
             syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
             scaler=scaler, **regressor_options,
         )
+    alignment_error = None
     if latent_alignment is not None:
+        if int(alignment_resamples) > 0:
+            alignment_error = alignment_uncertainty(
+                regressors, obs_latents, syn_latents, labels, method=latent_alignment,
+                parameters=parameters, neighbours=alignment_neighbours, keep=keep,
+                resamples=alignment_resamples,
+            )
         obs_latents = align_observed_latents(
             regressors, obs_latents, syn_latents, labels, method=latent_alignment,
             parameters=parameters, neighbours=alignment_neighbours,
@@ -873,7 +974,8 @@ def run_pipeline(
         rms.setdefault(regressor.parameter, []).append(regressor.validation_rms)
     names = list(identifiers) if identifiers is not None else observed_ids
     table = ensemble_table(predictions, names, validation_mse=mse, keep=keep,
-                           error_model=error_model, validation_rms=rms)
+                           error_model=error_model, validation_rms=rms,
+                           alignment_error=alignment_error)
     table.meta["observed_encoder"] = observed_encoder
     table.meta["synthetic_encoder"] = synthetic_encoder
     table.meta["latent_alignment"] = latent_alignment or "none"

@@ -170,6 +170,27 @@ def test_ensemble_table_spread_plus_validation_adds_the_kept_regressors_scatter(
         ensemble_table(predictions, error_model="bootstrap")
 
 
+def test_ensemble_table_adds_the_alignment_error_per_star():
+    rng = np.random.default_rng(8)
+    predictions = {"teff": rng.normal(3300.0, 10.0, (6, 4)), "mh": rng.normal(0, 0.01, (6, 4))}
+    rms = {"teff": [30.0] * 6, "mh": [0.02] * 6}
+    extra = {"teff": np.array([0.0, 5.0, 50.0, 500.0])}  # per star; mh gets none
+    base = ensemble_table(predictions, error_model="spread+validation", validation_rms=rms)
+    wide = ensemble_table(predictions, error_model="spread+validation", validation_rms=rms,
+                          alignment_error=extra)
+    assert np.array_equal(wide["teff"], base["teff"])
+    for side in ("lower", "upper"):
+        np.testing.assert_allclose(wide[f"teff_err_{side}"],
+                                   np.hypot(base[f"teff_err_{side}"], extra["teff"]))
+        np.testing.assert_array_equal(wide[f"mh_err_{side}"], base[f"mh_err_{side}"])
+    assert "alignment bootstrap" in wide["teff_err_upper"].description
+    assert "alignment" in wide.meta["errors"] and "alignment" not in base.meta["errors"]
+    for bad in ([1.0, 2.0, 3.0], [1.0, -1.0, 0.0, 0.0], [1.0, np.nan, 0.0, 0.0]):
+        with pytest.raises(ValueError, match=r"alignment_error\['teff'\] must hold 4 finite, "
+                                             "non-negative values"):
+            ensemble_table(predictions, alignment_error={"teff": bad})
+
+
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits", ".csv"])
 def test_write_table_formats_and_refuses_overwrite(tmp_path, suffix):
     rng = np.random.default_rng(5)

@@ -8,8 +8,10 @@ import pytest
 import mdwarf_zoo
 from mdwarf_zoo.pipeline import (
     LabelScaler,
+    LatentRegressor,
     LatentScaler,
     align_latents,
+    alignment_uncertainty,
     latents,
     predict_ensemble,
     run_pipeline,
@@ -339,6 +341,80 @@ def test_align_latents_refuses_shapes_and_too_few_spectra():
         align_latents(rng.normal(size=(6, 4)), rng.normal(size=(200, 4)))
 
 
+def test_fit_rows_fits_the_map_on_those_rows_and_applies_it_to_all():
+    syn_labels, synthetic = _latent_world(2000, 6)
+    obs_labels, observed = _latent_world(300, 7)
+    observed = observed @ np.diag([1.3, 0.8, 1.1, 0.9]) + 0.4
+    np.testing.assert_allclose(align_latents(observed, synthetic, fit_rows=np.arange(300)),
+                               align_latents(observed, synthetic))
+    rows = np.arange(0, 300, 2)
+    on_rows = align_latents(observed[rows], synthetic)
+    np.testing.assert_allclose(align_latents(observed, synthetic, fit_rows=rows)[rows], on_rows,
+                               atol=1e-10)
+    # A bootstrap draw (repeated rows) defines a different map, applied to every row.
+    draw = np.random.default_rng(0).integers(0, 300, 300)
+    drawn = align_latents(observed, synthetic, fit_rows=draw)
+    assert drawn.shape == observed.shape and not np.allclose(drawn, align_latents(observed,
+                                                                                  synthetic))
+    neighbours = align_latents(observed, synthetic, method="coral_neighbours",
+                               synthetic_labels=syn_labels, observed_labels=obs_labels,
+                               fit_rows=draw)
+    assert neighbours.shape == observed.shape and np.all(np.isfinite(neighbours))
+    with pytest.raises(ValueError, match=r"fit_rows must be a 1-d array of row indices in 0..299"):
+        align_latents(observed, synthetic, fit_rows=np.array([0, 300]))
+    with pytest.raises(ValueError, match="fit_rows must be"):
+        align_latents(observed, synthetic, fit_rows=np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="4 observed latents for a 4-d latent space"):
+        align_latents(observed, synthetic, fit_rows=np.arange(4))
+
+
+def _linear_regressors(synthetic, syn_labels):
+    """Real Keras Dense(1) regressors (one per label column) set to the least-squares fit."""
+    import keras
+
+    scaler = LabelScaler.fit(syn_labels, ("teff", "mh"))
+    scaled = scaler.transform(syn_labels)
+    design = np.c_[np.ones(len(synthetic)), synthetic]
+    weights = np.linalg.lstsq(design, scaled, rcond=None)[0]
+    out = []
+    for j, parameter in enumerate(("teff", "mh")):
+        model = keras.Sequential([keras.Input((synthetic.shape[1],)), keras.layers.Dense(1)])
+        model.layers[0].set_weights([weights[1:, j:j + 1].astype("float32"),
+                                     weights[:1, j].astype("float32")])
+        out.append(LatentRegressor(parameter, "ae", 0, model, scaler, 0.01, 10.0))
+    return out
+
+
+def test_alignment_uncertainty_shrinks_as_the_observed_sample_grows():
+    syn_labels, synthetic = _latent_world(4000, 8)
+    regressors = _linear_regressors(synthetic, syn_labels)
+    gap = np.diag([1.4, 0.8, 1.2, 0.9])
+    spread = {}
+    for n in (100, 1600):
+        _, observed = _latent_world(n, 9)
+        observed = observed @ gap + 0.3
+        errors = alignment_uncertainty(regressors, {"ae": observed}, {"ae": synthetic},
+                                       syn_labels, method="coral", parameters=("teff", "mh"),
+                                       resamples=40, seed=1)
+        assert set(errors) == {"teff", "mh"} and errors["teff"].shape == (n,)
+        assert np.all(np.isfinite(errors["teff"])) and np.all(errors["teff"] > 0)
+        spread[n] = float(np.median(errors["teff"]))
+        again = alignment_uncertainty(regressors, {"ae": observed}, {"ae": synthetic},
+                                      syn_labels, method="coral", parameters=("teff", "mh"),
+                                      resamples=40, seed=1)
+        np.testing.assert_array_equal(again["teff"], errors["teff"])  # seeded
+    # A bootstrap spread falls as 1/sqrt(n): 16 x the stars, about a quarter of the spread.
+    assert 2.5 < spread[100] / spread[1600] < 6.5, spread
+    _, observed = _latent_world(300, 10)
+    neighbours = alignment_uncertainty(
+        regressors, {"ae": observed}, {"ae": synthetic}, syn_labels,
+        method="coral_neighbours", parameters=("teff", "mh"), neighbours=10, resamples=5)
+    assert neighbours["mh"].shape == (300,) and np.all(neighbours["mh"] > 0)
+    with pytest.raises(ValueError, match="resamples must be >= 2, got 1"):
+        alignment_uncertainty(regressors, {"ae": observed}, {"ae": synthetic}, syn_labels,
+                              method="coral", parameters=("teff", "mh"), resamples=1)
+
+
 def test_run_pipeline_aligns_the_observed_latents_when_asked():
     syn_labels = toy_labels(160, 4)
     obs_labels = toy_labels(40, 5)
@@ -356,6 +432,17 @@ def test_run_pipeline_aligns_the_observed_latents_when_asked():
     (z_plain,), (z_aligned,) = plain.observed_latents.values(), aligned.observed_latents.values()
     assert z_aligned.shape == z_plain.shape and not np.allclose(z_aligned, z_plain)
     assert not np.allclose(aligned.predictions["teff"], plain.predictions["teff"])
+    # The alignment's bootstrap spread is added to the errors (alignment_resamples=0: not).
+    bare = run_pipeline(autoencoder, synthetic, syn_labels[:, :1], observed,
+                        latent_alignment="coral_neighbours", alignment_neighbours=5,
+                        alignment_resamples=0, **options)
+    np.testing.assert_allclose(bare.table["teff"], aligned.table["teff"])
+    for side in ("lower", "upper"):
+        widened = np.asarray(aligned.table[f"teff_err_{side}"])
+        assert np.all(widened >= np.asarray(bare.table[f"teff_err_{side}"]))
+        assert np.any(widened > np.asarray(bare.table[f"teff_err_{side}"]))
+    assert "alignment bootstrap" in aligned.table.meta["errors"]
+    assert "alignment_error" not in bare.table.meta
     with pytest.raises(ValueError, match="latent_alignment must be None or one of coral"):
         run_pipeline(autoencoder, synthetic, syn_labels[:, :1], observed,
                      latent_alignment="mmd", **options)
