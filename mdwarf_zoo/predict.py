@@ -8,7 +8,7 @@ A pipeline folder holds ``pipeline.json`` (format ``mdwarf_zoo.Pipeline/1``) and
      "label_scaling": {"teff": {"kind": "standard", "mean": ..., "std": ...}, ...},
      "preprocessing": {... Preprocessor.to_dict() ...}, "transfer": {... settings ...},
      "ensemble": {"best": K, "error_model": "spread"},
-     "alignment": {"method": "coral", "neighbours": 20},
+     "alignment": {"method": "coral", "neighbours": 20, "resamples": 30, "seed": 0},
      "members": [{"name", "autoencoder": "<synthetic-trained AE>", "transferred": "<fine-tuned
                   AE or null>", "regressors": {"teff": [{"path", "validation_mse",
                   "selected"}, ...]}, "latent_scaling": {"kind": "standard", "mean": [...],
@@ -32,7 +32,10 @@ they always did):
   yet standardised) latents of the new spectra are mapped onto the reference before the
   regressors read them; for ``"coral_neighbours"`` the preliminary estimates are the medians of
   the selected regressors' predictions without alignment
-  (``mdwarf_zoo.pipeline.align_observed_latents``).
+  (``mdwarf_zoo.pipeline.align_observed_latents``). ``resamples`` (default 30; 0: none) and
+  ``seed`` (default 0) set the bootstrap of the alignment
+  (``mdwarf_zoo.pipeline.alignment_uncertainty``) whose per-star spread is added in quadrature
+  to the errors.
 
 A run folder of ``mdwarf-zoo train`` is a pipeline folder; :func:`export_pipeline` copies
 the selected parts of one into a self-contained folder (this is how the bundled weights entry
@@ -221,6 +224,7 @@ class PretrainedPipeline:
         error_model: str = "default",
         latent_alignment: str | None = "default",
         alignment_neighbours: int | None = None,
+        alignment_resamples: int | None = None,
     ):
         """Ensemble estimates (KDE mode, -/+ errors) for preprocessed spectra.
 
@@ -245,6 +249,10 @@ class PretrainedPipeline:
                 spectra, and a covariance of few spectra is noisy.
             alignment_neighbours: neighbours per star of ``"coral_neighbours"`` (default the
                 pipeline's, else 20).
+            alignment_resamples: with an alignment, the bootstrap draws whose per-star spread
+                is added to the errors (``mdwarf_zoo.pipeline.alignment_uncertainty``, seeded
+                with the manifest's ``alignment.seed``); default the pipeline's ``resamples``,
+                else 30; 0 leaves it out.
 
         Returns:
             An ``astropy.table.Table`` (see :func:`mdwarf_zoo.ensemble.ensemble_table`).
@@ -269,6 +277,7 @@ class PretrainedPipeline:
             LatentRegressor,
             LatentScaler,
             align_observed_latents,
+            alignment_uncertainty,
         )
 
         if error_model == "default":
@@ -285,8 +294,21 @@ class PretrainedPipeline:
                 f"predict: latent_alignment must be 'default', 'none' or one of {ALIGNMENTS}, "
                 f"got {latent_alignment!r}"
             )
+        alignment_settings = self.manifest.get("alignment") or {}
         if alignment_neighbours is None:
-            alignment_neighbours = int((self.manifest.get("alignment") or {}).get("neighbours", 20))
+            alignment_neighbours = int(alignment_settings.get("neighbours", 20))
+        if alignment_resamples is None:
+            alignment_resamples = int(alignment_settings.get("resamples", 30))
+        if (
+            isinstance(alignment_resamples, bool)
+            or not isinstance(alignment_resamples, int)
+            or alignment_resamples < 0
+            or alignment_resamples == 1
+        ):
+            raise ValueError(
+                f"predict: alignment_resamples must be 0 (no bootstrap) or >= 2, got "
+                f"{alignment_resamples!r}"
+            )
         flux = np.asarray(flux, dtype=np.float32)
         references = {}
         if method is not None:
@@ -361,7 +383,20 @@ class PretrainedPipeline:
                     value = model.predict(scaled, verbose=0)[:, 0]
                     predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
                     validation_rms[name].append(rms)
+        alignment_error = None
         if method is not None:
+            if int(alignment_resamples) > 0:
+                alignment_error = alignment_uncertainty(
+                    regressors,
+                    raw_latents,
+                    {name: reference[0] for name, reference in references.items()},
+                    labels,
+                    method=method,
+                    parameters=self.parameters,
+                    neighbours=alignment_neighbours,
+                    resamples=int(alignment_resamples),
+                    seed=int(alignment_settings.get("seed", 0)),
+                )
             aligned = align_observed_latents(
                 regressors,
                 raw_latents,
@@ -385,12 +420,15 @@ class PretrainedPipeline:
             keep=None,
             error_model=error_model,
             validation_rms=validation_rms,
+            alignment_error=alignment_error,
         )
         table.meta["pipeline"] = str(self.folder)
         table.meta["transfer"] = bool(transfer)
         table.meta["latent_alignment"] = method or "none"
         if method == "coral_neighbours":
             table.meta["alignment_neighbours"] = int(alignment_neighbours)
+        if method is not None:
+            table.meta["alignment_resamples"] = int(alignment_resamples)
         return table
 
     def _encoder(self, member: dict[str, Any], flux: np.ndarray, transfer: bool, seed: int):

@@ -30,7 +30,8 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
                       [regressors.overrides], [regressors.<parameter>]
     [ensemble]        best, error_model ("spread" | "spread+validation"),
                       latent_alignment ("none" | "coral" | "coral_neighbours"),
-                      alignment_neighbours (with "coral_neighbours")
+                      alignment_neighbours (with "coral_neighbours"),
+                      alignment_resamples (with an alignment; 0 leaves the bootstrap out)
     [outputs]         table_format, plots
     [compare]         baselines (read by ``mdwarf-zoo compare``)
 
@@ -256,12 +257,15 @@ class Ensemble:
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (``mdwarf_zoo.pipeline.align_latents``).
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
+        alignment_resamples: bootstrap draws of the alignment whose per-star spread is added
+            to the errors (``mdwarf_zoo.pipeline.alignment_uncertainty``; 0: not added).
     """
 
     best: int | None = None
     error_model: str = "spread"
     latent_alignment: str | None = None
     alignment_neighbours: int = 20
+    alignment_resamples: int = 30
 
 
 @dataclass(frozen=True)
@@ -1060,11 +1064,22 @@ def _ensemble(c: _Checker) -> Ensemble:
             'the key only with latent_alignment = "coral_neighbours" (the number of synthetic '
             f"neighbours per star of that method); latent_alignment is {alignment!r}",
         )
+    if c.has("alignment_resamples") and alignment == "none":
+        raise c.fail(
+            "alignment_resamples",
+            c.table["alignment_resamples"],
+            "the key only with a latent_alignment (the bootstrap draws of the alignment); "
+            "latent_alignment is 'none'",
+        )
+    resamples = c.integer("alignment_resamples", 30, minimum=0)
+    if resamples == 1:
+        raise c.fail("alignment_resamples", resamples, "0 (no bootstrap) or at least 2 draws")
     result = Ensemble(
         best=c.integer("best", None, minimum=1),
         error_model=c.choice("error_model", ERROR_MODELS, "spread"),
         latent_alignment=None if alignment == "none" else alignment,
         alignment_neighbours=c.integer("alignment_neighbours", 20, minimum=1),
+        alignment_resamples=resamples,
     )
     c.finish()
     return result

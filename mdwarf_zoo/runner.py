@@ -1069,7 +1069,9 @@ class Run:
             )
         else:
             self._write_alignment_references(synthetic)
-            predictions, validation_rms = self._aligned_predictions(gathered, synthetic, scaling)
+            predictions, validation_rms, alignment_error = self._aligned_predictions(
+                gathered, synthetic, scaling
+            )
             # Only the selected regressors were asked again: no second selection.
             table = ensemble_table(
                 predictions,
@@ -1077,6 +1079,7 @@ class Run:
                 keep=None,
                 error_model=settings.error_model,
                 validation_rms=validation_rms,
+                alignment_error=alignment_error,
             )
         table.meta["recipe"] = self.recipe.name
         table.meta["recipe_sha256"] = self.recipe.sha256
@@ -1094,6 +1097,8 @@ class Run:
         meta: dict[str, Any] = {"latent_alignment": settings.latent_alignment or "none"}
         if settings.latent_alignment == "coral_neighbours":
             meta["alignment_neighbours"] = settings.alignment_neighbours
+        if settings.latent_alignment is not None:
+            meta["alignment_resamples"] = settings.alignment_resamples
         return meta
 
     def _chosen(self, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, set[int]]:
@@ -1144,11 +1149,17 @@ class Run:
         gathered: dict[str, dict[str, np.ndarray]],
         synthetic,
         scaling: dict[str, dict[str, float]],
-    ) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, np.ndarray] | None]:
         """Predictions (physical units) and validation rms of the selected regressors from
-        the aligned observed latents of every member."""
+        the aligned observed latents of every member, and each star's alignment bootstrap
+        spread (``None`` with ``alignment_resamples = 0``)."""
         from mdwarf_zoo.hub import from_pretrained
-        from mdwarf_zoo.pipeline import LabelScaler, LatentRegressor, align_observed_latents
+        from mdwarf_zoo.pipeline import (
+            LabelScaler,
+            LatentRegressor,
+            align_observed_latents,
+            alignment_uncertainty,
+        )
 
         parameters = self.recipe.regressors.parameters
         label_scaler = LabelScaler(
@@ -1185,14 +1196,29 @@ class Run:
                             latent_scaler=latent_scaler,
                         )
                     )
+        settings = self.recipe.ensemble
+        labels = synthetic.labels[:, [_COLUMN[n] for n in parameters]]
+        alignment_error = None
+        if settings.alignment_resamples > 0:
+            alignment_error = alignment_uncertainty(
+                regressors,
+                observed_latents,
+                synthetic_latents,
+                labels,
+                method=settings.latent_alignment,
+                parameters=parameters,
+                neighbours=settings.alignment_neighbours,
+                resamples=settings.alignment_resamples,
+                seed=self.recipe.seed,
+            )
         aligned = align_observed_latents(
             regressors,
             observed_latents,
             synthetic_latents,
-            synthetic.labels[:, [_COLUMN[n] for n in parameters]],
-            method=self.recipe.ensemble.latent_alignment,
+            labels,
+            method=settings.latent_alignment,
             parameters=parameters,
-            neighbours=self.recipe.ensemble.alignment_neighbours,
+            neighbours=settings.alignment_neighbours,
         )
         predictions: dict[str, list[np.ndarray]] = {name: [] for name in parameters}
         validation_rms: dict[str, list[float]] = {name: [] for name in parameters}
@@ -1205,7 +1231,7 @@ class Run:
             name = regressor.parameter
             predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
             validation_rms[name].append(regressor.validation_rms)
-        return {n: np.stack(v) for n, v in predictions.items()}, validation_rms
+        return {n: np.stack(v) for n, v in predictions.items()}, validation_rms, alignment_error
 
     def _write_pipeline(self, gathered: dict[str, dict[str, np.ndarray]], synthetic) -> None:
         keep = self._keep()
@@ -1263,6 +1289,8 @@ class Run:
             manifest["alignment"] = {
                 "method": settings.latent_alignment,
                 "neighbours": settings.alignment_neighbours,
+                "resamples": settings.alignment_resamples,
+                "seed": self.recipe.seed,
             }
         _atomic_text(self.folder / "pipeline.json", json.dumps(manifest, indent=2) + "\n")
 

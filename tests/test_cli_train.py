@@ -322,7 +322,12 @@ def test_aligned_run_records_latent_scaling_alignment_and_error_model(aligned_ru
 
     manifest = json.loads((aligned_run / "pipeline.json").read_text())
     assert manifest["ensemble"] == {"best": 3, "error_model": "spread+validation"}
-    assert manifest["alignment"] == {"method": "coral", "neighbours": 20}
+    assert manifest["alignment"] == {
+        "method": "coral",
+        "neighbours": 20,
+        "resamples": 30,
+        "seed": 5,  # the recipe's seed
+    }
     for member in manifest["members"]:
         folder = aligned_run / "members" / member["name"]
         with np.load(folder / "latents.npz") as saved:
@@ -340,6 +345,8 @@ def test_aligned_run_records_latent_scaling_alignment_and_error_model(aligned_ru
     assert table.meta["latent_alignment"] == "coral"
     assert table.meta["error_model"] == "spread+validation"
     assert table.meta["n_regressors"] == {"teff": 3, "logg": 3}
+    assert table.meta["alignment_resamples"] == 30
+    assert "alignment bootstrap" in table.meta["errors"]
     report = (aligned_run / "report.md").read_text()
     assert "errors: `spread+validation`; latent standardisation: on; latent alignment: `coral`" in (
         report
@@ -360,6 +367,14 @@ def test_pipeline_folder_of_an_aligned_run_reproduces_its_table(aligned_run, ali
     assert aligned.meta["error_model"] == "spread+validation"  # the pipeline's by default
     assert list(aligned["id"]) == list(table["id"])
     assert_same_estimates(aligned, table)
+    # The alignment's bootstrap spread is part of those errors; without it they are narrower.
+    bare = pipeline.predict(flux, names, progress=False, alignment_resamples=0)
+    np.testing.assert_allclose(bare["teff"], table["teff"], rtol=1e-5)
+    for side in ("lower", "upper"):
+        wide, narrow = np.asarray(table[f"teff_err_{side}"]), np.asarray(bare[f"teff_err_{side}"])
+        assert np.all(wide >= narrow * (1 - 1e-5)) and np.any(wide > narrow * 1.01)
+    with pytest.raises(ValueError, match=r"alignment_resamples must be 0 \(no bootstrap\) or >= 2"):
+        pipeline.predict(flux, names, progress=False, alignment_resamples=1)
     # Alignment off: the regressors stage's own (standardised, unaligned) predictions.
     unaligned = pipeline.predict(flux, names, progress=False, latent_alignment="none")
     assert unaligned.meta["latent_alignment"] == "none"
@@ -405,7 +420,12 @@ def test_export_copies_alignment_references_and_refuses_broken_ones(
     flux, names = aligned_observed.flux, list(aligned_observed.identifiers)
     exported = export_pipeline(aligned_run, tmp_path / "exported")
     manifest = json.loads((exported / PIPELINE_FILE).read_text())
-    assert manifest["alignment"] == {"method": "coral", "neighbours": 20}
+    assert manifest["alignment"] == {
+        "method": "coral",
+        "neighbours": 20,
+        "resamples": 30,
+        "seed": 5,  # the recipe's seed
+    }
     for member in manifest["members"]:
         assert member["alignment_reference"] == f"members/{member['name']}/alignment_reference.npz"
         assert (exported / member["alignment_reference"]).is_file()

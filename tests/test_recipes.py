@@ -184,6 +184,29 @@ def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
             r"\[ensemble\] alignment_neighbours = 10: expected the key only with "
             r"latent_alignment = \"coral_neighbours\" .* latent_alignment is 'coral'",
         ),
+        (
+            (
+                "seeds = 2\nepochs = 1\n",
+                "seeds = 2\nepochs = 1\n[ensemble]\nalignment_resamples = 5\n",
+            ),
+            r"\[ensemble\] alignment_resamples = 5: expected the key only with a latent_alignment",
+        ),
+        (
+            (
+                "seeds = 2\nepochs = 1\n",
+                'seeds = 2\nepochs = 1\n[ensemble]\nlatent_alignment = "coral"\n'
+                "alignment_resamples = 1\n",
+            ),
+            r"\[ensemble\] alignment_resamples = 1: expected 0 \(no bootstrap\) or at least 2",
+        ),
+        (
+            (
+                "seeds = 2\nepochs = 1\n",
+                'seeds = 2\nepochs = 1\n[ensemble]\nlatent_alignment = "coral"\n'
+                "alignment_resamples = -3\n",
+            ),
+            r"\[ensemble\] alignment_resamples = -3: expected an integer >= 0",
+        ),
     ],
 )
 def test_validation_errors_name_key_value_and_allowed(change, pattern):
@@ -238,6 +261,9 @@ def test_non_mb24_ensemble_and_regressor_keys():
     assert recipe.ensemble.error_model == "spread+validation"
     assert recipe.ensemble.latent_alignment == "coral_neighbours"
     assert recipe.ensemble.alignment_neighbours == 7
+    assert recipe.ensemble.alignment_resamples == 30  # the default
+    off = parse(text.replace("alignment_neighbours = 7\n", "alignment_resamples = 0\n"))
+    assert off.ensemble.alignment_resamples == 0
     assert parse(TINY + '[ensemble]\nlatent_alignment = "none"\n').ensemble.latent_alignment is None
 
 

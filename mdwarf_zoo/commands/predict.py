@@ -59,6 +59,14 @@ def add_parser(subparsers) -> None:
         "MB24; coral/coral_neighbours need a pipeline trained with an alignment, and at least "
         "twice the latent size of spectra in one call); default: the pipeline's",
     )
+    parser.add_argument(
+        "--alignment-resamples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with an alignment: bootstrap draws of it whose per-star spread is added to the "
+        "errors (0: not added; default: the pipeline's, else 30)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         error_model=args.error_model or "default",
         latent_alignment=args.latent_alignment or "default",
+        alignment_resamples=args.alignment_resamples,
     )
     from mdwarf_zoo.ensemble import write_table
 
