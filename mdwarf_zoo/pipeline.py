@@ -692,6 +692,20 @@ def align_latents(
     return (observed - fit.mean(axis=0)) @ whiten @ colour + synthetic.mean(axis=0)
 
 
+def _preliminary_estimates(
+    regressors: Sequence[LatentRegressor],
+    observed_latents: Mapping[str, np.ndarray],
+    method: str,
+    parameters: Sequence[str],
+) -> np.ndarray | None:
+    """The per-star estimates ``"coral_neighbours"`` starts from: the median of the regressors'
+    predictions from the unaligned latents (``None`` for the other methods)."""
+    if method != "coral_neighbours":
+        return None
+    preliminary, _ = predict_ensemble(regressors, observed_latents)
+    return np.column_stack([np.median(preliminary[p], axis=0) for p in parameters])
+
+
 def align_observed_latents(
     regressors: Sequence[LatentRegressor],
     observed_latents: Mapping[str, np.ndarray],
@@ -718,10 +732,7 @@ def align_observed_latents(
     Returns:
         Per autoencoder name, the aligned observed latents (float32).
     """
-    estimates = None
-    if method == "coral_neighbours":
-        preliminary, _ = predict_ensemble(regressors, observed_latents)
-        estimates = np.column_stack([np.median(preliminary[p], axis=0) for p in parameters])
+    estimates = _preliminary_estimates(regressors, observed_latents, method, parameters)
     return {
         name: align_latents(
             latent, synthetic_latents[name], method=method, synthetic_labels=synthetic_labels,
@@ -781,10 +792,7 @@ def alignment_uncertainty(
             f"of stars: {sorted(n_stars)}"
         )
     n = n_stars.pop()
-    estimates = None
-    if method == "coral_neighbours":
-        preliminary, _ = predict_ensemble(regressors, observed_latents)
-        estimates = np.column_stack([np.median(preliminary[p], axis=0) for p in parameters])
+    estimates = _preliminary_estimates(regressors, observed_latents, method, parameters)
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, n, n) for _ in range(resamples)]
     stacked = {

@@ -385,27 +385,25 @@ class PretrainedPipeline:
                     validation_rms[name].append(rms)
         alignment_error = None
         if method is not None:
-            if int(alignment_resamples) > 0:
-                alignment_error = alignment_uncertainty(
-                    regressors,
-                    raw_latents,
-                    {name: reference[0] for name, reference in references.items()},
-                    labels,
-                    method=method,
-                    parameters=self.parameters,
-                    neighbours=alignment_neighbours,
-                    resamples=int(alignment_resamples),
-                    seed=int(alignment_settings.get("seed", 0)),
-                )
-            aligned = align_observed_latents(
+            alignment = (
                 regressors,
                 raw_latents,
                 {name: reference[0] for name, reference in references.items()},
                 labels,
-                method=method,
-                parameters=self.parameters,
-                neighbours=alignment_neighbours,
             )
+            options = {
+                "method": method,
+                "parameters": self.parameters,
+                "neighbours": alignment_neighbours,
+            }
+            if alignment_resamples > 0:
+                alignment_error = alignment_uncertainty(
+                    *alignment,
+                    resamples=alignment_resamples,
+                    seed=int(alignment_settings.get("seed", 0)),
+                    **options,
+                )
+            aligned = align_observed_latents(*alignment, **options)
             for regressor in regressors:
                 latents = aligned[regressor.autoencoder]
                 if regressor.latent_scaler is not None:

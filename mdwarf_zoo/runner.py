@@ -1197,29 +1197,23 @@ class Run:
                         )
                     )
         settings = self.recipe.ensemble
-        labels = synthetic.labels[:, [_COLUMN[n] for n in parameters]]
-        alignment_error = None
-        if settings.alignment_resamples > 0:
-            alignment_error = alignment_uncertainty(
-                regressors,
-                observed_latents,
-                synthetic_latents,
-                labels,
-                method=settings.latent_alignment,
-                parameters=parameters,
-                neighbours=settings.alignment_neighbours,
-                resamples=settings.alignment_resamples,
-                seed=self.recipe.seed,
-            )
-        aligned = align_observed_latents(
+        alignment = (
             regressors,
             observed_latents,
             synthetic_latents,
-            labels,
-            method=settings.latent_alignment,
-            parameters=parameters,
-            neighbours=settings.alignment_neighbours,
+            synthetic.labels[:, [_COLUMN[n] for n in parameters]],
         )
+        options = {
+            "method": settings.latent_alignment,
+            "parameters": parameters,
+            "neighbours": settings.alignment_neighbours,
+        }
+        alignment_error = None
+        if settings.alignment_resamples > 0:
+            alignment_error = alignment_uncertainty(
+                *alignment, resamples=settings.alignment_resamples, seed=self.recipe.seed, **options
+            )
+        aligned = align_observed_latents(*alignment, **options)
         predictions: dict[str, list[np.ndarray]] = {name: [] for name in parameters}
         validation_rms: dict[str, list[float]] = {name: [] for name in parameters}
         for regressor in regressors:

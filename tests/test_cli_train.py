@@ -276,6 +276,10 @@ ALIGNED = {
 }
 
 
+# What pipeline.json records of ALIGNED (the bootstrap is seeded with the recipe's seed, 5).
+ALIGNMENT_SETTINGS = {"method": "coral", "neighbours": 20, "resamples": 30, "seed": 5}
+
+
 def aligned_recipe_text() -> str:
     text = TINY.format(n_synthetic=120, epochs=2, batch=16)
     for old, new in ALIGNED.items():
@@ -322,12 +326,7 @@ def test_aligned_run_records_latent_scaling_alignment_and_error_model(aligned_ru
 
     manifest = json.loads((aligned_run / "pipeline.json").read_text())
     assert manifest["ensemble"] == {"best": 3, "error_model": "spread+validation"}
-    assert manifest["alignment"] == {
-        "method": "coral",
-        "neighbours": 20,
-        "resamples": 30,
-        "seed": 5,  # the recipe's seed
-    }
+    assert manifest["alignment"] == ALIGNMENT_SETTINGS
     for member in manifest["members"]:
         folder = aligned_run / "members" / member["name"]
         with np.load(folder / "latents.npz") as saved:
@@ -420,12 +419,7 @@ def test_export_copies_alignment_references_and_refuses_broken_ones(
     flux, names = aligned_observed.flux, list(aligned_observed.identifiers)
     exported = export_pipeline(aligned_run, tmp_path / "exported")
     manifest = json.loads((exported / PIPELINE_FILE).read_text())
-    assert manifest["alignment"] == {
-        "method": "coral",
-        "neighbours": 20,
-        "resamples": 30,
-        "seed": 5,  # the recipe's seed
-    }
+    assert manifest["alignment"] == ALIGNMENT_SETTINGS
     for member in manifest["members"]:
         assert member["alignment_reference"] == f"members/{member['name']}/alignment_reference.npz"
         assert (exported / member["alignment_reference"]).is_file()
