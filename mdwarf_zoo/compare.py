@@ -34,14 +34,15 @@ from typing import Any
 import numpy as np
 
 from mdwarf_zoo._version import __version__
-from mdwarf_zoo.recipes import PARAMETER_UNITS, PARAMETERS, Recipe, RecipeError, parse_recipe
+from mdwarf_zoo.labels import COLUMN as _COLUMN
+from mdwarf_zoo.labels import PARAMETER_UNITS
+from mdwarf_zoo.recipes import Recipe, RecipeError, parse_recipe
 
 __all__ = ["COLUMNS", "ComparisonResult", "compare", "single_point_recipe"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = "mdwarf_zoo.Compare/1"
-_COLUMN = {name: index for index, name in enumerate(PARAMETERS)}
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
 
 #: Columns of ``comparison.csv`` before the per-parameter accuracy columns.

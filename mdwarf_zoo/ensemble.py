@@ -51,6 +51,10 @@ import numpy as np
 from astropy.table import Table
 from scipy.stats import gaussian_kde
 
+from mdwarf_zoo import labels
+from mdwarf_zoo.labels import DESCRIPTIONS as _DESCRIPTIONS
+from mdwarf_zoo.labels import PARAMETERS
+
 __all__ = [
     "ERROR_MODELS",
     "PARAMETERS",
@@ -64,17 +68,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Parameter names of the output table, in order.
-PARAMETERS = ("teff", "logg", "mh", "vsini")
-#: Their units.
-PARAMETER_UNITS = {"teff": u.K, "logg": u.dex, "mh": u.dex, "vsini": u.km / u.s}
-#: Human-readable descriptions, for table column metadata.
-_DESCRIPTIONS = {
-    "teff": "effective temperature",
-    "logg": "surface gravity log10(g / cm s-2)",
-    "mh": "metallicity [M/H]",
-    "vsini": "projected rotational velocity",
-}
+#: The units of the output table's parameters, as astropy units.
+PARAMETER_UNITS = {name: u.Unit(unit) for name, unit in labels.PARAMETER_UNITS.items()}
 _GRID_POINTS = 2048
 LOWER_PERCENTILE = 16.0
 UPPER_PERCENTILE = 84.0

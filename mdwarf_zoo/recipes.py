@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from mdwarf_zoo._resources import shipped_folder
+from mdwarf_zoo.labels import MB24_LABEL_RANGES, PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.labels import SET_NAME as _SIMULATOR_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,24 +72,14 @@ __all__ = [
     "load_recipe",
 ]
 
-#: The four stellar parameters, in label-column order, with their units.
-#: The names are those of the output table (``mdwarf_zoo.ensemble.PARAMETERS``).
-PARAMETERS = ("teff", "logg", "mh", "vsini")
-PARAMETER_UNITS = {"teff": "K", "logg": "dex", "mh": "dex", "vsini": "km/s"}
-#: The simulator's name of each parameter.
-_SIMULATOR_NAMES = {"teff": "teff", "logg": "logg", "mh": "metallicity", "vsini": "vsini"}
+#: The stages of a run in order; ``MEMBER_STAGES`` run once per autoencoder member.
+STAGES = ("sets", "pretrain", "transfer", "encode", "regressors", "ensemble", "report")
+MEMBER_STAGES = ("pretrain", "transfer", "encode", "regressors")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TABLE_FORMATS = ("ecsv", "fits", "csv")
 SYNTHETIC_SOURCES = ("simulator", "phoenix", "set")
 OBSERVED_SOURCES = ("simulator", "files", "set")
 BASELINES = ("no_transfer", "spectrum_cnn")
-#: Default label ranges of simulated spectra: MB24's 22,933 PHOENIX spectra (METHOD.md).
-MB24_LABEL_RANGES = {
-    "teff": (2325.0, 4475.0),
-    "logg": (4.7, 5.3),
-    "mh": (-1.0, 0.6),
-    "vsini": (1.5, 30.0),
-}
 
 
 class RecipeError(ValueError):

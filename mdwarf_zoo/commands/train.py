@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mdwarf_zoo.runner import STAGES
+from mdwarf_zoo.recipes import STAGES
 
 
 def add_parser(subparsers) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._version import __version__
+from mdwarf_zoo.labels import SET_LABEL_NAMES, SET_LABEL_UNITS
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.phoenix import PhoenixGrid
 from mdwarf_zoo.spectra.preprocess import Preprocessor
@@ -42,8 +43,8 @@ from mdwarf_zoo.spectra.preprocess import Preprocessor
 logger = logging.getLogger(__name__)
 
 FORMAT = "mdwarf_zoo.SpectrumSet/1"
-LABEL_NAMES = ("teff", "logg", "metallicity", "vsini")
-LABEL_UNITS = ("K", "dex", "dex", "km/s")
+LABEL_NAMES = SET_LABEL_NAMES
+LABEL_UNITS = SET_LABEL_UNITS
 _ALIASES = {
     "teff": ("teff", "t_eff", "teff_k"),
     "logg": ("logg", "log_g", "log(g)"),

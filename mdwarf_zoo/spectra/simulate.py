@@ -57,6 +57,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import voigt_profile
 
+from mdwarf_zoo.labels import SET_LABEL_NAMES
 from mdwarf_zoo.spectra.broadening import (
     SPEED_OF_LIGHT_KMS,
     air_to_vacuum,
@@ -81,7 +82,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Column order of a label array.
-LABEL_NAMES = ("teff", "logg", "metallicity", "vsini")
+LABEL_NAMES = SET_LABEL_NAMES
 #: Labels the simulator accepts, inclusive (K, dex cgs, dex, km/s).
 LABEL_RANGES = {
     "teff": (2300.0, 4600.0),
