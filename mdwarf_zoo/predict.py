@@ -57,12 +57,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
+
 __all__ = ["PretrainedPipeline", "export_pipeline", "load_pipeline"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_FILE = "pipeline.json"
-PIPELINE_FORMAT = "mdwarf_zoo.Pipeline/1"
 
 
 @dataclass
@@ -501,12 +501,18 @@ def load_pipeline(source: str | os.PathLike) -> PretrainedPipeline:
                 "(a run folder gets one at its ensemble stage)"
             )
         from mdwarf_zoo.hub import download
-        from mdwarf_zoo.weights import list_pretrained
+        from mdwarf_zoo.weights import get_pretrained, list_pretrained
 
         if str(source) not in list_pretrained():
             raise FileNotFoundError(
                 f"no pipeline folder {str(source)!r} and no published weights entry of that "
-                f"name; entries: {', '.join(list_pretrained()) or 'none'}"
+                f"name; pipeline entries: {', '.join(list_pretrained(kind='pipeline')) or 'none'}"
+            )
+        if get_pretrained(str(source)).kind != "pipeline":
+            raise ValueError(
+                f"weights entry {source!r} is a single model (kind 'model'), not a pipeline; load "
+                f"it with mdwarf_zoo.from_pretrained({str(source)!r}). Pipeline entries: "
+                f"{', '.join(list_pretrained(kind='pipeline')) or 'none'}"
             )
         folder = Path(download(str(source)).folder)
         if not (folder / PIPELINE_FILE).is_file():

@@ -53,27 +53,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._version import __version__
-from mdwarf_zoo.recipes import (
-    PARAMETER_UNITS,
-    PARAMETERS,
-    AutoencoderMember,
-    Recipe,
-    RecipeError,
-)
+from mdwarf_zoo.labels import COLUMN as _COLUMN
+from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.recipes import MEMBER_STAGES, STAGES, AutoencoderMember, Recipe, RecipeError
+from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
 
 __all__ = ["STAGES", "Run", "fit_resumable", "join_cluster", "plan"]
 
 logger = logging.getLogger(__name__)
 
-#: The stages in order; ``MEMBER_STAGES`` run once per autoencoder member.
-STAGES = ("sets", "pretrain", "transfer", "encode", "regressors", "ensemble", "report")
-MEMBER_STAGES = ("pretrain", "transfer", "encode", "regressors")
-PIPELINE_FORMAT = "mdwarf_zoo.Pipeline/1"
 #: A member's alignment reference file (``[ensemble] latent_alignment``).
 ALIGNMENT_REFERENCE = "alignment_reference.npz"
 _RUN_FORMAT = "mdwarf_zoo.Run/1"
-#: Column of each parameter in a label array (teff, logg, [M/H], vsini).
-_COLUMN = {name: index for index, name in enumerate(PARAMETERS)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1286,7 +1277,7 @@ class Run:
                 "resamples": settings.alignment_resamples,
                 "seed": self.recipe.seed,
             }
-        _atomic_text(self.folder / "pipeline.json", json.dumps(manifest, indent=2) + "\n")
+        _atomic_text(self.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")
 
     def report(self) -> tuple[Path, list[Path], Path]:
         """``diagnostics.json``, the plots and ``report.md``."""

@@ -35,6 +35,12 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: What an entry holds: one model (``from_pretrained``) or a whole pipeline (``load_pipeline``).
+KINDS = ("model", "pipeline")
+#: The file that makes a pretrained folder a pipeline (autoencoders + regressors + ensemble).
+PIPELINE_FILE = "pipeline.json"
+#: The format string of a ``pipeline.json`` this version reads and writes.
+PIPELINE_FORMAT = "mdwarf_zoo.Pipeline/1"
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ class WeightsEntry:
 
     Attributes:
         name: the entry name, e.g. ``"mb24_quickstart_demo"``.
-        architecture: the registry name of the architecture (``mdwarf_zoo.list_models()``).
+        architecture: the registry name of the architecture (``mdwarf_zoo.list_models()``);
+            for a pipeline, that of its top-level autoencoder.
         description: one line for ``mdwarf-zoo weights``.
         license: SPDX-style licence of the weights, e.g. ``"cc-by-4.0"``.
         wavelength_grid: the input grid (Angstrom, vacuum).
@@ -56,6 +63,8 @@ class WeightsEntry:
         parameters: number of parameters.
         paper: the reference, e.g. ``"arXiv:2405.08703"``.
         card_path: the entry's ``README.md``.
+        kind: ``"model"`` (load with ``mdwarf_zoo.from_pretrained``) or ``"pipeline"``
+            (autoencoders, regressors and ensemble; load with ``mdwarf_zoo.load_pipeline``).
 
     Raises:
         ValueError: for an entry that is neither a pinned Hub repository nor a bundled folder,
@@ -77,12 +86,15 @@ class WeightsEntry:
     parameters: int | None = None
     paper: str | None = None
     card_path: Path | None = None
+    kind: str = "model"
     bundled_root: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = f"weights entry {self.name!r}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"weights entry name must be lower_snake_case, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
         if (self.repository is None) == (self.bundled is None):
             raise ValueError(
                 f"{where}: give either repository + revision or bundled, got "
@@ -169,6 +181,7 @@ class WeightsEntry:
         """The JSON-ready record written to ``entry.json``."""
         record = {
             "name": self.name,
+            "kind": self.kind,
             "architecture": self.architecture,
             "description": self.description,
             "license": self.license,
@@ -193,9 +206,9 @@ class WeightsEntry:
             ValueError: for unknown or missing keys.
         """
         known = {
-            "name", "architecture", "description", "license", "wavelength_grid", "repository",
-            "revision", "bundled", "metrics", "recipe", "recipe_sha256", "manifest_sha256",
-            "parameters", "paper",
+            "name", "kind", "architecture", "description", "license", "wavelength_grid",
+            "repository", "revision", "bundled", "metrics", "recipe", "recipe_sha256",
+            "manifest_sha256", "parameters", "paper",
         }
         unknown = set(record) - known
         if unknown:
@@ -235,21 +248,30 @@ def _catalogue() -> dict[str, WeightsEntry]:
     return dict(sorted(entries.items()))
 
 
-def list_pretrained(pattern: str | None = None) -> list[str]:
+def list_pretrained(pattern: str | None = None, *, kind: str | None = None) -> list[str]:
     """Names of the published weights entries, sorted.
 
     Args:
         pattern: an ``fnmatch`` pattern such as ``"mb24_*"``; ``None`` lists all.
+        kind: ``"model"`` or ``"pipeline"`` keeps that kind only (``get_pretrained(name).kind``
+            tells an entry's kind).
 
     Returns:
-        The matching entry names (load one with ``mdwarf_zoo.from_pretrained(name)``).
+        The matching entry names (load a model with ``mdwarf_zoo.from_pretrained(name)``, a
+        pipeline with ``mdwarf_zoo.load_pipeline(name)``).
+
+    Raises:
+        ValueError: for an unknown ``kind``.
 
     Examples:
         >>> import mdwarf_zoo
         >>> mdwarf_zoo.list_pretrained()  # doctest: +SKIP
         ['mb24_quickstart_demo']
     """
-    names = list(_catalogue())
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"list_pretrained: kind must be one of {KINDS}, got {kind!r}")
+    entries = _catalogue()
+    names = [name for name, entry in entries.items() if kind in (None, entry.kind)]
     if pattern is not None:
         names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
     return names
@@ -332,6 +354,7 @@ def write_entry(
         manifest_sha256=sha256_file(folder / MANIFEST_NAME),
         parameters=architecture.get("parameters"),
         paper=paper,
+        kind="pipeline" if (folder / PIPELINE_FILE).is_file() else "model",
     )
     target = Path(cards_root) / name
     if target.exists():

@@ -11,9 +11,13 @@ def add_parser(subparsers) -> None:
         help="list the published pretrained weights",
         description="List the published weights entries: name, architecture, where the weights "
         "come from (Hub repository at a pinned commit, or bundled with the package), licence, "
-        "metrics. Load one with mdwarf_zoo.from_pretrained(NAME).",
+        "metrics. Load a model with mdwarf_zoo.from_pretrained(NAME), a pipeline with "
+        "mdwarf_zoo.load_pipeline(NAME) or mdwarf-zoo predict --model NAME.",
     )
     parser.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'mb24_*'")
+    parser.add_argument(
+        "--kind", choices=("model", "pipeline"), default=None, help="keep one kind only"
+    )
     parser.set_defaults(func=run)
 
 
@@ -21,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from mdwarf_zoo.commands.models import format_table
     from mdwarf_zoo.weights import get_pretrained, list_pretrained
 
-    names = list_pretrained(args.pattern)
+    names = list_pretrained(args.pattern, kind=args.kind)
     if not names:
         if args.pattern:
             print(f"no published weights entry matches {args.pattern!r}")
@@ -40,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "name": name,
+                "kind": entry.kind,
                 "architecture": entry.architecture,
                 "source": source,
                 "licence": entry.license,
@@ -47,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
                 "description": entry.description,
             }
         )
-    columns = ("name", "architecture", "source", "licence", "metrics", "description")
+    columns = ("name", "kind", "architecture", "source", "licence", "metrics", "description")
     print(format_table(rows, columns))
     return 0
