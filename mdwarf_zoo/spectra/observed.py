@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 
 from mdwarf_zoo.spectra.grid import Spectrum
 
@@ -485,7 +486,7 @@ def read_spectrum(
         raise ValueError(f"{path}: give order= or window=, not both")
     try:
         hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, VerifyError) as error:
         raise SpectrumFileError(
             f"{path}: not a readable FITS file ({type(error).__name__}: {error}); expected a "
             "complete FITS file"
@@ -496,19 +497,19 @@ def read_spectrum(
             warnings.filterwarnings("error", message=".*truncated.*")
             spectrum, header, hpf = _dispatch(path, hdul, window, order, flux_ext, wave_ext,
                                               sigma_ext, variance_ext, wave_file)
+            extra = _berv_metadata(path, header, spectrum.metadata, coordinates, location)
     except SpectrumFileError:
         raise
     except ValueError as error:
         if str(path) in str(error):
             raise
         raise SpectrumFileError(_corrupt(path, error)) from error
-    except (OSError, TypeError, IndexError, KeyError, EOFError, AttributeError,
+    except (OSError, TypeError, IndexError, KeyError, EOFError, AttributeError, VerifyError,
             Warning) as error:
         raise SpectrumFileError(_corrupt(path, error)) from error
     if hpf or (flux_ext is not None and _is_hpf(header)):
         medium = medium or "vacuum"
         resolving_power = resolving_power or RESOLVING_POWER["hpf"]
-    extra = _berv_metadata(path, header, spectrum.metadata, coordinates, location)
     if medium is not None:
         extra["medium"] = medium
     if resolving_power is not None:

@@ -460,20 +460,51 @@ def radial_velocity(
     )
 
 
-def to_rest_frame(spectrum: object, template: object, **options: object) -> tuple[Spectrum,
-                                                                                  RadialVelocity]:
+def to_rest_frame(
+    spectrum: object,
+    template: object,
+    *,
+    refine_window: tuple[float, float] | None = None,
+    **options: object,
+) -> tuple[Spectrum, RadialVelocity]:
     """Measure the velocity against ``template`` and shift the spectrum to its rest frame.
+
+    Different orders of one spectrograph agree to ~0.5-1 km/s only (template mismatch, blends,
+    the wavelength solution), so a model that reads one window is best served by the velocity
+    of that window. With ``refine_window``, the velocity found over all orders (robust against
+    a wrong peak) is refined within +-10 km/s of it on ``refine_window`` alone.
 
     Args:
         spectrum, template: see :func:`radial_velocity`.
+        refine_window: (start, stop) Angstrom of the second pass, e.g. a model's window plus
+            margin (``Preprocessor.span``); ``None``: no second pass.
         **options: passed to :func:`radial_velocity`.
 
     Returns:
         ``(shifted_spectrum, velocity)``; ``metadata['rv']``, ``metadata['rv_error']`` and
-        ``metadata['rv_flag']`` record the shift (km/s).
+        ``metadata['rv_flag']`` record the shift (km/s). With a second pass, ``velocity.rv``
+        is the refined velocity and ``velocity.order_rvs`` still lists the orders' peaks.
     """
+    import dataclasses
+
     spectrum = Spectrum.coerce(spectrum)
     velocity = radial_velocity(spectrum, template, **options)
+    if refine_window is not None:
+        local_options = {k: v for k, v in options.items() if k in ("rv_step",)}
+        try:
+            local = radial_velocity(spectrum, template, rv_min=velocity.rv - 10.0,
+                                    rv_max=velocity.rv + 10.0, window=refine_window,
+                                    warn=False, **local_options)
+        except ValueError as error:
+            logger.warning("%s: no second pass on %s A (%s); the velocity of all orders is "
+                           "used", spectrum.source, refine_window, error)
+        else:
+            velocity = dataclasses.replace(
+                velocity,
+                rv=local.rv,
+                uncertainty=local.uncertainty,
+                barycentric_rv=None if velocity.berv is None else local.rv + velocity.berv,
+            )
     shifted = doppler_shift(spectrum, velocity.rv, to_rest=True).replace(
         metadata={"rv": velocity.rv, "rv_error": velocity.uncertainty, "rv_flag": velocity.flag}
     )
