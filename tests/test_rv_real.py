@@ -242,3 +242,16 @@ def test_read_spectrum_error_names_a_missing_wave_file(tmp_path):
     path = Path(shared_file(HPF + STARS["GJ_699"][0]))
     with pytest.raises(FileNotFoundError, match="nope.fits"):
         read_spectrum(path, flux_ext="Sci Flux", wave_file=tmp_path / "nope.fits")
+
+
+def test_a_template_whose_lines_are_not_the_stars_is_flagged_not_trusted():
+    """The demo pipeline's simulator template has no real stellar lines: on Barnard's star
+    its pieces disagree, so the velocity is flagged and warned about, never quietly used."""
+    from mdwarf_zoo.predict import load_pipeline
+
+    folder = Path(__file__).resolve().parents[1] / "mdwarf_zoo/data/weights/mb24_quickstart_demo"
+    template = load_pipeline(folder).rv_template()
+    spectrum = read_spectrum(shared_file(HPF + STARS["GJ_699"][0]), window=(8595.0, 8890.0))
+    with pytest.warns(RadialVelocityWarning, match="GJ_699"):
+        velocity = radial_velocity(spectrum, template)
+    assert "disagreeing" in velocity.flag and velocity.n_orders >= 2

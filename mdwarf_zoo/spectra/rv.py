@@ -5,7 +5,9 @@ against a model correlates the blaze as much as the lines (on HPF's order 6 of B
 that puts the peak 80 km/s from the truth). So the velocity is measured order by order:
 
 1. The spectrum is cut into segments: its echelle orders when the reader recorded them
-   (``metadata['order_spans']``), else pieces between gaps, none longer than 200 A.
+   (``metadata['order_spans']``), else pieces between gaps, none longer than 200 A. A single
+   segment of 40 A or more is cut into two or three pieces, so that there is always something
+   to check the peak against.
 2. Each segment, and the part of the template it can see at every trial velocity, is divided
    by a low-order polynomial upper-envelope continuum (a high percentile of the flux in bins,
    then a cubic through them): the blaze and the template's slope go, the lines stay.
@@ -53,6 +55,8 @@ AGREEMENT_KMS = 3.0
 MAX_SEGMENT = 200.0
 #: Fewest pixels a segment needs to take part.
 MIN_PIXELS = 20
+#: A spectrum of a single segment is checked in pieces at least this long, A.
+MIN_CHECK_SPAN = 20.0
 
 
 class RadialVelocityWarning(UserWarning):
@@ -195,6 +199,18 @@ def _segments(spectrum: Spectrum, low: float, high: float) -> list[tuple[np.ndar
         keep = (wave >= max(lo, low)) & (wave <= min(hi, high))
         if keep.sum() >= MIN_PIXELS:
             segments.append((wave[keep], flux[keep]))
+    if len(segments) == 1:
+        # One piece cannot be checked against another: cut it into pieces of at least
+        # MIN_CHECK_SPAN, so that a template whose lines do not match the star shows up as
+        # pieces that disagree instead of one confident wrong peak.
+        seg_wave, seg_flux = segments[0]
+        pieces = min(3, int((seg_wave[-1] - seg_wave[0]) // MIN_CHECK_SPAN))
+        if pieces >= 2:
+            edges = np.linspace(seg_wave[0], seg_wave[-1], pieces + 1)
+            index = np.clip(np.searchsorted(edges, seg_wave, side="right") - 1, 0, pieces - 1)
+            split = [(seg_wave[index == i], seg_flux[index == i]) for i in range(pieces)]
+            if all(w.size >= MIN_PIXELS for w, _ in split):
+                segments = split
     return segments
 
 
