@@ -155,7 +155,7 @@ def _lines(wave: np.ndarray, rv: float = 0.0) -> np.ndarray:
     depths = rng.uniform(0.1, 0.6, 300)
     rest = wave / (1 + rv / C_KMS)
     profile = np.zeros_like(wave)
-    for centre, depth in zip(centres, depths):
+    for centre, depth in zip(centres, depths, strict=True):
         profile += depth * np.exp(-0.5 * ((rest - centre) / 0.08) ** 2)
     return np.exp(-profile)
 

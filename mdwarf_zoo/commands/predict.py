@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     table.meta["rv_template"] = (
         "none (--no-rv)" if args.no_rv else str(args.template or "the pipeline's rv_template")
     )
-    flagged = [n for n, f in zip(table["id"], table["rv_flag"]) if f != "ok"]
+    flagged = [n for n, f in zip(table["id"], table["rv_flag"], strict=True) if f != "ok"]
     if flagged and not args.no_rv:
         print(f"radial velocity flagged for {len(flagged)} star(s): {', '.join(map(str, flagged))}"
               " (column rv_flag); check them before use")

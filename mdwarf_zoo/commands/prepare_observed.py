@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mdwarf_zoo._version import __version__
+    from mdwarf_zoo.predict import read_template
     from mdwarf_zoo.spectra.datasets import SpectrumSet, write_set
     from mdwarf_zoo.spectra.observed import read_spectrum
-    from mdwarf_zoo.predict import read_template
     from mdwarf_zoo.spectra.rv import star_name, to_rest_frame
 
     if args.no_rv == bool(args.template):

@@ -550,7 +550,9 @@ def _berv_metadata(path: Path, header: fits.Header, metadata: dict, coordinates:
         berv, facts = berv_from_header(header, coordinates=coordinates, location=location,
                                        source=str(path))
     except ValueError as error:
-        raise ValueError(f"{path}: the BERV cannot be computed from the header ({error})")
+        raise ValueError(
+            f"{path}: the BERV cannot be computed from the header ({error})"
+        ) from error
     if berv is None:
         logger.info("%s: no BERV (missing %s)", path, facts["berv_missing"])
         return facts

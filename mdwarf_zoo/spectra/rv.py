@@ -162,7 +162,7 @@ def _upper_envelope(wave: np.ndarray, flux: np.ndarray, degree: int = 3) -> np.n
     n_bins = int(np.clip(wave.size // 100, 4, 20))
     edges = np.linspace(-1.0, 1.0, n_bins + 1)
     centres, levels = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         inside = (x >= lo) & (x <= hi)
         if inside.sum() >= 3:
             centres.append(float(np.median(x[inside])))
@@ -189,11 +189,11 @@ def _segments(spectrum: Spectrum, low: float, high: float) -> list[tuple[np.ndar
         starts = np.concatenate([[0], np.asarray(breaks, dtype=int) + 1])
         stops = np.concatenate([np.asarray(breaks, dtype=int), [wave.size - 1]])
         bounds = []
-        for a, b in zip(starts, stops):
+        for a, b in zip(starts, stops, strict=True):
             lo, hi = float(wave[a]), float(wave[b])
             pieces = max(1, math.ceil((hi - lo) / MAX_SEGMENT))
             edges = np.linspace(lo, hi, pieces + 1)
-            bounds.extend(zip(edges[:-1], edges[1:]))
+            bounds.extend(zip(edges[:-1], edges[1:], strict=True))
     segments = []
     for lo, hi in bounds:
         keep = (wave >= max(lo, low)) & (wave <= min(hi, high))
