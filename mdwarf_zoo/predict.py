@@ -67,6 +67,7 @@ __all__ = [
     "export_pipeline",
     "load_pipeline",
     "read_template",
+    "rest_frame",
     "write_rv_template",
 ]
 
@@ -222,9 +223,9 @@ class PretrainedPipeline:
         """Preprocessed flux of spectrum files (any layout ``read_spectrum`` reads) or of one
         HDF5 set, with one identifier per spectrum (the ``OBJECT`` header or the file name).
 
-        Each file is first moved to the rest frame (:func:`mdwarf_zoo.spectra.rv.to_rest_frame`:
-        all orders within 200 A below and 50 A above the window, then a second pass on the
-        model's window), against ``template`` or the pipeline's own :meth:`rv_template`.
+        Each file is first moved to the rest frame (:func:`rest_frame`: all orders within
+        200 A below and 50 A above the window, then a second pass on the model's window),
+        against ``template`` or the pipeline's own :meth:`rv_template`.
 
         Args:
             sources: spectrum files, or one ``.h5`` set written by ``prepare-observed`` (used
@@ -246,7 +247,7 @@ class PretrainedPipeline:
         """
         from mdwarf_zoo.spectra.datasets import read_set
         from mdwarf_zoo.spectra.observed import read_spectrum
-        from mdwarf_zoo.spectra.rv import star_name, to_rest_frame
+        from mdwarf_zoo.spectra.rv import star_name
 
         preprocessor = self.preprocessor()
         paths = [Path(p) for p in sources]
@@ -271,7 +272,7 @@ class PretrainedPipeline:
         low, high = preprocessor.span
         template_spectrum = None
         if rv:
-            template_spectrum = (read_template(template, (low - 200.0, high + 50.0),
+            template_spectrum = (read_template(template, (low - RV_REACH[0], high + RV_REACH[1]),
                                                max(map(abs, rv_range)))
                                  if template else self.rv_template())
             if template_spectrum is None:
@@ -285,15 +286,12 @@ class PretrainedPipeline:
                 )
         fluxes, names = [], []
         for path in tqdm(paths, desc="preprocessing", disable=not progress):
+            spectrum = read_spectrum(path, window=(low, high))
             if template_spectrum is None:
-                spectrum = read_spectrum(path, window=(low, high))
                 record = {"rv_flag": "not measured (rest frame assumed)"}
             else:
-                spectrum = read_spectrum(path, window=(low - 200.0, high + 50.0))
-                spectrum, velocity = to_rest_frame(
-                    spectrum, template_spectrum, rv_min=rv_range[0], rv_max=rv_range[1],
-                    refine_window=(preprocessor.grid.start, preprocessor.grid.stop),
-                )
+                spectrum, velocity = rest_frame(path, spectrum, template_spectrum, preprocessor,
+                                                rv_range)
                 record = velocity.record()
             try:
                 fluxes.append(preprocessor(spectrum).flux)
@@ -578,6 +576,38 @@ class PretrainedPipeline:
 
 
 RV_TEMPLATE_FILE = "rv_template.fits"
+#: Angstrom below and above a model's window whose orders the radial velocity also uses.
+RV_REACH = (200.0, 50.0)
+
+
+def rest_frame(path, spectrum, template, preprocessor, rv_range=(-300.0, 300.0),
+               read_options: dict | None = None, rv_step: float = 0.25):
+    """``spectrum`` (read from ``path`` for ``preprocessor``'s window) moved to its rest frame.
+
+    The velocity is measured on every order of the file within :data:`RV_REACH` of the window
+    (read again with all orders, so that the orders can check each other), then refined on the
+    model's window (:func:`mdwarf_zoo.spectra.rv.to_rest_frame`).
+
+    Returns:
+        ``(shifted_spectrum, RadialVelocity)``.
+
+    Raises:
+        ValueError: when no velocity can be measured (the message names the star).
+    """
+    from mdwarf_zoo.spectra.observed import read_spectrum
+    from mdwarf_zoo.spectra.rv import doppler_shift, to_rest_frame
+
+    low, high = preprocessor.span
+    every_order = read_spectrum(path, **(read_options or {}))
+    _, velocity = to_rest_frame(
+        every_order, template, rv_min=rv_range[0], rv_max=rv_range[1], rv_step=rv_step,
+        window=(low - RV_REACH[0], high + RV_REACH[1]),
+        refine_window=(preprocessor.grid.start, preprocessor.grid.stop),
+    )
+    shifted = doppler_shift(spectrum, velocity.rv, to_rest=True).replace(
+        metadata={"rv": velocity.rv, "rv_error": velocity.uncertainty, "rv_flag": velocity.flag}
+    )
+    return shifted, velocity
 
 
 def read_template(path: str | os.PathLike, span: tuple[float, float], rv_limit: float):

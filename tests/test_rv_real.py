@@ -151,7 +151,7 @@ def test_missing_coordinates_leave_no_berv_and_say_why():
 
 def _lines(wave: np.ndarray, rv: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(7)
-    centres = rng.uniform(wave[0] - 20, wave[-1] + 20, 300)
+    centres = rng.uniform(8680.0, 8960.0, 300)  # one line list, whatever the range
     depths = rng.uniform(0.1, 0.6, 300)
     rest = wave / (1 + rv / C_KMS)
     profile = np.zeros_like(wave)
@@ -171,14 +171,26 @@ def test_noise_raises_naming_the_star_and_a_weak_peak_warns():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RadialVelocityWarning)
             radial_velocity(noise, template)
-    faint = Spectrum(wave, _lines(wave, 12.0) + rng.normal(0, 0.6, wave.size) + 3,
-                     metadata={"source": "f.fits", "object": "FAINT"})
-    try:
-        with pytest.warns(RadialVelocityWarning, match="FAINT"):
-            result = radial_velocity(faint, template)
-        assert result.flag != "ok"
-    except RadialVelocityError as error:
-        assert "FAINT" in str(error)
+    # S/N falling: a good peak, a weak (flagged) one, then a refusal naming the star.
+    flags = {}
+    for noise in (0.6, 1.0, 10.0):
+        rng = np.random.default_rng(1)
+        faint = Spectrum(wave, _lines(wave, 12.0) + rng.normal(0, noise, wave.size) + 3,
+                         metadata={"source": "f.fits", "object": "FAINT"})
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = radial_velocity(faint, template)
+        except RadialVelocityError as error:
+            assert "FAINT" in str(error) and "too low" in str(error)
+            flags[noise] = "error"
+            continue
+        flags[noise] = result.flag
+        assert (result.flag != "ok") == any(
+            issubclass(w.category, RadialVelocityWarning) and "FAINT" in str(w.message)
+            for w in caught)
+        assert result.rv == pytest.approx(12.0, abs=0.5 if result.flag == "ok" else 3.0)
+    assert flags == {0.6: "ok", 1.0: "weak", 10.0: "error"}
 
 
 def test_disagreeing_orders_are_flagged():
@@ -255,3 +267,13 @@ def test_a_template_whose_lines_are_not_the_stars_is_flagged_not_trusted():
     with pytest.warns(RadialVelocityWarning, match="GJ_699"):
         velocity = radial_velocity(spectrum, template)
     assert "disagreeing" in velocity.flag and velocity.n_orders >= 2
+
+
+def test_an_air_spectrum_is_correlated_in_vacuum():
+    from mdwarf_zoo.spectra.broadening import vacuum_to_air
+
+    template_wave = np.arange(8700.0, 8940.0, 0.01)
+    template = Spectrum(template_wave, _lines(template_wave), metadata={"medium": "vacuum"})
+    wave = np.arange(8780.0, 8860.0, 0.02)
+    air = Spectrum(vacuum_to_air(wave), _lines(wave, 15.0), metadata={"medium": "air"})
+    assert radial_velocity(air, template).rv == pytest.approx(15.0, abs=0.1)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mdwarf_zoo._version import __version__
-    from mdwarf_zoo.predict import read_template
+    from mdwarf_zoo.predict import RV_REACH, read_template, rest_frame
     from mdwarf_zoo.spectra.datasets import SpectrumSet, write_set
     from mdwarf_zoo.spectra.observed import read_spectrum
     from mdwarf_zoo.spectra.rv import star_name, to_rest_frame
@@ -58,28 +58,26 @@ def run(args: argparse.Namespace) -> int:
     rv_min, rv_max, rv_step = args.rv_range
     template = None
     if args.template:
-        template = read_template(args.template, (low - 200.0, high + 50.0),
+        template = read_template(args.template, (low - RV_REACH[0], high + RV_REACH[1]),
                                  max(abs(rv_min), abs(rv_max)))
-    use_window = args.order is None
     fluxes, sigmas, names, records = [], [], [], []
     for path in args.files:
-        spectrum = read_spectrum(
-            path,
-            window=(None if not use_window else
-                    (low - 200.0, high + 50.0) if template is not None else (low, high)),
-            order=args.order,
-            flux_ext=args.flux_ext,
-            wave_ext=args.wave_ext,
-            variance_ext=args.variance_ext,
-            wave_file=args.wave_file,
-            medium=args.medium,
-        )
+        read_options = {"flux_ext": args.flux_ext, "wave_ext": args.wave_ext,
+                        "variance_ext": args.variance_ext, "wave_file": args.wave_file,
+                        "medium": args.medium}
+        spectrum = read_spectrum(path, window=None if args.order is not None else (low, high),
+                                 order=args.order, **read_options)
         record = {"file": str(path), "orders": spectrum.metadata.get("orders")}
         if template is not None:
-            spectrum, velocity = to_rest_frame(
-                spectrum, template, rv_min=rv_min, rv_max=rv_max, rv_step=rv_step,
-                refine_window=(preprocessor.grid.start, preprocessor.grid.stop),
-            )
+            if args.order is not None:
+                # One order chosen by the user: it is all there is to correlate.
+                spectrum, velocity = to_rest_frame(
+                    spectrum, template, rv_min=rv_min, rv_max=rv_max, rv_step=rv_step,
+                    refine_window=(preprocessor.grid.start, preprocessor.grid.stop),
+                )
+            else:
+                spectrum, velocity = rest_frame(path, spectrum, template, preprocessor,
+                                                (rv_min, rv_max), read_options, rv_step)
             record.update(velocity.record())
             bary = ("" if velocity.barycentric_rv is None
                     else f", barycentric {velocity.barycentric_rv:+.3f} km/s")

@@ -214,6 +214,21 @@ def _segments(spectrum: Spectrum, low: float, high: float) -> list[tuple[np.ndar
     return segments
 
 
+def _in_vacuum(spectrum: Spectrum, template: Spectrum) -> Spectrum:
+    """An air-wavelength spectrum in vacuum wavelengths when the template is not in air (an
+    air/vacuum mismatch is a false ~70 km/s shift at 8800 A)."""
+    if spectrum.metadata.get("medium") != "air" or template.metadata.get("medium") == "air":
+        return spectrum
+    from mdwarf_zoo.spectra.broadening import air_to_vacuum
+
+    facts: dict = {"medium": "vacuum"}
+    spans = spectrum.metadata.get("order_spans")
+    if spans:
+        facts["order_spans"] = [[float(air_to_vacuum(lo)), float(air_to_vacuum(hi))]
+                                for lo, hi in spans]
+    return spectrum.replace(wavelength=air_to_vacuum(spectrum.wavelength), metadata=facts)
+
+
 def _matching_resolution(spectrum: Spectrum, template: Spectrum) -> float | None:
     """R of the Gaussian that brings the template to the spectrum's resolving power, when
     both are known (``metadata['resolving_power']``) and the template's is higher."""
@@ -316,6 +331,8 @@ def radial_velocity(
     Args:
         spectrum: the observed spectrum (:class:`Spectrum` or specutils Spectrum), raw or
             normalised; echelle orders merged by ``read_spectrum`` are correlated separately.
+            A spectrum in air (``metadata['medium'] == 'air'``) is correlated in vacuum
+            wavelengths unless the template is in air too.
         template: a template (e.g. a PHOENIX model, raw flux is fine); it must cover the
             spectrum's range shifted by every trial velocity (parts it does not cover are left
             out). When the spectrum's ``metadata['resolving_power']`` is known, the template
@@ -343,7 +360,7 @@ def radial_velocity(
         >>> rv = radial_velocity(s, template, rv_min=-300, rv_max=300)  # doctest: +SKIP
         >>> rv.barycentric_rv, rv.flag  # doctest: +SKIP
     """
-    spectrum = Spectrum.coerce(spectrum)
+    spectrum = _in_vacuum(Spectrum.coerce(spectrum), Spectrum.coerce(template))
     template = Spectrum.coerce(template)
     if not (math.isfinite(rv_min) and math.isfinite(rv_max) and rv_min < rv_max):
         raise ValueError(f"radial_velocity: need rv_min < rv_max, got {rv_min!r}, {rv_max!r}")
