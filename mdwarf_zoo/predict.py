@@ -37,6 +37,11 @@ they always did):
   (``mdwarf_zoo.pipeline.alignment_uncertainty``) whose per-star spread is added in quadrature
   to the errors.
 
+``rv_template`` (``{"file", "sha256", ...}``): the radial-velocity template that
+``predict`` and :meth:`PretrainedPipeline.read_spectra` correct the velocities against by
+default (:func:`write_rv_template` adds one; a pipeline without it asks for ``--template`` or
+``--no-rv``).
+
 A run folder of ``mdwarf-zoo train`` is a pipeline folder; :func:`export_pipeline` copies
 the selected parts of one into a self-contained folder (this is how the bundled weights entry
 ``mb24_quickstart_demo`` was made). A published weights entry whose folder holds a
@@ -59,7 +64,14 @@ from tqdm.auto import tqdm
 
 from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
 
-__all__ = ["PretrainedPipeline", "export_pipeline", "load_pipeline"]
+__all__ = [
+    "PretrainedPipeline",
+    "export_pipeline",
+    "load_pipeline",
+    "read_template",
+    "rest_frame",
+    "write_rv_template",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -170,22 +182,72 @@ class PretrainedPipeline:
             )
         return latents, labels.astype(np.float64)
 
+    def rv_template(self):
+        """The radial-velocity template that travels with the pipeline, or ``None``.
+
+        ``pipeline.json`` names it under ``rv_template`` (``file``, ``sha256``; see
+        :func:`write_rv_template`).
+
+        Raises:
+            ValueError: when the file's sha256 differs from the manifest's.
+            FileNotFoundError: when the file named does not exist.
+        """
+        from mdwarf_zoo.hub import sha256_file
+        from mdwarf_zoo.spectra.observed import read_spectrum
+
+        entry = self.manifest.get("rv_template")
+        if not entry:
+            return None
+        path = self._file(entry["file"], "a 1-D FITS radial-velocity template")
+        actual = sha256_file(path)
+        if actual != entry.get("sha256"):
+            raise ValueError(
+                f"radial-velocity template {path} has sha256 {actual} but {PIPELINE_FILE} "
+                f"expects {entry.get('sha256')}; refusing to use it"
+            )
+        facts: dict = {"source": str(path)}
+        if self.preprocessor().resolving_power is not None:
+            facts["resolving_power"] = float(self.preprocessor().resolving_power)
+        return read_spectrum(path).replace(metadata=facts)
+
     def read_spectra(
         self,
         sources: list[str | os.PathLike],
         *,
-        template: str | None = None,
+        template: str | os.PathLike | None = None,
+        rv: bool = True,
+        rv_range: tuple[float, float] = (-300.0, 300.0),
         progress: bool = True,
+        velocities: list[dict] | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         """Preprocessed flux of spectrum files (any layout ``read_spectrum`` reads) or of one
         HDF5 set, with one identifier per spectrum (the ``OBJECT`` header or the file name).
 
+        Each file is first moved to the rest frame (:func:`rest_frame`: all orders within
+        200 A below and 50 A above the window, then a second pass on the model's window),
+        against ``template`` or the pipeline's own :meth:`rv_template`.
+
+        Args:
+            sources: spectrum files, or one ``.h5`` set written by ``prepare-observed`` (used
+                as it is: its provenance says whether it was corrected).
+            template: a template file (a PHOENIX HiRes file or any spectrum read_spectrum
+                reads); default the pipeline's.
+            rv: ``False`` when the spectra are already in the rest frame (no correction).
+            rv_range: trial velocities, km/s.
+            progress: show a progress bar.
+            velocities: a list that receives one record per spectrum (``rv``, ``rv_error``,
+                ``berv``, ``berv_source``, ``barycentric_rv``, ``rv_peak``,
+                ``rv_second_peak_ratio``, ``rv_orders``, ``rv_orders_agreeing``,
+                ``rv_flag``).
+
         Raises:
-            ValueError: for a set on another wavelength grid, or a file that does not cover the
-                window plus margin (the message names it).
+            ValueError: for a set on another wavelength grid, no template with ``rv=True``,
+                a file that does not cover the window plus margin, or whose S/N is too low for
+                a radial velocity (the message names the star).
         """
         from mdwarf_zoo.spectra.datasets import read_set
         from mdwarf_zoo.spectra.observed import read_spectrum
+        from mdwarf_zoo.spectra.rv import star_name
 
         preprocessor = self.preprocessor()
         paths = [Path(p) for p in sources]
@@ -199,18 +261,45 @@ class PretrainedPipeline:
                     f"{paths[0]} has {spectrum_set.flux.shape[1]} pixels; the "
                     f"pipeline needs {preprocessor.grid.size} ({preprocessor.grid})"
                 )
+            if velocities is not None:
+                records = (spectrum_set.provenance or {}).get("spectra") or []
+                for i in range(len(spectrum_set.flux)):
+                    record = records[i] if i < len(records) else {}
+                    velocities.append({k: v for k, v in record.items()
+                                       if k.startswith("rv") or "berv" in k
+                                       or k == "barycentric_rv"})
             return spectrum_set.flux, list(spectrum_set.identifiers)
-        template_spectrum = read_spectrum(template) if template else None
         low, high = preprocessor.span
+        template_spectrum = None
+        if rv:
+            template_spectrum = (read_template(template, (low - RV_REACH[0], high + RV_REACH[1]),
+                                               max(map(abs, rv_range)))
+                                 if template else self.rv_template())
+            if template_spectrum is None:
+                raise ValueError(
+                    f"pipeline {self.folder} carries no radial-velocity template ({PIPELINE_FILE}"
+                    " has no 'rv_template'), so the spectra cannot be moved to the rest frame. "
+                    "Pass a template (mdwarf-zoo predict --template FITS; e.g. a PHOENIX "
+                    "model near your stars), add one to the pipeline "
+                    "(mdwarf_zoo.predict.write_rv_template), or, if the spectra are already in "
+                    "the rest frame, say so with --no-rv (rv=False)"
+                )
         fluxes, names = [], []
         for path in tqdm(paths, desc="preprocessing", disable=not progress):
             spectrum = read_spectrum(path, window=(low, high))
-            if template_spectrum is not None:
-                from mdwarf_zoo.spectra.rv import to_rest_frame
-
-                spectrum, _ = to_rest_frame(spectrum, template_spectrum)
-            fluxes.append(preprocessor(spectrum).flux)
+            if template_spectrum is None:
+                record = {"rv_flag": "not measured (rest frame assumed)"}
+            else:
+                spectrum, velocity = rest_frame(path, spectrum, template_spectrum, preprocessor,
+                                                rv_range)
+                record = velocity.record()
+            try:
+                fluxes.append(preprocessor(spectrum).flux)
+            except ValueError as error:
+                raise ValueError(f"star {star_name(spectrum)}: {error}") from None
             names.append(str(spectrum.metadata.get("object") or path.name))
+            if velocities is not None:
+                velocities.append(record)
         return np.stack(fluxes).astype(np.float32), names
 
     def predict(
@@ -486,6 +575,116 @@ class PretrainedPipeline:
             )
 
 
+RV_TEMPLATE_FILE = "rv_template.fits"
+#: Angstrom below and above a model's window whose orders the radial velocity also uses.
+RV_REACH = (200.0, 50.0)
+
+
+def rest_frame(path, spectrum, template, preprocessor, rv_range=(-300.0, 300.0),
+               read_options: dict | None = None, rv_step: float = 0.25):
+    """``spectrum`` (read from ``path`` for ``preprocessor``'s window) moved to its rest frame.
+
+    The velocity is measured on every order of the file within :data:`RV_REACH` of the window
+    (read again with all orders, so that the orders can check each other), then refined on the
+    model's window (:func:`mdwarf_zoo.spectra.rv.to_rest_frame`).
+
+    Returns:
+        ``(shifted_spectrum, RadialVelocity)``.
+
+    Raises:
+        ValueError: when no velocity can be measured (the message names the star).
+    """
+    from mdwarf_zoo.spectra.observed import read_spectrum
+    from mdwarf_zoo.spectra.rv import doppler_shift, to_rest_frame
+
+    low, high = preprocessor.span
+    every_order = read_spectrum(path, **(read_options or {}))
+    _, velocity = to_rest_frame(
+        every_order, template, rv_min=rv_range[0], rv_max=rv_range[1], rv_step=rv_step,
+        window=(low - RV_REACH[0], high + RV_REACH[1]),
+        refine_window=(preprocessor.grid.start, preprocessor.grid.stop),
+    )
+    shifted = doppler_shift(spectrum, velocity.rv, to_rest=True).replace(
+        metadata={"rv": velocity.rv, "rv_error": velocity.uncertainty, "rv_flag": velocity.flag}
+    )
+    return shifted, velocity
+
+
+def read_template(path: str | os.PathLike, span: tuple[float, float], rv_limit: float):
+    """A radial-velocity template file: a PHOENIX HiRes file (cut to ``span`` plus the largest
+    shift) or any spectrum ``read_spectrum`` reads."""
+    from mdwarf_zoo.spectra.observed import read_spectrum
+    from mdwarf_zoo.spectra.phoenix import GRID_NAME, read_phoenix_spectrum
+
+    if not Path(path).name.endswith(f"{GRID_NAME}-HiRes.fits"):
+        return read_spectrum(path)
+    pad = span[1] * rv_limit / 299792.458 + 1.0
+    return read_phoenix_spectrum(path, span[0] - pad, span[1] + pad)
+
+
+def write_rv_template(
+    folder: str | os.PathLike,
+    *,
+    labels: tuple[float, float, float, float] = (3300.0, 4.9, 0.0, 2.0),
+    seed: int = 0,
+    margin: float = 15.0,
+) -> Path:
+    """Give a pipeline folder its radial-velocity template: a spectrum of its own synthetic
+    domain (the project's simulator) over the window plus ``margin`` on each side, written as a
+    1-D FITS file and recorded with its sha256 under ``rv_template`` in ``pipeline.json``.
+
+    A pipeline trained on PHOENIX spectra is better served by a PHOENIX template near its
+    stars (``predict --template``); this one is what the simulator-trained demo carries.
+
+    Args:
+        folder: the pipeline folder (its ``pipeline.json`` is updated; an existing template is
+            never replaced).
+        labels: Teff (K), log g, [M/H], v sin i (km/s) of the template.
+        seed: the simulator's line-list seed (the pipeline's ``line_list_seed``).
+        margin: Angstrom beyond the window plus preprocessing margin (covers +-300 km/s at
+            8800 A with 15 A).
+
+    Returns:
+        The template's path.
+
+    Raises:
+        FileExistsError: when the folder already has a template.
+    """
+    from astropy.io import fits
+
+    from mdwarf_zoo.hub import sha256_file
+    from mdwarf_zoo.spectra.grid import WavelengthGrid
+    from mdwarf_zoo.spectra.simulate import synthetic_spectra
+
+    pipeline = load_pipeline(folder)
+    target = pipeline.folder / RV_TEMPLATE_FILE
+    if pipeline.manifest.get("rv_template") or target.exists():
+        raise FileExistsError(f"{pipeline.folder} already has a radial-velocity template")
+    preprocessor = pipeline.preprocessor()
+    low, high = preprocessor.span
+    step = preprocessor.grid.step
+    grid = WavelengthGrid(low - margin, high + margin, step)
+    flux = synthetic_spectra([list(labels)], grid, seed=seed,
+                             resolving_power=preprocessor.resolving_power)[0]
+    hdu = fits.PrimaryHDU(flux.astype(np.float32))
+    hdu.header.update(CRVAL1=grid.start, CDELT1=step, CRPIX1=1.0, CUNIT1="Angstrom",
+                      AIRORVAC="vac", OBJECT="mdwarf_zoo radial-velocity template")
+    hdu.header["COMMENT"] = (f"mdwarf_zoo simulator, labels {list(labels)}, line-list seed "
+                             f"{seed}, R {preprocessor.resolving_power}")
+    hdu.writeto(target)
+    manifest = dict(pipeline.manifest)
+    manifest["rv_template"] = {
+        "file": RV_TEMPLATE_FILE,
+        "sha256": sha256_file(target),
+        "source": "mdwarf_zoo.spectra.simulate.synthetic_spectra",
+        "labels": [float(v) for v in labels],
+        "line_list_seed": int(seed),
+    }
+    (pipeline.folder / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n",
+                                                encoding="utf-8")
+    return target
+
+
 def load_pipeline(source: str | os.PathLike) -> PretrainedPipeline:
     """A pipeline from a folder holding ``pipeline.json`` or a published weights entry name.
 
@@ -611,6 +810,10 @@ def export_pipeline(
             member["regressors"][name] = keep
         kept.append(member)
     manifest["members"] = kept
+    if manifest.get("rv_template"):
+        shutil.copy2(source._file(manifest["rv_template"]["file"], "a radial-velocity template"),
+                     staging / RV_TEMPLATE_FILE)
+        manifest["rv_template"]["file"] = RV_TEMPLATE_FILE
     manifest["exported_from"] = {
         "recipe": manifest.get("recipe"),
         "members": [m["name"] for m in kept],

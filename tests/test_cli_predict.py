@@ -73,6 +73,11 @@ def test_predict_caracal_files_with_the_demo_pipeline(tmp_path: Path, caracal_fi
         assert np.all(np.isfinite(table[name]))
         assert np.all(table[f"{name}_err_lower"] >= 0) and np.all(table[f"{name}_err_upper"] >= 0)
     assert np.all((table["teff"] > 2300) & (table["teff"] < 4600))
+    # The velocity was corrected against the pipeline's template, and recorded.
+    assert list(table["rv_flag"]) == ["ok"] * 3
+    assert np.all(np.abs(table["rv"]) < 1.5) and np.all(table["rv_error"] > 0)
+    assert np.all(table["berv"] == 0.0) and list(table["berv_source"]) == ["header"] * 3
+    np.testing.assert_allclose(table["barycentric_rv"], table["rv"])
     # Never overwrites the output.
     assert main(args) == 1
     assert "never overwritten" in capsys.readouterr().err
@@ -82,10 +87,12 @@ def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_file
     tables = {}
     for model in ("spread", "spread+validation"):
         out = tmp_path / f"{model}.ecsv"
-        common = ["predict", "--model", DEMO, *map(str, caracal_files), "--no-progress"]
+        common = ["predict", "--model", DEMO, *map(str, caracal_files), "--no-progress",
+                  "--no-rv"]
         assert main([*common, "--error-model", model, "--out", str(out)]) == 0
         tables[model] = Table.read(out)
     spread, both = tables["spread"], tables["spread+validation"]
+    assert np.all(np.isnan(spread["rv"])) and spread["rv_flag"][0].startswith("not measured")
     assert both.meta["error_model"] == "spread+validation"
     scatter = both.meta["validation_scatter"]["teff"]
     assert scatter > 0
@@ -128,3 +135,30 @@ def test_predict_refuses_unknown_model(tmp_path: Path, caracal_files, capsys):
         == 1
     )
     assert "no published weights entry" in capsys.readouterr().err
+
+
+def test_predict_without_a_template_stops_and_names_both_fixes(tmp_path: Path, caracal_files,
+                                                              capsys):
+    """A pipeline made before radial-velocity templates (no rv_template) never skips the
+    correction in silence."""
+    import json
+    import shutil
+
+    import mdwarf_zoo
+
+    folder = tmp_path / "old_pipeline"
+    shutil.copytree(Path(mdwarf_zoo.__file__).parent / "data" / "weights" / DEMO, folder)
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    del manifest["rv_template"]
+    (folder / "pipeline.json").write_text(json.dumps(manifest))
+    out = tmp_path / "t.ecsv"
+    args = ["predict", "--model", str(folder), str(caracal_files[0]), "--out", str(out)]
+    assert main(args) == 1
+    error = capsys.readouterr().err
+    assert "no radial-velocity template" in error and "--template" in error
+    assert "--no-rv" in error and not out.exists()
+    # A damaged template is refused, not used.
+    manifest["rv_template"] = {"file": "rv_template.fits", "sha256": "0" * 64}
+    (folder / "pipeline.json").write_text(json.dumps(manifest))
+    assert main(args) == 1
+    assert "refusing to use it" in capsys.readouterr().err

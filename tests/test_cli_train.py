@@ -243,7 +243,7 @@ def test_mirrored_strategy_trains_through_fit_distributed(tmp_path: Path):
     assert not (member / "pretrain.ckpt").exists() and not (member / "transferred").exists()
 
 
-def test_predict_with_a_run_folder(tmp_path: Path, reference_run):
+def test_predict_with_a_run_folder(tmp_path: Path, reference_run, capsys):
     from astropy.table import Table
 
     from mdwarf_zoo.spectra.grid import WavelengthGrid
@@ -260,7 +260,12 @@ def test_predict_with_a_run_folder(tmp_path: Path, reference_run):
         write_caracal(path, grid.wavelength, 4000.0 * row, header={"OBJECT": f"STAR-{i}"})
         files.append(str(path))
     out = tmp_path / "estimates.fits"
-    assert main(["predict", "--model", str(run), *files, "--out", str(out), "--no-progress"]) == 0
+    # A run folder carries no radial-velocity template: predict says so instead of skipping
+    # the correction; these simulated spectra are in the rest frame, which --no-rv declares.
+    assert main(["predict", "--model", str(run), *files, "--out", str(out), "--no-progress"]) == 1
+    assert "no radial-velocity template" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", "--model", str(run), *files, "--out", str(out), "--no-progress",
+                 "--no-rv"]) == 0
     table = Table.read(out)
     assert list(table["id"]) == ["STAR-0", "STAR-1"] and str(table["teff"].unit) == "K"
     assert np.all(np.isfinite(table["teff"])) and np.all(np.isfinite(table["logg"]))

@@ -148,6 +148,9 @@ def test_cli_build_set_and_prepare_observed(tmp_path, grid_dir, capsys):
                         sigma=0.01 * flux, header={"OBJECT": "Test star", "CARACAL BERV": -3.0})
     template = grid_dir / GridPoint(3000, 5.0, 0.0).relative_path
     observed_out = tmp_path / "obs.h5"
+    # Neither a template nor --no-rv: the velocity is never skipped in silence.
+    assert main(["prepare-observed", str(car), "--out", str(observed_out)]) == 1
+    assert "--no-rv" in capsys.readouterr().err and not observed_out.exists()
     code = main(["prepare-observed", str(car), "--out", str(observed_out),
                  "--template", str(template), "--rv-range", "-50", "50", "0.5"])
     assert code == 0
@@ -157,6 +160,7 @@ def test_cli_build_set_and_prepare_observed(tmp_path, grid_dir, capsys):
     record = observed.provenance["spectra"][0]
     assert record["rv"] == pytest.approx(rv, abs=0.3)
     assert record["barycentric_rv"] == pytest.approx(record["rv"] - 3.0)
+    assert record["rv_flag"] == "ok" and record["berv_source"] == "header"
     # Shifted back to rest, the star matches the preprocessed template.
     prep = observed.preprocessing
     grid = PhoenixGrid(grid_dir)
@@ -171,7 +175,8 @@ def test_spectra_never_imports_a_higher_layer():
     forbidden = ("keras", "tensorflow", "mdwarf_zoo.models", "mdwarf_zoo.hub",
                  "mdwarf_zoo.pipeline", "mdwarf_zoo.registry", "mdwarf_zoo.transfer")
     folder = Path(__file__).resolve().parents[1] / "mdwarf_zoo" / "spectra"
-    for name in ("grid", "phoenix", "observed", "preprocess", "rv", "datasets", "__init__"):
+    for name in ("grid", "phoenix", "observed", "preprocess", "rv", "barycentric", "datasets",
+                 "__init__"):
         tree = ast.parse((folder / f"{name}.py").read_text())
         for node in ast.walk(tree):
             modules = []

@@ -40,7 +40,13 @@ def add_parser(subparsers) -> None:
         "--template",
         default=None,
         metavar="FITS",
-        help="template for a radial-velocity correction (none without it)",
+        help="radial-velocity template (a PHOENIX HiRes file or any spectrum read_spectrum "
+        "reads); default: the one that travels with the pipeline",
+    )
+    parser.add_argument(
+        "--no-rv",
+        action="store_true",
+        help="the spectra are already in the rest frame: no radial-velocity correction",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --transfer (default 0)")
     parser.add_argument(
@@ -85,8 +91,15 @@ def run(args: argparse.Namespace) -> int:
         f"pipeline {args.model}: {len(pipeline.members)} autoencoder(s), parameters "
         f"{', '.join(pipeline.parameters)}, latent alignment {alignment}"
     )
+    if args.no_rv and args.template:
+        raise ValueError("give --template or --no-rv, not both")
+    velocities: list[dict] = []
     flux, identifiers = pipeline.read_spectra(
-        args.spectra, template=args.template, progress=not args.no_progress
+        args.spectra,
+        template=args.template,
+        rv=not args.no_rv,
+        progress=not args.no_progress,
+        velocities=velocities,
     )
     table = pipeline.predict(
         flux,
@@ -100,6 +113,31 @@ def run(args: argparse.Namespace) -> int:
     )
     from mdwarf_zoo.ensemble import write_table
 
+    add_velocity_columns(table, velocities)
+    table.meta["rv_template"] = (
+        "none (--no-rv)" if args.no_rv else str(args.template or "the pipeline's rv_template")
+    )
+    flagged = [n for n, f in zip(table["id"], table["rv_flag"], strict=True) if f != "ok"]
+    if flagged and not args.no_rv:
+        print(f"radial velocity flagged for {len(flagged)} star(s): {', '.join(map(str, flagged))}"
+              " (column rv_flag); check them before use")
     write_table(table, out)
     print(f"wrote {out} ({len(table)} spectra)")
     return 0
+
+
+def add_velocity_columns(table, velocities: list[dict]) -> None:
+    """Add each star's ``rv``, ``rv_error``, ``berv``, ``barycentric_rv`` (km/s), the peak
+    quality and ``rv_flag`` to a predictions table (NaN where not measured)."""
+    import astropy.units as u
+    import numpy as np
+
+    numeric = {"rv": u.km / u.s, "rv_error": u.km / u.s, "berv": u.km / u.s,
+               "barycentric_rv": u.km / u.s, "rv_peak": None, "rv_second_peak_ratio": None}
+    for name, unit in numeric.items():
+        values = [r.get(name) for r in velocities] or [None] * len(table)
+        column = np.array([np.nan if v is None else float(v) for v in values])
+        table[name] = column * unit if unit is not None else column
+    table["rv_orders_agreeing"] = [int(r.get("rv_orders_agreeing") or 0) for r in velocities]
+    table["berv_source"] = [str(r.get("berv_source") or "none") for r in velocities]
+    table["rv_flag"] = [str(r.get("rv_flag") or "not measured") for r in velocities]

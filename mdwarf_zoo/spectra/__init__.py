@@ -11,7 +11,12 @@ from mdwarf_zoo.spectra.datasets import (
     write_set,
 )
 from mdwarf_zoo.spectra.grid import MB24_GRID, Spectrum, WavelengthGrid
-from mdwarf_zoo.spectra.observed import merge_orders, read_spectrum, write_caracal
+from mdwarf_zoo.spectra.observed import (
+    SpectrumFileError,
+    merge_orders,
+    read_spectrum,
+    write_caracal,
+)
 from mdwarf_zoo.spectra.phoenix import (
     GridPoint,
     PhoenixGrid,
@@ -28,7 +33,14 @@ from mdwarf_zoo.spectra.preprocess import (
     resample,
     scale,
 )
-from mdwarf_zoo.spectra.rv import RadialVelocity, doppler_shift, radial_velocity, to_rest_frame
+from mdwarf_zoo.spectra.rv import (
+    RadialVelocity,
+    RadialVelocityError,
+    RadialVelocityWarning,
+    doppler_shift,
+    radial_velocity,
+    to_rest_frame,
+)
 
 __all__ = [
     "MB24_GRID",
@@ -36,7 +48,10 @@ __all__ = [
     "PhoenixGrid",
     "Preprocessor",
     "RadialVelocity",
+    "RadialVelocityError",
+    "RadialVelocityWarning",
     "Spectrum",
+    "SpectrumFileError",
     "SpectrumSet",
     "WavelengthGrid",
     "build_training_set",

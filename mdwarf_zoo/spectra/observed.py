@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 
 from mdwarf_zoo.spectra.grid import Spectrum
 
@@ -273,7 +275,23 @@ def _select_order(path: Path, wave: np.ndarray, flux: np.ndarray, sigma: np.ndar
         w, f = w[idx], f[idx]
         s = None if s is None else s[idx]
     metadata["orders"] = used
+    if len(used) > 1:
+        metadata["order_spans"] = _order_spans(wave, flux, used)
     return Spectrum(w, f, s, metadata)
+
+
+def _order_spans(wave: np.ndarray, flux: np.ndarray, used: list[int]) -> list[list[float]]:
+    """Wavelength range of each merged order, overlaps split at their middle as in
+    :func:`merge_orders`; the radial velocity normalises and correlates each separately."""
+    spans = sorted(s[:2] for s in _all_spans(wave, flux) if s[2] in used)
+    bounds = []
+    for i, (lo, hi) in enumerate(spans):
+        if i > 0 and spans[i - 1][1] >= lo:
+            lo = 0.5 * (lo + spans[i - 1][1])
+        if i < len(spans) - 1 and spans[i + 1][0] <= hi:
+            hi = 0.5 * (spans[i + 1][0] + hi)
+        bounds.append([float(lo), float(hi)])
+    return bounds
 
 
 def _read_caracal(path: Path, hdul: fits.HDUList, serval: bool, order: int | None,
@@ -405,6 +423,8 @@ def read_spectrum(
     wave_file: str | os.PathLike | None = None,
     medium: str | None = None,
     resolving_power: float | None = None,
+    coordinates: object | None = None,
+    location: object | None = None,
 ) -> Spectrum:
     """Read an observed spectrum from a FITS file of a known layout.
 
@@ -427,12 +447,24 @@ def read_spectrum(
             without a wavelength extension (HPF ``GJ_273``: ``LFC_wavecal_scifiber_v2.fits``).
         medium: ``"vacuum"`` or ``"air"``, overriding what the layout implies.
         resolving_power: the instrument's R, overriding what the layout implies.
+        coordinates: ``astropy.coordinates.SkyCoord`` of the target, for the BERV of a header
+            that lacks both a BERV and coordinates (HPF ``GJ_273``).
+        location: ``astropy.coordinates.EarthLocation`` of the observatory, for a header whose
+            site is not in :data:`mdwarf_zoo.spectra.barycentric.OBSERVATORIES`.
 
     Returns:
-        A 1-D :class:`Spectrum` with header facts in ``metadata``.
+        A 1-D :class:`Spectrum` with header facts in ``metadata``. ``berv`` (km/s) comes from
+        the header (``berv_source='header'``) or, when the header has none, is computed from
+        its time, coordinates and observatory (``berv_source='computed'``, with
+        ``berv_time``, ``berv_coordinates``, ``berv_location`` saying from what); when it
+        cannot be computed, ``berv_missing`` says what was missing. Merged echelle orders
+        are listed in ``orders`` and their ranges in ``order_spans`` (the radial velocity
+        treats each separately).
 
     Raises:
         FileNotFoundError: when ``path`` (or ``wave_file``) does not exist.
+        SpectrumFileError: (a ``ValueError``) for a truncated or corrupt file whose data
+            cannot be read; the message names the file and what was expected.
         ValueError: for an unknown layout (listing the extensions found), a missing named
             extension, mismatched shapes, or data that cannot form a spectrum.
 
@@ -454,45 +486,30 @@ def read_spectrum(
         raise ValueError(f"{path}: give order= or window=, not both")
     try:
         hdul = fits.open(path, memmap=False)
-    except OSError as error:
-        raise ValueError(f"{path}: not a readable FITS file ({error})") from error
-    with hdul:
-        names = {hdu.name.upper() for hdu in hdul}
-        if flux_ext is not None or "SCI FLUX" in names:
-            if flux_ext is None:
-                flux_ext = "Sci Flux"
-                wave_ext = wave_ext or ("Sci Wavl" if "SCI WAVL" in names else None)
-                if sigma_ext is None and variance_ext is None and "SCI VARIANCE" in names:
-                    variance_ext = "Sci Variance"
-                if medium is None:
-                    medium = "vacuum"
-                if resolving_power is None:
-                    resolving_power = RESOLVING_POWER["hpf"]
-            spectrum = _read_named(path, hdul, flux_ext, wave_ext, sigma_ext, variance_ext,
-                                   wave_file, order, window)
-        elif {"SPEC", "WAVE"} <= names and hdul["WAVE"].data is not None and isinstance(
-            hdul["WAVE"], fits.ImageHDU
-        ):
-            serval = "QMAP" in names or _looks_like_log(np.asarray(hdul["WAVE"].data))
-            spectrum = _read_caracal(path, hdul, serval, order, window)
-        elif (table := _first_spectrum_table(hdul)) is not None:
-            spectrum = _read_table(path, hdul, table, order, window)
-        elif (
-            hdul[0].data is not None
-            and hdul[0].data.ndim == 1
-            and "CRVAL1" in hdul[0].header
-            and ("CDELT1" in hdul[0].header or "CD1_1" in hdul[0].header)
-        ):
-            if order is not None:
-                raise ValueError(f"{path}: order={order} given but the file is a 1-D spectrum")
-            spectrum = _read_linear_1d(path, hdul)
-        else:
-            raise ValueError(
-                f"{path}: unknown FITS layout; found {_describe(hdul)}. Expected CARACAL/SERVAL "
-                "(SPEC + WAVE images), a table with wavelength and flux columns, a 1-D image "
-                "with CRVAL1/CDELT1, or named echelle extensions (pass flux_ext=, wave_ext=)"
-            )
-    extra = {}
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, VerifyError) as error:
+        raise SpectrumFileError(
+            f"{path}: not a readable FITS file ({type(error).__name__}: {error}); expected a "
+            "complete FITS file"
+        ) from error
+    try:
+        with hdul, warnings.catch_warnings():
+            # A truncated file is an error here, not a warning and a half-read array.
+            warnings.filterwarnings("error", message=".*truncated.*")
+            spectrum, header, hpf = _dispatch(path, hdul, window, order, flux_ext, wave_ext,
+                                              sigma_ext, variance_ext, wave_file)
+            extra = _berv_metadata(path, header, spectrum.metadata, coordinates, location)
+    except SpectrumFileError:
+        raise
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise SpectrumFileError(_corrupt(path, error)) from error
+    except (OSError, TypeError, IndexError, KeyError, EOFError, AttributeError, VerifyError,
+            Warning) as error:
+        raise SpectrumFileError(_corrupt(path, error)) from error
+    if hpf or (flux_ext is not None and _is_hpf(header)):
+        medium = medium or "vacuum"
+        resolving_power = resolving_power or RESOLVING_POWER["hpf"]
     if medium is not None:
         extra["medium"] = medium
     if resolving_power is not None:
@@ -503,6 +520,84 @@ def read_spectrum(
             logger.warning("%s covers %.2f-%.2f A, not all of the window %g-%g A", path,
                            spectrum.wavelength[0], spectrum.wavelength[-1], *window)
     return spectrum.replace(metadata=extra) if extra else spectrum
+
+
+class SpectrumFileError(ValueError):
+    """A spectrum file that is truncated or corrupt: its data cannot be read."""
+
+
+def _corrupt(path: Path, error: BaseException) -> str:
+    return (
+        f"{path}: the file is truncated or corrupt; its FITS data cannot be read "
+        f"({type(error).__name__}: {error}). Expected complete FITS extensions of a known "
+        "layout (CARACAL/SERVAL, a spectrum table, a 1-D image or named echelle extensions)"
+    )
+
+
+def _is_hpf(header: fits.Header) -> bool:
+    return str(header.get("INSTRUME", "")).strip().upper() == "HPF"
+
+
+def _berv_metadata(path: Path, header: fits.Header, metadata: dict, coordinates: object,
+                   location: object) -> dict:
+    """``berv`` and ``berv_source``: from the header, or computed from its time, coordinates
+    and observatory (see :mod:`mdwarf_zoo.spectra.barycentric`)."""
+    if metadata.get("berv") is not None:
+        return {"berv_source": "header"}
+    from mdwarf_zoo.spectra.barycentric import berv_from_header
+
+    try:
+        berv, facts = berv_from_header(header, coordinates=coordinates, location=location,
+                                       source=str(path))
+    except ValueError as error:
+        raise ValueError(
+            f"{path}: the BERV cannot be computed from the header ({error})"
+        ) from error
+    if berv is None:
+        logger.info("%s: no BERV (missing %s)", path, facts["berv_missing"])
+        return facts
+    return {"berv": berv, "berv_source": "computed", **facts}
+
+
+def _dispatch(path: Path, hdul: fits.HDUList, window, order, flux_ext, wave_ext, sigma_ext,
+              variance_ext, wave_file) -> tuple[Spectrum, fits.Header, bool]:
+    """The spectrum of an open file by its layout, its primary header, and whether it was
+    recognised as HPF by its extensions."""
+    names = {hdu.name.upper() for hdu in hdul}
+    header = hdul[0].header
+    hpf = False
+    if flux_ext is not None or "SCI FLUX" in names:
+        if flux_ext is None:
+            hpf = True
+            flux_ext = "Sci Flux"
+            wave_ext = wave_ext or ("Sci Wavl" if "SCI WAVL" in names else None)
+            if sigma_ext is None and variance_ext is None and "SCI VARIANCE" in names:
+                variance_ext = "Sci Variance"
+        spectrum = _read_named(path, hdul, flux_ext, wave_ext, sigma_ext, variance_ext,
+                               wave_file, order, window)
+    elif {"SPEC", "WAVE"} <= names and hdul["WAVE"].data is not None and isinstance(
+        hdul["WAVE"], fits.ImageHDU
+    ):
+        serval = "QMAP" in names or _looks_like_log(np.asarray(hdul["WAVE"].data))
+        spectrum = _read_caracal(path, hdul, serval, order, window)
+    elif (table := _first_spectrum_table(hdul)) is not None:
+        spectrum = _read_table(path, hdul, table, order, window)
+    elif (
+        hdul[0].data is not None
+        and hdul[0].data.ndim == 1
+        and "CRVAL1" in hdul[0].header
+        and ("CDELT1" in hdul[0].header or "CD1_1" in hdul[0].header)
+    ):
+        if order is not None:
+            raise ValueError(f"{path}: order={order} given but the file is a 1-D spectrum")
+        spectrum = _read_linear_1d(path, hdul)
+    else:
+        raise ValueError(
+            f"{path}: unknown FITS layout; found {_describe(hdul)}. Expected CARACAL/SERVAL "
+            "(SPEC + WAVE images), a table with wavelength and flux columns, a 1-D image "
+            "with CRVAL1/CDELT1, or named echelle extensions (pass flux_ext=, wave_ext=)"
+        )
+    return spectrum, header.copy(), hpf
 
 
 def _first_spectrum_table(hdul: fits.HDUList) -> fits.BinTableHDU | None:
