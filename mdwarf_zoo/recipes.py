@@ -17,7 +17,8 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
                       set:       path (HDF5 set)
     [data.observed]   source = "simulator" | "files" | "set"
                       simulator: n, snr, seed, [data.observed.label_ranges], [data.observed.gap]
-                      files:     files (paths or globs), template, rv_range, labels (optional truth)
+                      files:     files (paths or globs), template (or no_rv = true for spectra
+                                 already in the rest frame), rv_range, labels (optional truth)
                       set:       path
     [preprocessing]   window = [start, stop, step] (Angstrom), margin, resolving_power,
                       normalisation, scaling, fill_gaps
@@ -116,7 +117,8 @@ class ObservedData:
     gap: dict[str, float] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
     template: Path | None = None
-    rv_range: tuple[float, float, float] = (-200.0, 200.0, 0.25)
+    rv_range: tuple[float, float, float] = (-300.0, 300.0, 0.25)
+    no_rv: bool = False
     labels: Path | None = None
     path: Path | None = None
 
@@ -829,7 +831,7 @@ def _observed(c: _Checker, synthetic: SyntheticData) -> ObservedData:
                     "recipe's folder)"
                 )
             files.extend(matches)
-        rv = c.raw("rv_range", [-200.0, 200.0, 0.25])
+        rv = c.raw("rv_range", [-300.0, 300.0, 0.25])
         if (
             not isinstance(rv, list)
             or len(rv) != 3
@@ -838,11 +840,20 @@ def _observed(c: _Checker, synthetic: SyntheticData) -> ObservedData:
             or rv[2] <= 0
         ):
             raise c.fail("rv_range", rv, "[min, max, step] in km/s with min < max, step > 0")
+        template, no_rv = c.path("template"), c.boolean("no_rv", False)
+        if (template is None) == (not no_rv):
+            raise RecipeError(
+                f"recipe {c.origin}: [{c.where}] give either template = a radial-velocity "
+                "template file (each spectrum is moved to its rest frame against it) or "
+                "no_rv = true (the spectra are already in the rest frame), not "
+                + ("both" if no_rv else "neither")
+            )
         result = ObservedData(
             source,
             files=tuple(files),
-            template=c.path("template"),
+            template=template,
             rv_range=tuple(float(v) for v in rv),
+            no_rv=no_rv,
             labels=c.path("labels"),
         )
     else:

@@ -560,25 +560,26 @@ class Run:
         )
 
     def _observed_files(self, preprocessor):
+        from mdwarf_zoo.predict import read_template, rest_frame
         from mdwarf_zoo.spectra.datasets import SpectrumSet, load_labels
         from mdwarf_zoo.spectra.observed import read_spectrum
-        from mdwarf_zoo.spectra.rv import to_rest_frame
 
         source = self.recipe.observed
         low, high = preprocessor.span
         template = None
-        if source.template is not None:
-            template = _read_template(
+        if not source.no_rv:
+            template = read_template(
                 source.template, (low, high), max(map(abs, source.rv_range[:2]))
             )
-        fluxes, names = [], []
+        fluxes, names, velocities = [], [], []
         for path in tqdm(source.files, desc="observed files", disable=not self.progress):
             spectrum = read_spectrum(path, window=(low, high))
             if template is not None:
                 rv_min, rv_max, rv_step = source.rv_range
-                spectrum, _ = to_rest_frame(
-                    spectrum, template, rv_min=rv_min, rv_max=rv_max, rv_step=rv_step
+                spectrum, velocity = rest_frame(
+                    path, spectrum, template, preprocessor, (rv_min, rv_max), rv_step=rv_step
                 )
+                velocities.append({"file": str(path), **velocity.record()})
             fluxes.append(preprocessor(spectrum).flux)
             names.append(str(spectrum.metadata.get("object") or Path(path).name))
         labels = load_labels(source.labels) if source.labels is not None else None
@@ -588,7 +589,10 @@ class Run:
             labels=labels,
             identifiers=names,
             preprocessing=preprocessor,
-            provenance={"files": [str(p) for p in source.files]},
+            provenance={
+                "files": [str(p) for p in source.files],
+                "radial_velocities": velocities if template is not None else "none: no_rv = true",
+            },
             kind="observed",
         )
 
@@ -1527,18 +1531,6 @@ def _wait_for(paths: list[Path], what: str, poll_s: float = 0.5) -> None:
             logger.info("waiting %.0f s for %s (%s)", now - started, what, ", ".join(missing))
             last = now
         time.sleep(poll_s)
-
-
-def _read_template(path: Path, span: tuple[float, float], rv_limit: float):
-    """An RV template: a PHOENIX HiRes file (cut to the window plus the largest shift) or any
-    spectrum ``read_spectrum`` reads."""
-    from mdwarf_zoo.spectra.observed import read_spectrum
-    from mdwarf_zoo.spectra.phoenix import GRID_NAME, read_phoenix_spectrum
-
-    if not Path(path).name.endswith(f"{GRID_NAME}-HiRes.fits"):
-        return read_spectrum(path)
-    pad = span[1] * rv_limit / 299792.458 + 1.0
-    return read_phoenix_spectrum(path, span[0] - pad, span[1] + pad)
 
 
 def _regressor_seed(member: AutoencoderMember, p_index: int, k: int) -> int:

@@ -219,7 +219,7 @@ def test_validation_errors_name_key_value_and_allowed(change, pattern):
 def test_missing_files_are_refused_before_training(tmp_path: Path):
     text = TINY.replace(
         '[data.observed]\nsource = "simulator"\nn = 10',
-        '[data.observed]\nsource = "files"\nfiles = ["spectra/*.fits"]',
+        '[data.observed]\nsource = "files"\nfiles = ["spectra/*.fits"]\nno_rv = true',
     )
     path = tmp_path / "r.toml"
     path.write_text(text)
@@ -277,3 +277,21 @@ def test_alignment_refuses_too_few_observed_spectra_before_training():
     ):
         parse(text, check_models=True)
     assert parse(text.replace("n = 10", "n = 16"), check_models=True).observed.n == 16
+
+
+@pytest.mark.parametrize(
+    "extra, word",
+    [("", "neither"), ('\nno_rv = true\ntemplate = "t.fits"', "both")],
+)
+def test_observed_files_need_a_template_or_no_rv(tmp_path: Path, extra: str, word: str):
+    """Observed files are never used without a word on their radial velocity."""
+    (tmp_path / "a.fits").write_bytes(b"")
+    (tmp_path / "t.fits").write_bytes(b"")
+    text = TINY.replace(
+        '[data.observed]\nsource = "simulator"\nn = 10',
+        f'[data.observed]\nsource = "files"\nfiles = ["a.fits"]{extra}',
+    )
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=rf"template .* or no_rv = true .*not {word}"):
+        load_recipe(path, check_models=False)

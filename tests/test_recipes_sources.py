@@ -24,6 +24,7 @@ labels = "labels.npy"
 [data.observed]
 source = "files"
 files = ["caracal/*.fits"]
+no_rv = true
 
 [preprocessing]
 window = [8800.0, 8810.0, 0.02]
