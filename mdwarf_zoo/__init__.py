@@ -9,6 +9,8 @@ first, so ``keras.saving.load_model`` reads zoo models once ``mdwarf_zoo`` is im
 import importlib
 import importlib.util
 import os
+import sys
+import types
 
 # TensorFlow's C++ INFO/WARNING chatter drowns the command line; users can still override.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,3 +50,21 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing the submodule ``mdwarf_zoo.transfer`` (which the
+    import system then sets as the package's attribute ``transfer``) must not hide the public
+    function of the same name."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if (
+            isinstance(value, types.ModuleType)
+            and _PUBLIC.get(name) == value.__name__
+            and hasattr(value, name)
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -54,6 +54,11 @@ class _Loader(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self._loader = loader
 
+    def __getattr__(self, name: str):
+        # Everything else (get_code for ``python -m``, get_resource_reader, is_package...) is the
+        # real loader's.
+        return getattr(self._loader, name)
+
     def create_module(self, spec: importlib.machinery.ModuleSpec):
         return self._loader.create_module(spec)
 

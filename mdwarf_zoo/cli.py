@@ -57,6 +57,10 @@ _NOISE = (
 )
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def _quiet(native: bool) -> None:
     """Hide TensorFlow's chatter: its C++ log, its Python logger and its routine warnings.
 
@@ -70,6 +74,9 @@ def _quiet(native: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for message in _NOISE:
         warnings.filterwarnings("ignore", message=message)
+    # A warning meant for the user (a flagged radial velocity, say) is one line, without the
+    # source line that Python's default format adds.
+    warnings.showwarning = _one_line_warning
     if native:
         terminal = os.dup(2)
         null = os.open(os.devnull, os.O_WRONLY)

@@ -407,5 +407,5 @@ def write_table(
         out.meta.clear()
         out.meta["comments"] = [f"{key}: {value}" for key, value in meta.items()]
     out.write(path, format=astropy_format, overwrite=overwrite)
-    logger.info("wrote %d rows to %s", len(table), path)
+    logger.debug("wrote %d rows to %s", len(table), path)
     return path

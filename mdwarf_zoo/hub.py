@@ -666,7 +666,7 @@ def save_pretrained(
         _replace(built, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("saved %s to %s", type(model).__name__, directory)
+    logger.debug("saved %s to %s", type(model).__name__, directory)
     return directory
 
 
@@ -998,7 +998,7 @@ def from_pretrained(
             f"by config.json: {error}"
         ) from error
     _attach(model, info)
-    logger.info("loaded %s from %s", type(model).__name__, info)
+    logger.debug("loaded %s from %s", type(model).__name__, info)
     return model
 
 

@@ -55,7 +55,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,18 @@ class PretrainedPipeline:
 
     folder: Path
     manifest: dict[str, Any]
+    # Models already loaded (and checksum-verified), by their path in the folder: a pipeline
+    # predicts many times without reading its files again.
+    _models: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def model(self, relative: str):
+        """The Keras model at ``relative`` in the folder, loaded and verified once per
+        pipeline (:func:`mdwarf_zoo.from_pretrained`); later calls return the same object."""
+        if relative not in self._models:
+            from mdwarf_zoo.hub import from_pretrained
+
+            self._models[relative] = from_pretrained(self._path(relative))
+        return self._models[relative]
 
     @property
     def parameters(self) -> list[str]:
@@ -359,7 +371,6 @@ class PretrainedPipeline:
             >>> pipeline.predict(flux, names, latent_alignment="none")  # doctest: +SKIP
         """
         from mdwarf_zoo.ensemble import ERROR_MODELS, ensemble_table
-        from mdwarf_zoo.hub import from_pretrained
         from mdwarf_zoo.pipeline import (
             ALIGNMENTS,
             LabelScaler,
@@ -452,7 +463,7 @@ class PretrainedPipeline:
                 for regressor in member["regressors"][name]:
                     if not regressor.get("selected", True):
                         continue
-                    model = from_pretrained(self._path(regressor["path"]))
+                    model = self.model(regressor["path"])
                     mse = regressor.get("validation_mse", np.nan)
                     rms = float(np.sqrt(mse)) * scaling[name]["std"]
                     if method is not None:
@@ -521,14 +532,14 @@ class PretrainedPipeline:
     def _encoder(self, member: dict[str, Any], flux: np.ndarray, transfer: bool, seed: int):
         """The autoencoder that encodes ``flux`` for ``member`` (fine-tuned on it first with
         ``transfer``)."""
-        from mdwarf_zoo.hub import from_pretrained
         from mdwarf_zoo.transfer import transfer as fine_tune
 
         if not transfer:
             key = "transferred" if member.get("transferred") else "autoencoder"
-            return from_pretrained(self._path(member[key]))
+            return self.model(member[key])
         settings = self.manifest.get("transfer") or {}
-        source = from_pretrained(self._path(member["autoencoder"]))
+        # transfer() fine-tunes a clone: the cached model stays as it was loaded.
+        source = self.model(member["autoencoder"])
         freeze = settings.get("freeze", "default")
         if freeze == "default":
             freeze = source.default_freeze

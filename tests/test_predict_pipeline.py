@@ -50,7 +50,13 @@ def test_latent_scaling_in_the_manifest_is_applied_before_the_regressors(tmp_pat
 def test_spread_plus_validation_errors_from_the_manifest(flux):
     demo = load_pipeline(DEMO)
     spread = demo.predict(flux, progress=False)
+    loaded = dict(demo._models)
     both = demo.predict(flux, progress=False, error_model="spread+validation")
+    # A loaded pipeline keeps its models: the second call loads nothing again.
+    regressors = demo.members[0]["regressors"].values()
+    assert len(loaded) == 1 + sum(r.get("selected", True) for rs in regressors for r in rs)
+    assert demo._models.keys() == loaded.keys()
+    assert all(demo._models[key] is model for key, model in loaded.items())
     teff = demo.members[0]["regressors"]["teff"]
     std = demo.manifest["label_scaling"]["teff"]["std"]
     scatter = np.sqrt(np.mean([r["validation_mse"] * std**2 for r in teff]))

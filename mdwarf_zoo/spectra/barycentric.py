@@ -273,5 +273,5 @@ def berv_from_header(header, *, coordinates=None, location=None,
         return None, {"berv_missing": "; ".join(missing)}
     time, facts["berv_time"] = when
     berv = compute_berv(coordinates, time, location)
-    logger.info("%s: BERV %.4f km/s computed (%s)", source, berv, facts)
+    logger.debug("%s: BERV %.4f km/s computed (%s)", source, berv, facts)
     return berv, facts

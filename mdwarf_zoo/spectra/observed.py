@@ -159,7 +159,7 @@ def _clean(path: Path, wavelength: np.ndarray, flux: np.ndarray,
         good &= np.isfinite(sigma) & (sigma >= 0)
     dropped = int(good.size - good.sum())
     if dropped:
-        logger.info("%s: removed %d of %d pixels with non-finite values", path, dropped, good.size)
+        logger.debug("%s: removed %d of %d pixels with non-finite values", path, dropped, good.size)
     if not good.any():
         raise ValueError(f"{path}: no pixel has finite wavelength and flux")
     return wavelength[good], flux[good], None if sigma is None else sigma[good]
@@ -554,7 +554,7 @@ def _berv_metadata(path: Path, header: fits.Header, metadata: dict, coordinates:
             f"{path}: the BERV cannot be computed from the header ({error})"
         ) from error
     if berv is None:
-        logger.info("%s: no BERV (missing %s)", path, facts["berv_missing"])
+        logger.debug("%s: no BERV (missing %s)", path, facts["berv_missing"])
         return facts
     return {"berv": berv, "berv_source": "computed", **facts}
 
