@@ -93,3 +93,28 @@ def test_command_line_hides_tensorflow_noise():
     assert quiet.returncode == 0, quiet.stderr
     assert "dense_ae_tiny" in quiet.stdout and "462,597" in quiet.stdout
     assert quiet.stderr == ""
+
+
+def test_python_dash_m_runs_the_cli_and_submodules_never_hide_public_functions():
+    """``python -m mdwarf_zoo.cli`` goes through the package's import hook (runpy asks the loader
+    for the module's code), and importing the submodule ``mdwarf_zoo.transfer`` leaves
+    ``mdwarf_zoo.transfer`` the function."""
+    run = subprocess.run(
+        [sys.executable, "-m", "mdwarf_zoo.cli", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: mdwarf-zoo")
+    result = _python(
+        """
+        import mdwarf_zoo
+        import mdwarf_zoo.transfer
+        from mdwarf_zoo.transfer import transfer
+        assert mdwarf_zoo.transfer is transfer, mdwarf_zoo.transfer
+        import mdwarf_zoo.hub
+        assert callable(mdwarf_zoo.from_pretrained)
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok"]
