@@ -57,6 +57,10 @@ MAX_SEGMENT = 200.0
 MIN_PIXELS = 20
 #: A spectrum of a single segment is checked in pieces at least this long, A.
 MIN_CHECK_SPAN = 20.0
+#: A segment takes part only where the template has a line at least this deep (relative to
+#: its continuum) within reach of the trial velocities: a featureless stretch of template
+#: constrains no velocity and would only add a random peak (and a false "disagreeing").
+MIN_TEMPLATE_DEPTH = 0.01
 
 
 class RadialVelocityWarning(UserWarning):
@@ -392,7 +396,7 @@ def radial_velocity(
         near = (template.wavelength >= wave[0] - pad) & (template.wavelength <= wave[-1] + pad)
         t_wave, t_flux = _matched(template.wavelength[near], template.flux[near], kernel_r)
         model = t_flux / _upper_envelope(t_wave, t_flux) - 1.0
-        if np.std(data) == 0 or np.std(model) == 0:
+        if np.std(data) == 0 or -np.min(model, initial=0.0) < MIN_TEMPLATE_DEPTH:
             continue
         prepared.append((wave, data, t_wave, model))
     if not prepared:
