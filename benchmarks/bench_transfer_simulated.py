@@ -10,7 +10,10 @@ On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is 
    32-d latent) trained on the synthetic spectra; by default ELU without the contractive term
    for 120 epochs, whose latents carry far more of the labels at this small size than MB24's
    ReLU + contractive 1e-4 (``--ae-activation relu --ae-contractive 1e-4``);
-4. the MB24 pipeline: ``transfer(freeze=5)`` on the observed spectra, latent CNNs per
+4. the MB24 pipeline: ``transfer(freeze=5)`` on the observed spectra (learning rate 1e-4,
+   MB24's; ``--transfer-modes`` adds a row per other mode of ``transfer()``, ``anchored`` and
+   ``decoder_only`` by default, and the drift of the synthetic latents of each is printed and
+   kept in ``--json``), latent CNNs per
    parameter and seed on the synthetic latents (standardised per dimension unless
    ``--no-standardize-latents``, which is MB24), best-K ensemble, KDE mode and errors
    (``--error-model``: MB24's P16/P84 ``spread``, or ``spread+validation`` with the
@@ -106,6 +109,10 @@ def main() -> None:
     parser.add_argument("--ae-contractive", type=float, default=0.0,
                         help="contractive weight of the bottleneck (MB24: 1e-4)")
     parser.add_argument("--transfer-epochs", type=int, default=60)
+    parser.add_argument("--transfer-learning-rate", type=float, default=1e-4,
+                        help="MB24: 1e-4 (the rows before issue 16 used the model's 1e-3)")
+    parser.add_argument("--transfer-modes", nargs="*", default=["anchored", "decoder_only"],
+                        help="transfer modes besides MB24's, each a row (issue 16)")
     parser.add_argument("--seeds", type=int, default=3, help="regressor seeds per autoencoder")
     parser.add_argument("--regressor-epochs", type=int, default=80)
     parser.add_argument("--regressor-learning-rate", type=float, default=1e-3)
@@ -211,9 +218,20 @@ def main() -> None:
         "regressor_kwargs": {p: {"learning_rate": args.regressor_learning_rate}
                              for p in PARAMETERS},
     }
+    mode_latents: dict[str, dict[str, np.ndarray]] = {mode: {} for mode in args.transfer_modes}
+    drift: dict[str, list[float]] = {mode: [] for mode in ["mb24", *args.transfer_modes]}
+    transfer_options = {"epochs": args.transfer_epochs, "batch_size": 128, "seed": args.seed,
+                        "learning_rate": args.transfer_learning_rate,
+                        "anchor_spectra": synthetic}
     for name, model in autoencoders.items():
         tuned = mdwarf_zoo.transfer(model, observed, freeze=model.default_freeze,
-                                    epochs=args.transfer_epochs, batch_size=128, seed=args.seed)
+                                    **transfer_options)
+        drift["mb24"].append(tuned.transfer_info["latent_drift"])
+        for mode in args.transfer_modes:
+            other = mdwarf_zoo.transfer(model, observed, freeze=model.default_freeze, mode=mode,
+                                        **transfer_options)
+            drift[mode].append(other.transfer_info["latent_drift"])
+            mode_latents[mode][name] = encode(other, observed)
         tuned_models[name] = tuned
         syn_latents = synthetic_latents[name] = encode(model, synthetic)
         with_latents[name] = encode(tuned, observed)
@@ -236,6 +254,10 @@ def main() -> None:
     }
     variants = [("with transfer", regressors, with_latents, None),
                 ("without transfer", regressors, without_latents, None)]
+    variants += [(f"with transfer, mode {mode}", regressors, latents, None)
+                 for mode, latents in mode_latents.items()]
+    print("latent drift of the synthetic latents (sigma), per autoencoder:",
+          {mode: [round(v, 3) for v in values] for mode, values in drift.items()}, flush=True)
     if args.fine_tuned_variant:
         variants.append(("transfer, synthetic via fine-tuned", both_regressors, with_latents,
                          None))
@@ -375,6 +397,7 @@ def main() -> None:
                                          "results": results, "gap": gap, "checks": checks,
                                          "gap_budget": budget,
                                          "in_domain_rms": in_domain,
+                                         "latent_drift": drift,
                                          "seconds": total}, indent=2))
 
 

@@ -11,6 +11,9 @@ Gap metrics (Mas-Buitrago et al. 2024, MB24, Sect. 4):
   kernel whose width is set by the median heuristic.
 * :func:`reconstruction_mse`: how well an autoencoder reproduces the observed spectra
   (MB24: ~3e-3 before transfer, ~4e-4 after).
+* :func:`latent_drift`: how far transfer moved the *synthetic* latents, in units of each
+  dimension's spread: the regressors read coordinates learnt on the original encoder, so a
+  drift re-codes what they read (a :class:`LatentDriftWarning` above 0.1 sigma).
 * :func:`domain_gap_report`: all of them before and after transfer.
 
 Literature comparison: :func:`compare_with_literature` joins a results table with a literature
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +41,12 @@ __all__ = [
     "MB24_LITERATURE",
     "LiteratureSource",
     "compare_with_literature",
+    "LATENT_DRIFT_WARNING",
+    "LatentDriftWarning",
     "domain_gap_report",
+    "drift_of_latents",
     "ks_statistics",
+    "latent_drift",
     "match_literature",
     "median_heuristic",
     "mmd",
@@ -50,6 +58,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MMD_MAX_POINTS = 2000
+
+#: Above this drift (in sigma) of the synthetic latents, :func:`latent_drift` warns.
+LATENT_DRIFT_WARNING = 0.1
+
+
+class LatentDriftWarning(UserWarning):
+    """Transfer moved the synthetic latents: regressors trained on the original encoder's
+    latents no longer read the coordinates they learnt."""
 
 
 def _as_2d(values: object, what: str) -> np.ndarray:
@@ -195,6 +211,75 @@ def reconstruction_mse(autoencoder: keras.Model, flux: np.ndarray, *,
     return float(np.mean((np.asarray(reconstructed, dtype=np.float64) - flux) ** 2))
 
 
+def drift_of_latents(before: np.ndarray, after: np.ndarray) -> float:
+    """:func:`latent_drift` from the latents themselves: ``before`` under the original
+    encoder, ``after`` under the fine-tuned one, of the same (n >= 2) synthetic spectra."""
+    before = _as_2d(before, "latent_drift: original latents").astype(np.float64)
+    after = _as_2d(after, "latent_drift: fine-tuned latents").astype(np.float64)
+    _same_width(before, after, "latent_drift")
+    if len(before) < 2 or len(after) != len(before):
+        raise ValueError(
+            f"latent_drift: needs the same >= 2 synthetic spectra through both encoders, got "
+            f"{len(before)} and {len(after)} rows"
+        )
+    spread = before.std(axis=0)
+    alive = spread > 1e-6 * max(float(spread.max()), 1e-30)
+    if not alive.any():
+        raise ValueError("latent_drift: the original encoder gives the same latents for every "
+                         "spectrum; no spread to measure a drift against")
+    shift = (after - before).mean(axis=0)[alive] / spread[alive]
+    return float(np.sqrt(np.mean(shift**2)))
+
+
+def latent_drift(
+    original: keras.Model,
+    tuned: keras.Model,
+    synthetic_spectra: np.ndarray,
+    *,
+    batch_size: int = 256,
+    warn: bool = True,
+) -> float:
+    """How far a fine-tuned encoder moved the latents of synthetic spectra.
+
+    The root mean square, over latent dimensions, of the shift of the mean latent
+    ``E'(x_syn) - E(x_syn)``, each in units of that dimension's standard deviation under the
+    original encoder: ``sqrt(mean_d((mean(z'_d - z_d) / std(z_d))^2))``. Dimensions that never
+    vary under the original encoder (dead units) are left out. 0 means the regressors trained
+    on the original synthetic latents still read the coordinates they learnt; on the simulator
+    MB24's transfer moves them by 0.3-0.9 sigma, even with no domain gap.
+
+    Args:
+        original: the autoencoder before transfer.
+        tuned: its fine-tuned copy.
+        synthetic_spectra: (n, pixels) synthetic spectra (n >= 2).
+        batch_size: prediction batch size.
+        warn: issue a :class:`LatentDriftWarning` above ``LATENT_DRIFT_WARNING`` (0.1 sigma).
+
+    Returns:
+        The drift in sigma.
+
+    Raises:
+        ValueError: for fewer than 2 spectra, or encoders with different latent sizes.
+    """
+    from mdwarf_zoo.pipeline import encode
+
+    flux = _as_2d(synthetic_spectra, "latent_drift: synthetic_spectra")
+    drift = drift_of_latents(
+        encode(original, flux, batch_size=batch_size), encode(tuned, flux, batch_size=batch_size)
+    )
+    if warn and drift > LATENT_DRIFT_WARNING:
+        warnings.warn(
+            f"transfer moved the synthetic latents of {getattr(tuned, 'name', 'the model')!r} "
+            f"by {drift:.2f} sigma (> {LATENT_DRIFT_WARNING}): regressors trained on the "
+            "original encoder's latents read re-coded coordinates; consider transfer "
+            "mode='anchored' or 'decoder_only', regressors on the fine-tuned encoder's "
+            "synthetic latents, or no transfer",
+            LatentDriftWarning,
+            stacklevel=2,
+        )
+    return drift
+
+
 def domain_gap_report(
     original: keras.Model,
     fine_tuned: keras.Model,
@@ -218,7 +303,8 @@ def domain_gap_report(
     Returns:
         A dict: ``flux_nn_distance`` (mean), ``latent_nn_distance_before`` / ``_after``
         (means), ``ks_before`` / ``ks_after`` (per-dimension arrays), ``ks_mean_before`` /
-        ``_after``, ``mmd_before`` / ``_after``, ``reconstruction_mse_before`` / ``_after``.
+        ``_after``, ``mmd_before`` / ``_after``, ``reconstruction_mse_before`` / ``_after``,
+        and ``latent_drift`` (:func:`latent_drift` of the synthetic spectra, in sigma).
     """
     from mdwarf_zoo.pipeline import encode
 
@@ -243,6 +329,8 @@ def domain_gap_report(
                                                         batch_size=batch_size),
         "reconstruction_mse_after": reconstruction_mse(fine_tuned, observed_flux,
                                                        batch_size=batch_size),
+        "latent_drift": latent_drift(original, fine_tuned, synthetic_flux,
+                                     batch_size=batch_size),
     }
     logger.info("domain gap: %s", {k: v for k, v in report.items() if np.ndim(v) == 0})
     return report

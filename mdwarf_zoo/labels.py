@@ -34,3 +34,7 @@ MB24_LABEL_RANGES = {
     "mh": (-1.0, 0.6),
     "vsini": (1.5, 30.0),
 }
+
+#: What transfer learning re-trains (``mdwarf_zoo.transfer``'s ``mode``, the recipe's
+#: ``[transfer] mode``): MB24 as written, anchored to the synthetic latents, or the decoder only.
+TRANSFER_MODES = ("mb24", "anchored", "decoder_only")

@@ -875,7 +875,10 @@ def run_pipeline(
         synthetic_encoder: ``"original"`` (MB24) or ``"fine_tuned"`` (synthetic spectra
             through the fine-tuned encoder too; needs ``observed_encoder="fine_tuned"``).
         transfer_options: keyword arguments of :func:`mdwarf_zoo.transfer` (``epochs``,
-            ``batch_size``, ``learning_rate``, ``validation_split``, ``seed`` ...).
+            ``batch_size``, ``learning_rate``, ``validation_split``, ``seed``, ``mode``,
+            ``anchor_weight`` ...). ``anchor_spectra`` defaults to ``synthetic_flux``: it
+            anchors ``mode="anchored"`` and measures every mode's latent drift
+            (``table.meta["latent_drift"]``, per autoencoder, in sigma).
         parameters: label columns (default Teff, log g, [M/H], v sin i).
         seeds: regressor seeds per autoencoder and parameter (MB24: 5).
         keep: best K regressors per parameter by validation MSE (MB24: 80); ``None`` keeps all.
@@ -946,6 +949,7 @@ def run_pipeline(
     syn_latents: dict[str, np.ndarray] = {}
     obs_latents: dict[str, np.ndarray] = {}
     regressors: list[LatentRegressor] = []
+    drifts: dict[str, float] = {}
     for name, model in named.items():
         tuned = None
         if observed_encoder == "fine_tuned":
@@ -954,8 +958,12 @@ def run_pipeline(
                 raise ValueError(
                     f"run_pipeline: autoencoder {name!r} has no default_freeze; pass freeze="
                 )
-            tuned = transfer(model, observed_flux, freeze=rule, **dict(transfer_options or {}))
+            options = dict(transfer_options or {})
+            # The synthetic spectra anchor mode="anchored" and measure every mode's latent drift.
+            options.setdefault("anchor_spectra", synthetic_flux)
+            tuned = transfer(model, observed_flux, freeze=rule, **options)
             fine_tuned[name] = tuned
+            drifts[name] = tuned.transfer_info["latent_drift"]
         syn_latents[name], obs_latents[name] = latents(
             model, synthetic_flux, observed_flux, fine_tuned=tuned,
             observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
@@ -988,5 +996,8 @@ def run_pipeline(
     table.meta["synthetic_encoder"] = synthetic_encoder
     table.meta["latent_alignment"] = latent_alignment or "none"
     table.meta["autoencoders"] = list(named)
+    if drifts:
+        table.meta["transfer_mode"] = dict(transfer_options or {}).get("mode", "mb24")
+        table.meta["latent_drift"] = drifts
     return PipelineResult(table, predictions, mse, regressors, fine_tuned, syn_latents,
                           obs_latents, scaler, names)

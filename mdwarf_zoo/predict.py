@@ -538,6 +538,14 @@ class PretrainedPipeline:
             key = "transferred" if member.get("transferred") else "autoencoder"
             return self.model(member[key])
         settings = self.manifest.get("transfer") or {}
+        mode = settings.get("mode", "mb24")
+        if mode == "anchored":
+            raise ValueError(
+                f"pipeline {self.folder}: its transfer mode is 'anchored', which replays the "
+                "synthetic training spectra, and a pipeline folder does not carry them; predict "
+                "without transfer (the run's fine-tuned encoders are used when the pipeline has "
+                "them)"
+            )
         # transfer() fine-tunes a clone: the cached model stays as it was loaded.
         source = self.model(member["autoencoder"])
         freeze = settings.get("freeze", "default")
@@ -555,6 +563,7 @@ class PretrainedPipeline:
             else 0.0,
             seed=seed,
             progress=False,
+            mode=mode,
         )
 
     def _scaled(self, member: dict[str, Any], latents: np.ndarray) -> np.ndarray:

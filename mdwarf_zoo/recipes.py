@@ -25,7 +25,8 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
     [autoencoders]    members, epochs, batch_size, learning_rate, validation_split, contractive,
                       precision ("float32", "mixed_bfloat16", "mixed_float16"),
                       [autoencoders.grid] architecture = [...], <constructor argument> = [...]
-    [transfer]        enabled, freeze, epochs, learning_rate, batch_size, validation_split
+    [transfer]        enabled, freeze, epochs, learning_rate, batch_size, validation_split,
+                      mode ("mb24" | "anchored" | "decoder_only"), anchor_weight (anchored)
     [regressors]      architecture, parameters, seeds, epochs, learning_rate, batch_size,
                       validation_split, standardize_latents (not MB24),
                       [regressors.overrides], [regressors.<parameter>]
@@ -56,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from mdwarf_zoo._resources import shipped_folder
-from mdwarf_zoo.labels import MB24_LABEL_RANGES, PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.labels import MB24_LABEL_RANGES, PARAMETER_UNITS, PARAMETERS, TRANSFER_MODES
 from mdwarf_zoo.labels import SET_NAME as _SIMULATOR_NAMES
 
 if sys.version_info >= (3, 11):
@@ -211,6 +212,12 @@ class Transfer:
     learning_rate: float | None = 1e-4
     batch_size: int = 128
     validation_split: float = 0.2
+    #: What is re-trained (``mdwarf_zoo.transfer``'s ``mode``): ``"mb24"`` as MB24 wrote it,
+    #: ``"anchored"`` (the synthetic latents held in place by replayed synthetic spectra) or
+    #: ``"decoder_only"``.
+    mode: str = "mb24"
+    #: Weight of the anchor penalty (``mode = "anchored"``).
+    anchor_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -716,6 +723,12 @@ def parse_recipe(
     preprocessing = _preprocessing(section("preprocessing"))
     autoencoders = _autoencoders(section("autoencoders", required=True))
     transfer = _transfer(section("transfer"))
+    if transfer.mode == "anchored" and strategy != "default":
+        raise RecipeError(
+            f'recipe {origin}: [transfer] mode = "anchored" trains with strategy = "default" '
+            f"only (got strategy = {strategy!r}); use mode = \"decoder_only\" or strategy = "
+            '"default"'
+        )
     regressors = _regressors(section("regressors", required=True))
     ens = section("ensemble")
     ensemble = _ensemble(ens)
@@ -978,7 +991,12 @@ def _transfer(c: _Checker) -> Transfer:
         else c.number("learning_rate", 1e-4, low=0, low_open=True),
         batch_size=c.integer("batch_size", 128, minimum=1),
         validation_split=c.number("validation_split", 0.2, low=0, high=1, high_open=True),
+        mode=c.choice("mode", TRANSFER_MODES, "mb24"),
+        anchor_weight=c.number("anchor_weight", 1.0, low=0),
     )
+    if c.has("anchor_weight") and result.mode != "anchored":
+        raise c.fail("anchor_weight", c.raw("anchor_weight"),
+                     'no anchor_weight: it is a setting of mode = "anchored"')
     c.finish()
     return result
 

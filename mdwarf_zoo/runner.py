@@ -119,7 +119,10 @@ def fit_resumable(
 
     Args:
         model: a compiled ``keras.Model``.
-        x, y: training inputs and targets.
+        x, y: training inputs and targets (arrays, or lists of arrays for a model with several
+            inputs); or ``x`` an object with ``len(x)`` rows and ``x.batch(epoch, rows)`` that
+            returns a batch's ``(inputs, targets)`` (``mdwarf_zoo.transfer.AnchorReplay``),
+            with ``y`` unused.
         epochs: total number of epochs.
         batch_size: batch size.
         seed: seed of the batch order.
@@ -158,7 +161,7 @@ def fit_resumable(
             start = int(saved["epoch"])
             history = json.loads(str(saved["history"]))
         logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
-    n = len(x)
+    n = _length(x)
     if start >= epochs:
         return history
     steps = -(-n // batch_size)
@@ -170,7 +173,12 @@ def fit_resumable(
             order = np.random.default_rng([seed, epoch]).permutation(n)
             for first in range(0, n, batch_size):
                 rows = order[first : first + batch_size]
-                yield x[rows], y[rows]
+                if hasattr(x, "batch"):  # inputs drawn per (epoch, rows): AnchorReplay
+                    inputs, targets = x.batch(epoch, rows)
+                else:
+                    inputs, targets = _rows(x, rows), _rows(y, rows)
+                # Keras' generator adapter takes several inputs as tuples, not lists.
+                yield _tupled(inputs), _tupled(targets)
 
     bar = tqdm(
         total=epochs,
@@ -183,7 +191,7 @@ def fit_resumable(
 
     def epoch_end(epoch: int, logs: dict | None) -> None:
         record = {"loss": float((logs or {}).get("loss", float("nan")))}
-        if validation is not None and len(validation[0]):
+        if validation is not None and _length(validation[0]):
             record["val_loss"] = _evaluate(model, validation[0], validation[1])
         history.append(record)
         arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(variables)}
@@ -777,9 +785,16 @@ class Run:
     def _stage_transfer(self, member: AutoencoderMember) -> None:
         import keras
 
+        from mdwarf_zoo.diagnostics import latent_drift
         from mdwarf_zoo.hub import from_pretrained, save_pretrained
         from mdwarf_zoo.optimizers import FusedAdam
-        from mdwarf_zoo.transfer import clone_model, resolve_freeze
+        from mdwarf_zoo.transfer import (
+            AnchorReplay,
+            anchor_targets,
+            anchored_trainer,
+            clone_model,
+            transfer_layers,
+        )
 
         folder = self.member_folder(member)
         settings = self.recipe.transfer
@@ -801,35 +816,52 @@ class Run:
                     list(settings.freeze) if isinstance(settings.freeze, tuple) else settings.freeze
                 )
             )
-            frozen = set(resolve_freeze(source, freeze))
+            frozen = set(transfer_layers(source, freeze, settings.mode))
             learning_rate = settings.learning_rate or source.learning_rate
+            flux = observed.flux
+            anchors = self._read(self.synthetic_path).flux
+            x, y = flux[train], flux[train]
+            validation = (flux[val], flux[val]) if len(val) else None
+            if settings.mode == "anchored":
+                targets, scale = anchor_targets(source, anchors)
+                x, y = AnchorReplay(flux[train], anchors, targets / scale, seed), None
+                if len(val):
+                    validation = AnchorReplay(flux[val], anchors, targets / scale, seed).all()
 
             def build() -> keras.Model:
                 tuned = clone_model(source)
                 for index, layer in enumerate(tuned.layers):
                     layer.trainable = index not in frozen
-                # Flags before compile: the TensorFlow backend ignores later changes.
-                tuned.compile(optimizer=FusedAdam(learning_rate), loss="mse")
-                return tuned
+                if settings.mode != "anchored":
+                    # Flags before compile: the TensorFlow backend ignores later changes.
+                    tuned.compile(optimizer=FusedAdam(learning_rate), loss="mse")
+                    return tuned
+                trainer = anchored_trainer(tuned, scale, anchor_weight=settings.anchor_weight,
+                                           loss="mse")
+                trainer.compile(optimizer=FusedAdam(learning_rate), loss=["mse", "mse"],
+                                loss_weights=[1.0, settings.anchor_weight])
+                object.__setattr__(trainer, "autoencoder", tuned)
+                return trainer
 
-            flux = observed.flux
             before = _mse(source, flux) if self.chief else None
             tuned, history = self._train(
                 build,
-                flux[train],
-                flux[train],
+                x,
+                y,
                 epochs=settings.epochs,
                 batch_size=settings.batch_size,
                 seed=seed,
                 checkpoint=folder / "transfer.ckpt",
-                validation=(flux[val], flux[val]) if len(val) else None,
+                validation=validation,
                 description=f"{member.name} transfer",
             )
+            tuned = getattr(tuned, "autoencoder", tuned)
             if not self.chief:
                 return
             metrics = {
                 "reconstruction_mse_observed_before": before,
                 "reconstruction_mse_observed_after": _mse(tuned, flux),
+                "latent_drift": latent_drift(source, tuned, anchors),
                 "frozen_layers": sorted(frozen),
             }
             save_pretrained(
@@ -840,6 +872,9 @@ class Run:
                     metrics={k: v for k, v in metrics.items() if k != "frozen_layers"},
                     extra={
                         "transfer": {
+                            "mode": settings.mode,
+                            **({"anchor_weight": settings.anchor_weight}
+                               if settings.mode == "anchored" else {}),
                             "frozen_layers": sorted(frozen),
                             "learning_rate": learning_rate,
                             "epochs": settings.epochs,
@@ -872,8 +907,13 @@ class Run:
         tuned = (
             from_pretrained(folder / "transferred") if self.recipe.transfer.enabled else original
         )
+        transferred = {}
+        if tuned is not original:
+            # The synthetic spectra through the fine-tuned encoder: the latent drift.
+            transferred["synthetic_transferred"] = encode(tuned, synthetic.flux)
         _atomic_savez(
             folder / "latents.npz",
+            **transferred,
             synthetic=encode(original, synthetic.flux),
             observed=encode(tuned, observed.flux),
             observed_no_transfer=encode(original, observed.flux),
@@ -1270,6 +1310,7 @@ class Run:
                 "learning_rate": self.recipe.transfer.learning_rate,
                 "batch_size": self.recipe.transfer.batch_size,
                 "validation_split": self.recipe.transfer.validation_split,
+                "mode": self.recipe.transfer.mode,
             },
             "ensemble": {"best": keep, "error_model": settings.error_model},
             "members": members,
@@ -1376,7 +1417,12 @@ class Run:
         distance of the observed spectra in flux space and, per member, in latent space before
         and after transfer (MB24: 2.72 and 0.086), with the mean per-dimension KS statistic and
         the MMD of the latents."""
-        from mdwarf_zoo.diagnostics import ks_statistics, mmd, nearest_neighbour_distances
+        from mdwarf_zoo.diagnostics import (
+            drift_of_latents,
+            ks_statistics,
+            mmd,
+            nearest_neighbour_distances,
+        )
 
         synthetic = self._read(self.synthetic_path)
         observed = self._read(self.observed_path)
@@ -1410,6 +1456,10 @@ class Run:
                         saved["reconstruction_mse_observed"]
                     ),
                 }
+                if "synthetic_transferred" in saved.files:
+                    result[member.name]["latent_drift"] = drift_of_latents(
+                        syn, saved["synthetic_transferred"]
+                    )
         return result
 
     def _alignment_text(self) -> str:
@@ -1582,14 +1632,29 @@ def _inference_copy(model):
     return clone_model(model)
 
 
-def _evaluate(model, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> float:
+def _length(x) -> int:
+    """Rows of a training input: an array, or a list of arrays of one length (a model with
+    several inputs)."""
+    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
+
+
+def _tupled(x):
+    return tuple(x) if isinstance(x, list) else x
+
+
+def _rows(x, rows):
+    """``x[rows]`` of an array or of each array of a list."""
+    return [part[rows] for part in x] if isinstance(x, (list, tuple)) else x[rows]
+
+
+def _evaluate(model, x, y, chunk: int = 1024) -> float:
     """The model's loss (with its internal penalties) on ``(x, y)``, in chunks."""
-    total = 0.0
-    for first in range(0, len(x), chunk):
+    total, n = 0.0, _length(x)
+    for first in range(0, n, chunk):
         part = slice(first, first + chunk)
-        loss = model.test_on_batch(x[part], y[part])
-        total += float(loss[0] if isinstance(loss, list) else loss) * len(x[part])
-    return total / len(x)
+        loss = model.test_on_batch(_rows(x, part), _rows(y, part))
+        total += float(loss[0] if isinstance(loss, list) else loss) * _length(_rows(x, part))
+    return total / n
 
 
 def _mse(model, flux: np.ndarray) -> float:

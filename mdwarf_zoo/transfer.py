@@ -25,11 +25,26 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from mdwarf_zoo.labels import TRANSFER_MODES
 from mdwarf_zoo.optimizers import FusedAdam
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
 
-__all__ = ["clone_model", "model_preprocessor", "prepare_spectra", "resolve_freeze", "transfer"]
+__all__ = [
+    "TRANSFER_MODES",
+    "AnchorReplay",
+    "anchor_targets",
+    "anchored_trainer",
+    "clone_model",
+    "model_preprocessor",
+    "prepare_spectra",
+    "resolve_freeze",
+    "transfer",
+    "transfer_layers",
+]
+
+#: Default weight of the anchor penalty of ``mode="anchored"``.
+ANCHOR_WEIGHT = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +297,158 @@ def _model_loss(model: keras.Model) -> Any:
     return "mse" if loss is None else loss
 
 
+def transfer_layers(model: keras.Model, freeze: FreezeSpec, mode: str) -> list[int]:
+    """The layer indices :func:`transfer` keeps fixed for ``freeze`` and ``mode``.
+
+    ``"mb24"`` and ``"anchored"``: the layers ``freeze`` selects. ``"decoder_only"``: those and
+    the whole encoder up to and including the bottleneck (``model.bottleneck_index``), so the
+    latent space cannot move at all and only the decoder adapts to the observed spectra.
+
+    Raises:
+        ValueError: for an unknown mode, or ``"decoder_only"`` on a model without a
+            ``bottleneck_index``.
+    """
+    if mode not in TRANSFER_MODES:
+        raise ValueError(f"transfer: mode must be one of {TRANSFER_MODES}, got {mode!r}")
+    frozen = set(resolve_freeze(model, freeze))
+    if mode == "decoder_only":
+        bottleneck = getattr(model, "bottleneck_index", None)
+        if bottleneck is None:
+            raise ValueError(
+                f"transfer: mode='decoder_only' needs an autoencoder with a bottleneck_index "
+                f"(a zoo model); {model.name!r} has none"
+            )
+        frozen |= set(range(int(bottleneck) + 1))
+    return sorted(frozen)
+
+
+def anchor_targets(
+    original: keras.Model, anchor_spectra: np.ndarray, *, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The original encoder's latents of the anchor spectra, and the per-dimension scale the
+    anchor penalty divides by (their standard deviation; 1 for a dimension that never varies).
+    """
+    from mdwarf_zoo.pipeline import encode
+
+    latents = encode(original, anchor_spectra, batch_size=batch_size).astype(np.float32)
+    scale = latents.std(axis=0)
+    scale = np.where(scale > 1e-6 * max(float(scale.max()), 1e-30), scale, 1.0)
+    return latents, scale.astype(np.float32)
+
+
+def anchored_trainer(
+    tuned: keras.Model, scale: np.ndarray, *, anchor_weight: float, loss: Any
+) -> keras.Model:
+    """A two-input model that trains ``tuned`` (in place) with the anchor penalty.
+
+    Inputs ``[observed, anchor]``; outputs ``[tuned(observed), tuned.encoder(anchor) / scale]``
+    with targets ``[observed, original latents / scale]``: the reconstruction loss of the
+    observed spectra plus ``anchor_weight`` times the mean squared shift of the synthetic
+    latents, in units of each dimension's spread under the original encoder,
+    ``anchor_weight * mean(((E'(x_syn) - E(x_syn)) / sigma)^2)``. The layers are ``tuned``'s
+    own, so fitting the trainer fine-tunes ``tuned``; the model's own penalties (contractive,
+    L1) apply to both inputs. Compiled with :class:`~mdwarf_zoo.optimizers.FusedAdam` by the
+    caller.
+    """
+    encoder = getattr(tuned, "encoder", None)
+    if encoder is None:
+        raise ValueError(
+            f"transfer: mode='anchored' needs an autoencoder with an encoder (a zoo model); "
+            f"{tuned.name!r} has none"
+        )
+    shape = tuple(tuned.input_shape[1:])
+    observed = keras.Input(shape=shape, name="observed")
+    anchor = keras.Input(shape=shape, name="anchor")
+    latents = keras.layers.Rescaling(
+        (1.0 / np.asarray(scale, dtype=np.float32)).tolist(), name="anchor_latents"
+    )(encoder(anchor))
+    trainer = keras.Model(
+        [observed, anchor], [tuned(observed), latents], name=f"{tuned.name}_anchored"
+    )
+    trainer.anchored_weight = float(anchor_weight)
+    trainer.anchor_loss = loss
+    return trainer
+
+
+class AnchorReplay:
+    """The inputs and targets of anchored transfer, batch by batch.
+
+    Every training row (observed spectrum) is paired, in each epoch, with a synthetic anchor:
+    epoch ``e`` pairs position ``p`` with item ``e * n + p`` of an endless chain of seeded
+    permutations of the anchors, so that over the epochs every anchor is replayed as often as
+    every other, and the pairing depends on (seed, epoch, position) alone (a resumed run sees
+    the same batches).
+
+    Args:
+        flux: (n, pixels) training spectra.
+        anchors: (m, pixels) synthetic spectra.
+        targets: (m, latent) the original encoder's latents of the anchors divided by the
+            anchor scale (:func:`anchor_targets`).
+        seed: seed of the pairing.
+    """
+
+    def __init__(self, flux: np.ndarray, anchors: np.ndarray, targets: np.ndarray,
+                 seed: int) -> None:
+        self.flux, self.anchors, self.targets, self.seed = flux, anchors, targets, int(seed)
+        self._permutations: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+    def _permutation(self, k: int) -> np.ndarray:
+        if k not in self._permutations:
+            if len(self._permutations) > 4:
+                self._permutations.clear()
+            rng = np.random.default_rng([self.seed, 7, int(k)])
+            self._permutations[k] = rng.permutation(len(self.anchors))
+        return self._permutations[k]
+
+    def anchor_rows(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """The anchor rows paired with training ``positions`` in ``epoch``."""
+        chain = int(epoch) * len(self.flux) + np.asarray(positions, dtype=np.int64)
+        m = len(self.anchors)
+        rows = np.empty(chain.shape, dtype=np.int64)
+        for k in np.unique(chain // m):
+            here = chain // m == k
+            rows[here] = self._permutation(int(k))[chain[here] % m]
+        return rows
+
+    def batch(self, epoch: int, positions: np.ndarray) -> tuple[list, list]:
+        """``([observed, anchors], [observed, anchor targets])`` of ``positions``."""
+        rows = self.anchor_rows(epoch, positions)
+        return ([self.flux[positions], self.anchors[rows]],
+                [self.flux[positions], self.targets[rows]])
+
+    def all(self) -> tuple[list, list]:
+        """Every row with epoch 0's pairing (validation)."""
+        return self.batch(0, np.arange(len(self.flux)))
+
+
+class _ReplayBatches(keras.utils.PyDataset):
+    """Batches of an :class:`AnchorReplay` for ``Model.fit``, shuffled per epoch by
+    ``default_rng([seed, epoch])`` (as the recipe runner's resumable loop)."""
+
+    def __init__(self, replay: AnchorReplay, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.replay, self.batch_size, self.seed, self.epoch = replay, batch_size, seed, 0
+        self._shuffle()
+
+    def _shuffle(self) -> None:
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.replay))
+
+    def __len__(self) -> int:
+        return -(-len(self.replay) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        x, y = self.replay.batch(self.epoch, rows)
+        return tuple(x), tuple(y)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._shuffle()
+
+
 class _EpochBar(keras.callbacks.Callback):
     """A tqdm bar over epochs, with the current losses."""
 
@@ -309,6 +476,9 @@ def transfer(
     seed: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     progress: bool = False,
+    mode: str = "mb24",
+    anchor_spectra: Any = None,
+    anchor_weight: float | None = None,
 ) -> keras.Model:
     """Fine-tune a copy of an autoencoder on observed spectra (deep transfer learning, MB24).
 
@@ -339,12 +509,31 @@ def transfer(
             op determinism (a process-wide setting) are switched on before the copy is built.
         callbacks: extra Keras callbacks for ``fit``.
         progress: show a tqdm bar over epochs.
+        mode: what is re-trained.
+            ``"mb24"`` (default): every layer not frozen, with the reconstruction loss alone,
+            as MB24 wrote it. Nothing holds the latent coordinates that regressors trained on
+            the original encoder's synthetic latents rely on: on the simulator the synthetic
+            latents drift by ~0.3-0.9 sigma even when the "observed" spectra are synthetic.
+            ``"anchored"``: the same layers, plus a penalty that holds the fine-tuned encoder's
+            latents of replayed synthetic spectra (``anchor_spectra``) where the original
+            encoder put them, ``anchor_weight * mean(((E'(x_syn) - E(x_syn)) / sigma)^2)``
+            (sigma: each latent dimension's spread under the original encoder); see
+            :func:`anchored_trainer`.
+            ``"decoder_only"``: the encoder (up to the bottleneck) is frozen too: the latent
+            space cannot move, only the reconstruction of the observed spectra improves.
+        anchor_spectra: synthetic spectra (array, HDF5 set, ``SpectrumSet``...) the anchored
+            mode replays beside the observed ones (required there). With any mode they also
+            measure the drift of the synthetic latents
+            (:func:`mdwarf_zoo.diagnostics.latent_drift`), recorded in ``transfer_info`` and
+            warned about above 0.1 sigma (:class:`~mdwarf_zoo.diagnostics.LatentDriftWarning`).
+        anchor_weight: the anchor penalty's weight (``"anchored"``; default 1.0).
 
     Returns:
         The fine-tuned copy. ``copy.history`` is the Keras ``History`` of the fine-tuning
         (``copy.history.history["loss"]``, ``["val_loss"]``), and ``copy.transfer_info`` a dict
-        with the frozen layer indices and names, learning rate, epochs, batch size, seed, the
-        numbers of training/validation spectra and their identifiers.
+        with the mode, frozen layer indices and names, learning rate, epochs, batch size, seed,
+        the numbers of training/validation spectra and their identifiers, and with
+        ``anchor_spectra`` the number of anchors, the anchor weight and ``latent_drift``.
 
     Raises:
         TypeError: for a ``freeze`` of an unsupported type, or a model that is not a
@@ -388,8 +577,22 @@ def transfer(
                              or seed < 0):
         raise ValueError(f"transfer: seed must be None or an integer >= 0, got {seed!r}")
 
-    frozen = resolve_freeze(model, freeze)
+    frozen = transfer_layers(model, freeze, mode)
     flux, identifiers = prepare_spectra(spectra, model, what="transfer: spectra")
+    anchors = None
+    if anchor_spectra is not None:
+        anchors, _ = prepare_spectra(anchor_spectra, model, what="transfer: anchor_spectra")
+    if mode == "anchored" and anchors is None:
+        raise ValueError(
+            "transfer: mode='anchored' needs anchor_spectra: synthetic spectra (those the model "
+            "was trained on, or a sample of them) whose latents the fine-tuning must keep"
+        )
+    if anchor_weight is not None and mode != "anchored":
+        raise ValueError(f"transfer: anchor_weight is a setting of mode='anchored', not {mode!r}")
+    anchor_weight = ANCHOR_WEIGHT if anchor_weight is None else anchor_weight
+    if not (isinstance(anchor_weight, numbers.Real) and np.isfinite(anchor_weight)
+            and anchor_weight >= 0):
+        raise ValueError(f"transfer: anchor_weight must be a number >= 0, got {anchor_weight!r}")
 
     n = flux.shape[0]
     n_val = int(round(validation_split * n))
@@ -418,30 +621,49 @@ def transfer(
             f"transfer: freeze={freeze!r} leaves no trainable weight in model {model.name!r}; "
             f"it has {len(tuned.layers)} layers:\n{describe_layers(tuned)}"
         )
-    # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
-    tuned.compile(
-        optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model)
-    )
     logger.info(
-        "transfer: %s, frozen layers %s, %d training / %d validation spectra, %d epochs, "
-        "lr %g", model.name, [tuned.layers[i].name for i in frozen], len(train), len(val),
+        "transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, %d epochs, "
+        "lr %g", model.name, mode, [tuned.layers[i].name for i in frozen], len(train), len(val),
         epochs, learning_rate,
     )
     all_callbacks = list(callbacks or [])
     if progress:
         all_callbacks.append(_EpochBar(int(epochs)))
-    history = tuned.fit(
-        flux[train],
-        flux[train],
-        validation_data=(flux[val], flux[val]) if len(val) else None,
+    x_train, y_train = flux[train], flux[train]
+    validation = (flux[val], flux[val]) if len(val) else None
+    trainer, fit_options = tuned, {"batch_size": int(batch_size), "shuffle": True}
+    if mode == "anchored":
+        targets, scale = anchor_targets(model, anchors)
+        trainer = anchored_trainer(tuned, scale, anchor_weight=float(anchor_weight),
+                                   loss=_model_loss(model))
+        pairing = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
+        replay = AnchorReplay(flux[train], anchors, targets / scale, pairing)
+        x_train, y_train, fit_options = _ReplayBatches(replay, int(batch_size), pairing), None, {}
+        if len(val):
+            validation = tuple(AnchorReplay(flux[val], anchors, targets / scale, pairing).all())
+        # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
+        trainer.compile(
+            optimizer=FusedAdam(float(learning_rate)),
+            loss=[_model_loss(model), "mse"],
+            loss_weights=[1.0, float(anchor_weight)],
+        )
+    else:
+        trainer.compile(optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model))
+    history = trainer.fit(
+        x_train,
+        y_train,
+        validation_data=validation,
         epochs=int(epochs),
-        batch_size=int(batch_size),
-        shuffle=True,
         callbacks=all_callbacks,
         verbose=0,
+        **fit_options,
     )
+    if trainer is not tuned:
+        # The trainer fitted tuned's own layers; give tuned a compiled state of its own.
+        tuned.compile(optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model))
     tuned.history = history
     tuned.transfer_info = {
+        "mode": mode,
         "source_model": model.name,
         "frozen_layers": list(frozen),
         "frozen_layer_names": [tuned.layers[i].name for i in frozen],
@@ -455,4 +677,11 @@ def transfer(
         "train_identifiers": [identifiers[i] for i in train],
         "validation_identifiers": [identifiers[i] for i in val],
     }
+    if anchors is not None:
+        from mdwarf_zoo.diagnostics import latent_drift
+
+        if mode == "anchored":
+            tuned.transfer_info["anchor_weight"] = float(anchor_weight)
+        tuned.transfer_info["n_anchor"] = int(len(anchors))
+        tuned.transfer_info["latent_drift"] = latent_drift(model, tuned, anchors)
     return tuned

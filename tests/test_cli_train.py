@@ -511,3 +511,44 @@ def test_a_changed_non_mb24_key_never_reuses_a_run_folder(tmp_path: Path):
         changed.write_text(aligned_recipe_text().replace(old, new))
         with pytest.raises(FileExistsError, match="belongs to recipe 'tiny'"):
             Run(load_recipe(changed, check_models=False), tmp_path / "run", progress=False)
+
+
+def test_anchored_transfer_stage_records_its_mode_and_the_latent_drift(tmp_path: Path):
+    """[transfer] mode = "anchored": the runner replays synthetic spectra beside the observed
+    ones (batches drawn per epoch by AnchorReplay through the resumable loop), and records the
+    mode and the drift of the synthetic latents in the transferred folder and the latents."""
+    import json
+
+    text = TINY.format(n_synthetic=40, epochs=2, batch=8).replace(
+        "[transfer]\n", '[transfer]\nmode = "anchored"\nanchor_weight = 2.0\n'
+    )
+    recipe = tmp_path / "anchored.toml"
+    recipe.write_text(text)
+    run = tmp_path / "run"
+    args = ["train", str(recipe), "--out", str(run), "--no-progress"]
+    assert main([*args, "--stage", "sets"]) == 0
+    for stage in ("pretrain", "transfer", "encode"):
+        assert main([*args, "--member", "0", "--stage", stage]) == 0
+    member = run / "members" / "member_000"
+    card = json.dumps(json.loads((member / "transferred" / "mdwarf_zoo.json").read_text()))
+    assert '"mode": "anchored"' in card and '"anchor_weight": 2.0' in card
+    assert '"latent_drift"' in card
+    with np.load(member / "latents.npz") as saved:
+        assert saved["synthetic_transferred"].shape == saved["synthetic"].shape
+        assert not np.array_equal(saved["synthetic_transferred"], saved["synthetic"])
+
+
+def test_anchored_transfer_is_refused_with_a_distribution_strategy(tmp_path: Path):
+    from mdwarf_zoo.recipes import RecipeError, parse_recipe
+
+    text = TINY.format(n_synthetic=40, epochs=2, batch=8)
+    with pytest.raises(RecipeError, match='mode = "anchored" trains with strategy = "default"'):
+        parse_recipe(text.replace("seed = 5", 'seed = 5\nstrategy = "mirrored"').replace(
+            "[transfer]\n", '[transfer]\nmode = "anchored"\n'), check_models=False)
+    with pytest.raises(RecipeError, match="anchor_weight"):
+        parse_recipe(text.replace("[transfer]\n", "[transfer]\nanchor_weight = 2.0\n"),
+                     check_models=False)
+    with pytest.raises(RecipeError, match="mode"):
+        parse_recipe(text.replace("[transfer]\n", '[transfer]\nmode = "anchor"\n'),
+                     check_models=False)
+    assert parse_recipe(text, check_models=False).transfer.mode == "mb24"

@@ -238,3 +238,103 @@ def test_model_loaded_from_pretrained_prepares_spectra_with_its_preprocessor(tmp
     assert sorted(tuned.transfer_info["train_identifiers"]) == ["GJ 0", "GJ 1", "GJ 2"]
     # The fine-tuned copy keeps the metadata, so it can be saved and used the same way.
     assert tuned.zoo_metadata is loaded.zoo_metadata
+
+
+# -- transfer modes and the latent drift ---------------------------------------------------------
+
+
+def factor_spectra(n: int, seed: int, length: int = 3501, factors: int = 3) -> np.ndarray:
+    """Spectra driven by a few hidden factors (as Teff, log g, [M/H] drive real ones): fixed
+    lines whose depths are linear in the factors. Two draws with different seeds come from one
+    distribution: no domain gap at all."""
+    lines = np.random.default_rng(100)
+    pixels = np.arange(length)
+    centres, widths = lines.uniform(0, length, 40), lines.uniform(2, 6, 40)
+    mixing = lines.uniform(0, 1, (factors, 40))
+    profiles = np.exp(-0.5 * ((pixels[None] - centres[:, None]) / widths[:, None]) ** 2)
+    hidden = np.random.default_rng(seed).uniform(0, 1, (n, factors))
+    depths = 0.6 * (hidden @ mixing) / factors
+    return (0.95 - 0.8 * np.clip(depths @ profiles, 0, 1)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def pretrained_on_factors():
+    synthetic = factor_spectra(200, seed=0)
+    keras.utils.set_random_seed(0)
+    model = mdwarf_zoo.create_model("dense_ae_tiny", seed=3, learning_rate=1e-3)
+    model.fit(synthetic, synthetic, epochs=30, batch_size=16, verbose=0, shuffle=True)
+    return model, synthetic, factor_spectra(64, seed=1)
+
+
+def test_anchored_transfer_holds_the_synthetic_latents_where_mb24_moves_them(
+    pretrained_on_factors,
+):
+    """No domain gap at all, yet MB24's transfer re-codes the latent space (the regressors'
+    coordinates); the anchored mode holds it (< 0.05 sigma) and reconstructs as well; the
+    decoder-only mode cannot move it."""
+    from mdwarf_zoo.diagnostics import LatentDriftWarning
+
+    model, synthetic, observed = pretrained_on_factors
+    options = {"freeze": model.default_freeze, "epochs": 12, "batch_size": 16, "seed": 0,
+               "learning_rate": 1e-4, "anchor_spectra": synthetic}  # MB24: 1e-4
+    with pytest.warns(LatentDriftWarning, match="sigma"):
+        mb24 = transfer(model, observed, **options)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LatentDriftWarning)
+        anchored = transfer(model, observed, mode="anchored", **options)
+        decoder = transfer(model, observed, mode="decoder_only", **options)
+    assert mb24.transfer_info["latent_drift"] > 0.3
+    assert anchored.transfer_info["latent_drift"] < 0.05
+    assert decoder.transfer_info["latent_drift"] == 0.0
+    assert anchored.transfer_info["mode"] == "anchored"
+    assert anchored.transfer_info["anchor_weight"] == 1.0
+    assert anchored.transfer_info["n_anchor"] == 200
+
+    def mse(m):
+        return float(np.mean((m.predict(observed, verbose=0) - observed) ** 2))
+
+    assert mse(anchored) <= 1.1 * mse(mb24)
+    assert mse(decoder) <= 1.1 * mse(mb24)
+    # decoder_only: every layer up to the bottleneck is frozen and bit-identical.
+    assert decoder.transfer_info["frozen_layers"] == list(range(model.bottleneck_index + 1))
+    for index in range(model.bottleneck_index + 1):
+        for old, new in zip(model.layers[index].weights, decoder.layers[index].weights,
+                            strict=True):
+            assert np.array_equal(np.array(old), np.array(new))
+    # The anchored copy is an ordinary autoencoder again: it saves and predicts on its own.
+    assert anchored.input_shape == model.input_shape and anchored.optimizer is not None
+
+
+def test_transfer_mode_errors(pretrained_on_factors):
+    model, synthetic, observed = pretrained_on_factors
+    with pytest.raises(ValueError, match="mode must be one of"):
+        transfer(model, observed, freeze=5, epochs=1, mode="anchor")
+    with pytest.raises(ValueError, match="needs anchor_spectra"):
+        transfer(model, observed, freeze=5, epochs=1, mode="anchored")
+    with pytest.raises(ValueError, match="anchor_weight is a setting of mode='anchored'"):
+        transfer(model, observed, freeze=5, epochs=1, anchor_weight=2.0)
+    with pytest.raises(ValueError, match="anchor_weight must be a number >= 0"):
+        transfer(model, observed, freeze=5, epochs=1, mode="anchored",
+                 anchor_spectra=synthetic, anchor_weight=-1.0)
+    with pytest.raises(ValueError, match="anchor_spectra: expected an array of shape"):
+        transfer(model, observed, freeze=5, epochs=1, mode="anchored",
+                 anchor_spectra=synthetic[:, :100])
+
+
+def test_latent_drift_is_the_rms_mean_shift_in_sigma():
+    from mdwarf_zoo.diagnostics import drift_of_latents
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(0.0, [1.0, 2.0, 0.5], (500, 3))
+    shift = np.array([0.3, -0.2, 0.0])
+    expected = np.sqrt(np.mean((shift / before.std(axis=0)) ** 2))
+    assert drift_of_latents(before, before + shift) == pytest.approx(expected, rel=1e-12)
+    assert drift_of_latents(before, before) == 0.0
+    # A dead dimension (no spread under the original encoder) is left out.
+    dead = np.column_stack([before, np.zeros(500)])
+    moved = np.column_stack([before + shift, np.full(500, 3.0)])
+    assert drift_of_latents(dead, moved) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="same >= 2 synthetic spectra"):
+        drift_of_latents(before, before[:10])
