@@ -108,6 +108,9 @@ def main() -> None:
                         help="activation of the autoencoders (MB24: relu)")
     parser.add_argument("--ae-contractive", type=float, default=0.0,
                         help="contractive weight of the bottleneck (MB24: 1e-4)")
+    parser.add_argument("--ae-contractive-form", default="activation",
+                        choices=("activation", "mb24"),
+                        help="mb24: the contractive penalty as MB24's script wrote it")
     parser.add_argument("--transfer-epochs", type=int, default=60)
     parser.add_argument("--transfer-learning-rate", type=float, default=1e-4,
                         help="MB24: 1e-4 (the rows before issue 16 used the model's 1e-3)")
@@ -194,6 +197,7 @@ def main() -> None:
         model = DenseAutoencoder(widths=mb24_widths(args.width), latent_dim=32, seed=i,
                                  learning_rate=args.ae_learning_rate,
                                  activation=args.ae_activation, contractive=args.ae_contractive,
+                                 contractive_form=args.ae_contractive_form,
                                  name=f"dense_ae_{i}")
         keras.utils.set_random_seed(i)
         history = model.fit(synthetic, synthetic, validation_split=0.3, epochs=args.ae_epochs,

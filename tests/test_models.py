@@ -199,6 +199,47 @@ def test_contractive_penalty_equals_numerical_jacobian(activation):
     assert float(np.asarray(layer.losses[-1])) == pytest.approx(penalty, rel=1e-5)
 
 
+def test_mb24_contractive_form_is_their_script_as_written():
+    """MB24's loss: sum_j (h_j (1 - h_j))^2 * sum_i W_ij^2 on the ReLU bottleneck output h,
+    with the kernel a constant (no gradient through it); the default form differs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    layer = ContractiveDense(4, contractive=1.0, activation="relu", form="mb24")
+    layer.build((None, 6))
+    layer.set_weights([rng.normal(size=(6, 4)).astype("float32"),
+                       rng.normal(size=4).astype("float32")])
+    x = rng.normal(size=(5, 6)).astype("float32")
+    pre, h = _pre_and_post(layer, x)
+    h_np = np.asarray(h, dtype=np.float64)
+    kernel = np.asarray(layer.kernel, dtype=np.float64)
+    expected = np.sum((h_np * (1 - h_np)) ** 2 * np.sum(kernel**2, axis=0), axis=1)
+    assert np.allclose(np.asarray(layer.penalty(pre, h)), expected, rtol=1e-5)
+    with tf.GradientTape() as tape:
+        pre, h = _pre_and_post(layer, x)
+        value = keras.ops.mean(layer.penalty(pre, h))
+    grad_kernel = tape.gradient(value, layer.kernel)
+    # Only through h: the kernel enters the penalty as a constant, so d/dW comes from h alone.
+    with tf.GradientTape() as tape:
+        pre, h = _pre_and_post(layer, x)
+        column_norms = tf.constant(np.sum(kernel**2, axis=0), dtype=tf.float32)
+        reference = keras.ops.mean(keras.ops.sum(((h * (1 - h)) ** 2) * column_norms, axis=-1))
+    assert np.allclose(np.asarray(grad_kernel), np.asarray(tape.gradient(reference, layer.kernel)),
+                       rtol=1e-5, atol=1e-7)
+    default = ContractiveDense(4, contractive=1.0, activation="relu")
+    default.build((None, 6))
+    default.set_weights(layer.get_weights())
+    assert not np.allclose(np.asarray(default.penalty(*_pre_and_post(default, x))), expected)
+    model = DenseAutoencoder(widths=mb24_widths(64), latent_dim=8, contractive_form="mb24", seed=1)
+    assert model.layers[model.bottleneck_index].form == "mb24"
+    clone = DenseAutoencoder.from_config(model.get_config())
+    assert clone.layers[clone.bottleneck_index].form == "mb24"
+    assert "contractive_form" not in DenseAutoencoder(widths=mb24_widths(64), latent_dim=8,
+                                                      seed=1).get_config()
+    with pytest.raises(ValueError, match="contractive_form must be one of"):
+        DenseAutoencoder(widths=mb24_widths(64), latent_dim=8, contractive_form="sigmoid")
+
+
 def _pre_and_post(layer, x):
     pre = keras.ops.matmul(x.astype("float32"), layer.kernel) + layer.bias
     return pre, layer.activation(pre)

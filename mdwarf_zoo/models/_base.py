@@ -13,6 +13,10 @@ from mdwarf_zoo.optimizers import FusedAdam
 
 # Activations whose derivative the contractive penalty knows in closed form.
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "softplus", "elu")
+#: Forms of the contractive penalty: the derivative of the layer's own activation
+#: (``"activation"``, the Jacobian of Rifai et al. 2011), or MB24's script as written
+#: (``"mb24"``).
+CONTRACTIVE_FORMS = ("activation", "mb24")
 
 
 def check_positive_int(owner: str, name: str, value: Any) -> int:
@@ -108,18 +112,28 @@ class ContractiveDense(keras.layers.Dense):
     script used the sigmoid form ``h(1-h)`` on a ReLU bottleneck; this layer uses the
     derivative of the activation it actually has).
 
+    ``form="mb24"`` reproduces MB24's training script as they wrote it: the sigmoid derivative
+    ``h (1 - h)`` of the layer's output whatever its activation, times the squared column norms
+    of a kernel that takes no gradient (their ``K.variable`` copy of the bottleneck kernel is a
+    constant snapshot taken when the loss was built; here the current kernel, with its
+    gradient stopped: the same at the first step). On a ReLU bottleneck it pushes activations
+    towards 0 or 1 rather than bounding the Jacobian.
+
     Args:
         units: output size.
         contractive: the penalty weight lambda (MB24: 1e-4); 0 switches it off.
         activation: one of ``ACTIVATIONS``.
+        form: one of ``CONTRACTIVE_FORMS``: ``"activation"`` (default) or ``"mb24"``.
         **kwargs: the arguments of ``keras.layers.Dense``.
     """
 
-    def __init__(self, units: int, contractive: float = 1e-4, activation: str = "relu", **kwargs):
+    def __init__(self, units: int, contractive: float = 1e-4, activation: str = "relu",
+                 form: str = "activation", **kwargs):
         check_choice("ContractiveDense", "activation", activation, ACTIVATIONS)
         super().__init__(units, activation=activation, **kwargs)
         self.contractive = check_nonnegative_float("ContractiveDense", "contractive", contractive)
         self.activation_name = activation
+        self.form = check_choice("ContractiveDense", "form", form, CONTRACTIVE_FORMS)
 
     def penalty(self, pre_activation, output):
         """Per-sample squared Frobenius norm of the Jacobian (before the weight lambda).
@@ -127,10 +141,17 @@ class ContractiveDense(keras.layers.Dense):
         Computed in float32 whatever the layer's compute dtype, so that mixed-precision
         training adds the same penalty to the float32 loss.
         """
-        derivative = activation_derivative(
-            self.activation_name, ops.cast(pre_activation, "float32"), ops.cast(output, "float32")
-        )
-        column_norms = ops.sum(ops.square(ops.cast(self.kernel, "float32")), axis=0)
+        kernel = ops.cast(self.kernel, "float32")
+        if self.form == "mb24":
+            h = ops.cast(output, "float32")
+            derivative = h * (1.0 - h)
+            kernel = ops.stop_gradient(kernel)
+        else:
+            derivative = activation_derivative(
+                self.activation_name, ops.cast(pre_activation, "float32"),
+                ops.cast(output, "float32"),
+            )
+        column_norms = ops.sum(ops.square(kernel), axis=0)
         return ops.sum(ops.square(derivative) * column_norms, axis=-1)
 
     def call(self, inputs, training=None):
@@ -145,6 +166,8 @@ class ContractiveDense(keras.layers.Dense):
     def get_config(self) -> dict:
         config = super().get_config()
         config["contractive"] = self.contractive
+        if self.form != "activation":
+            config["form"] = self.form
         return config
 
 

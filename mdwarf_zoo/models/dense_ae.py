@@ -14,6 +14,7 @@ import keras
 
 from mdwarf_zoo.models._base import (
     ACTIVATIONS,
+    CONTRACTIVE_FORMS,
     ActivityL1,
     Autoencoder,
     ContractiveDense,
@@ -55,6 +56,9 @@ class DenseAutoencoder(Autoencoder):
         l1: L1 activity-regularisation weight on the hidden layers except the first encoder
             layer and the bottleneck (MB24: 8e-8 ... 1.2e-7); 0 switches it off.
         contractive: weight of the contractive penalty on the bottleneck (MB24: 1e-4).
+        contractive_form: ``"activation"`` (default: the Jacobian of the activation the
+            bottleneck has) or ``"mb24"`` (MB24's script as written: the sigmoid derivative on
+            the ReLU bottleneck, kernel without gradient; see ``ContractiveDense``).
         learning_rate: Adam learning rate of the default compilation (MB24: 1e-4).
         seed: seed of the weight initialisers; ``None`` uses Keras' global seed.
 
@@ -81,6 +85,7 @@ class DenseAutoencoder(Autoencoder):
         contractive: float = 1e-4,
         learning_rate: float = 1e-4,
         seed: int | None = None,
+        contractive_form: str = "activation",
         **kwargs,
     ):
         owner = type(self).__name__
@@ -90,6 +95,8 @@ class DenseAutoencoder(Autoencoder):
         activation = check_choice(owner, "activation", activation, ACTIVATIONS)
         l1 = check_nonnegative_float(owner, "l1", l1)
         contractive = check_nonnegative_float(owner, "contractive", contractive)
+        contractive_form = check_choice(owner, "contractive_form", contractive_form,
+                                        CONTRACTIVE_FORMS)
         learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
         seed = check_seed(owner, seed)
 
@@ -111,6 +118,7 @@ class DenseAutoencoder(Autoencoder):
             latent_dim,
             contractive=contractive,
             activation=activation,
+            form=contractive_form,
             kernel_initializer=initializer(seed, len(widths)),
             name="bottleneck",
         )
@@ -148,6 +156,8 @@ class DenseAutoencoder(Autoencoder):
             contractive=contractive,
             learning_rate=learning_rate,
             seed=seed,
+            **({"contractive_form": contractive_form}
+               if contractive_form != "activation" else {}),
         )
         self._bottleneck_index = len(widths) + 1
         self._decoder_start = len(widths) + 2
