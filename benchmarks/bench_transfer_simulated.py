@@ -111,6 +111,10 @@ def main() -> None:
     parser.add_argument("--ae-contractive-form", default="activation",
                         choices=("activation", "mb24"),
                         help="mb24: the contractive penalty as MB24's script wrote it")
+    parser.add_argument("--normalisation", default="gisic", choices=("gisic", "none"),
+                        help="gisic: both domains through the Preprocessor's upper-envelope "
+                        "continuum normalisation before clipping to [0, 1] (as the package "
+                        "prepares spectra); none: clipped only (the rows before issue 15)")
     parser.add_argument("--transfer-epochs", type=int, default=60)
     parser.add_argument("--transfer-learning-rate", type=float, default=1e-4,
                         help="MB24: 1e-4 (the rows before issue 16 used the model's 1e-3)")
@@ -118,6 +122,9 @@ def main() -> None:
                         help="transfer modes besides MB24's, each a row (issue 16)")
     parser.add_argument("--seeds", type=int, default=3, help="regressor seeds per autoencoder")
     parser.add_argument("--regressor-epochs", type=int, default=80)
+    parser.add_argument("--regressor-batch-size", type=int, default=32,
+                        help="MB24: 32 (Keras' default in their cnn_training.py); the rows "
+                        "before issue 15 used 128")
     parser.add_argument("--regressor-learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=15)
     parser.add_argument("--standardize-latents", action=argparse.BooleanOptionalAction,
@@ -164,7 +171,15 @@ def main() -> None:
         predict_ensemble,
         train_regressors,
     )
-    from mdwarf_zoo.spectra.preprocess import scale
+    from mdwarf_zoo.spectra.grid import MB24_GRID
+    from mdwarf_zoo.spectra.preprocess import continuum_normalize
+    from mdwarf_zoo.spectra.preprocess import scale as clip_scale
+
+    def scale(flux: np.ndarray) -> np.ndarray:
+        """Both domains as the package prepares spectra: continuum, then [0, 1]."""
+        if args.normalisation == "gisic":
+            flux = np.stack([continuum_normalize(MB24_GRID.wavelength, row)[0] for row in flux])
+        return clip_scale(flux)
     from mdwarf_zoo.spectra.simulate import GapConfig, observe, synthetic_spectra
 
     started = time.time()
@@ -183,6 +198,7 @@ def main() -> None:
     print(f"simulating {len(syn_labels)} synthetic + {len(obs_labels)} observed spectra ...",
           flush=True)
     synthetic = scale(synthetic_spectra(syn_labels, workers=args.workers)).astype("float32")
+    clipped = float(np.mean(synthetic >= 1.0))
     observed_clean = synthetic_spectra(obs_labels, workers=args.workers)
     observed = scale(observe(observed_clean, obs_labels, snr=args.snr, seed=args.seed + 1,
                              workers=args.workers)).astype("float32")
@@ -191,6 +207,8 @@ def main() -> None:
     observed_nogap = scale(observe(observed_clean, obs_labels, snr=args.snr, seed=args.seed + 1,
                                    workers=args.workers, gap=GapConfig.none())).astype("float32")
     t_sim = time.time() - started
+    print(f"pixels at the clip (>= 1): synthetic {clipped:.1%}, observed "
+          f"{float(np.mean(observed >= 1.0)):.1%} ({args.normalisation})", flush=True)
 
     autoencoders = {}
     for i in range(args.autoencoders):
@@ -215,6 +233,7 @@ def main() -> None:
     regressor_options = {
         "seeds": range(args.seeds),
         "epochs": args.regressor_epochs,
+        "batch_size": args.regressor_batch_size,
         "patience": args.patience,
         "scaler": scaler,
         "standardize_latents": args.standardize_latents,
