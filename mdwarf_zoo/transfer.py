@@ -553,58 +553,12 @@ def transfer(
         >>> len(tuned.history.history["loss"])
         2
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"transfer: model must be a keras.Model, got {type(model).__name__}")
-    if tuple(model.output_shape[1:]) != tuple(model.input_shape[1:]):
-        raise ValueError(
-            f"transfer: model {model.name!r} is not an autoencoder (input shape "
-            f"{model.input_shape}, output shape {model.output_shape}); transfer() fine-tunes "
-            "autoencoders on unlabelled spectra"
-        )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-            raise ValueError(f"transfer: {name} must be a positive integer, got {value!r}")
-    if not (isinstance(validation_split, numbers.Real) and 0.0 <= validation_split < 1.0):
-        raise ValueError(
-            f"transfer: validation_split must be a number in [0, 1), got {validation_split!r}"
-        )
-    if learning_rate is None:
-        learning_rate = _model_learning_rate(model)
-    if not (isinstance(learning_rate, numbers.Real) and np.isfinite(learning_rate)
-            and learning_rate > 0):
-        raise ValueError(f"transfer: learning_rate must be a number > 0, got {learning_rate!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                             or seed < 0):
-        raise ValueError(f"transfer: seed must be None or an integer >= 0, got {seed!r}")
-
+    learning_rate = _check_arguments(model, epochs, batch_size, validation_split,
+                                     learning_rate, seed)
     frozen = transfer_layers(model, freeze, mode)
     flux, identifiers = prepare_spectra(spectra, model, what="transfer: spectra")
-    anchors = None
-    if anchor_spectra is not None:
-        anchors, _ = prepare_spectra(anchor_spectra, model, what="transfer: anchor_spectra")
-    if mode == "anchored" and anchors is None:
-        raise ValueError(
-            "transfer: mode='anchored' needs anchor_spectra: synthetic spectra (those the model "
-            "was trained on, or a sample of them) whose latents the fine-tuning must keep"
-        )
-    if anchor_weight is not None and mode != "anchored":
-        raise ValueError(f"transfer: anchor_weight is a setting of mode='anchored', not {mode!r}")
-    anchor_weight = ANCHOR_WEIGHT if anchor_weight is None else anchor_weight
-    if not (isinstance(anchor_weight, numbers.Real) and np.isfinite(anchor_weight)
-            and anchor_weight >= 0):
-        raise ValueError(f"transfer: anchor_weight must be a number >= 0, got {anchor_weight!r}")
-
-    n = flux.shape[0]
-    n_val = int(round(validation_split * n))
-    if validation_split > 0 and n_val == 0:
-        n_val = 1
-    if n - n_val < 1:
-        raise ValueError(
-            f"transfer: {n} spectra leave none to train on with validation_split="
-            f"{validation_split}"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
+    anchors, anchor_weight = _check_anchors(model, mode, anchor_spectra, anchor_weight)
+    train, val = _split(flux.shape[0], validation_split, seed)
 
     if seed is not None:
         import tensorflow as tf
@@ -629,35 +583,17 @@ def transfer(
     all_callbacks = list(callbacks or [])
     if progress:
         all_callbacks.append(_EpochBar(int(epochs)))
-    x_train, y_train = flux[train], flux[train]
-    validation = (flux[val], flux[val]) if len(val) else None
-    trainer, fit_options = tuned, {"batch_size": int(batch_size), "shuffle": True}
+    optimizer = FusedAdam(float(learning_rate))
     if mode == "anchored":
-        targets, scale = anchor_targets(model, anchors)
-        trainer = anchored_trainer(tuned, scale, anchor_weight=float(anchor_weight),
-                                   loss=_model_loss(model))
-        pairing = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
-        replay = AnchorReplay(flux[train], anchors, targets / scale, pairing)
-        x_train, y_train, fit_options = _ReplayBatches(replay, int(batch_size), pairing), None, {}
-        if len(val):
-            validation = tuple(AnchorReplay(flux[val], anchors, targets / scale, pairing).all())
-        # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
-        trainer.compile(
-            optimizer=FusedAdam(float(learning_rate)),
-            loss=[_model_loss(model), "mse"],
-            loss_weights=[1.0, float(anchor_weight)],
-        )
+        trainer, data = _anchored_fit(model, tuned, flux, train, val, anchors, anchor_weight,
+                                      int(batch_size), seed, optimizer)
     else:
-        trainer.compile(optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model))
-    history = trainer.fit(
-        x_train,
-        y_train,
-        validation_data=validation,
-        epochs=int(epochs),
-        callbacks=all_callbacks,
-        verbose=0,
-        **fit_options,
-    )
+        # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
+        tuned.compile(optimizer=optimizer, loss=_model_loss(model))
+        trainer = tuned
+        data = {"x": flux[train], "y": flux[train], "batch_size": int(batch_size),
+                "shuffle": True, "validation_data": (flux[val], flux[val]) if len(val) else None}
+    history = trainer.fit(epochs=int(epochs), callbacks=all_callbacks, verbose=0, **data)
     if trainer is not tuned:
         # The trainer fitted tuned's own layers; give tuned a compiled state of its own.
         tuned.compile(optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model))
@@ -685,3 +621,82 @@ def transfer(
         tuned.transfer_info["n_anchor"] = int(len(anchors))
         tuned.transfer_info["latent_drift"] = latent_drift(model, tuned, anchors)
     return tuned
+
+
+def _check_arguments(model, epochs, batch_size, validation_split, learning_rate, seed) -> float:
+    """Refuse a bad argument of :func:`transfer` by name; the learning rate to use."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"transfer: model must be a keras.Model, got {type(model).__name__}")
+    if tuple(model.output_shape[1:]) != tuple(model.input_shape[1:]):
+        raise ValueError(
+            f"transfer: model {model.name!r} is not an autoencoder (input shape "
+            f"{model.input_shape}, output shape {model.output_shape}); transfer() fine-tunes "
+            "autoencoders on unlabelled spectra"
+        )
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise ValueError(f"transfer: {name} must be a positive integer, got {value!r}")
+    if not (isinstance(validation_split, numbers.Real) and 0.0 <= validation_split < 1.0):
+        raise ValueError(
+            f"transfer: validation_split must be a number in [0, 1), got {validation_split!r}"
+        )
+    if learning_rate is None:
+        learning_rate = _model_learning_rate(model)
+    if not (isinstance(learning_rate, numbers.Real) and np.isfinite(learning_rate)
+            and learning_rate > 0):
+        raise ValueError(f"transfer: learning_rate must be a number > 0, got {learning_rate!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or seed < 0):
+        raise ValueError(f"transfer: seed must be None or an integer >= 0, got {seed!r}")
+    return float(learning_rate)
+
+
+def _check_anchors(model, mode: str, anchor_spectra, anchor_weight):
+    """The anchor spectra as the model's input array (or ``None``) and the anchor weight."""
+    anchors = None
+    if anchor_spectra is not None:
+        anchors, _ = prepare_spectra(anchor_spectra, model, what="transfer: anchor_spectra")
+    if mode == "anchored" and anchors is None:
+        raise ValueError(
+            "transfer: mode='anchored' needs anchor_spectra: synthetic spectra (those the model "
+            "was trained on, or a sample of them) whose latents the fine-tuning must keep"
+        )
+    if anchor_weight is not None and mode != "anchored":
+        raise ValueError(f"transfer: anchor_weight is a setting of mode='anchored', not {mode!r}")
+    anchor_weight = ANCHOR_WEIGHT if anchor_weight is None else anchor_weight
+    if not (isinstance(anchor_weight, numbers.Real) and np.isfinite(anchor_weight)
+            and anchor_weight >= 0):
+        raise ValueError(f"transfer: anchor_weight must be a number >= 0, got {anchor_weight!r}")
+    return anchors, float(anchor_weight)
+
+
+def _split(n: int, validation_split: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows, drawn at random (seeded), each sorted."""
+    n_val = int(round(validation_split * n))
+    if validation_split > 0 and n_val == 0:
+        n_val = 1
+    if n - n_val < 1:
+        raise ValueError(
+            f"transfer: {n} spectra leave none to train on with validation_split="
+            f"{validation_split}"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _anchored_fit(model, tuned, flux, train, val, anchors, anchor_weight, batch_size, seed,
+                  optimizer):
+    """The compiled anchored trainer of ``tuned`` and the ``fit`` arguments that replay the
+    anchors beside the training spectra (a new seeded pairing every epoch)."""
+    targets, scale = anchor_targets(model, anchors)
+    trainer = anchored_trainer(tuned, scale, anchor_weight=anchor_weight, loss=_model_loss(model))
+    pairing = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
+    replay = AnchorReplay(flux[train], anchors, targets / scale, pairing)
+    validation = None
+    if len(val):
+        validation = tuple(AnchorReplay(flux[val], anchors, targets / scale, pairing).all())
+    # Flags first (set on tuned's layers), compile second.
+    trainer.compile(optimizer=optimizer, loss=[_model_loss(model), "mse"],
+                    loss_weights=[1.0, anchor_weight])
+    data = {"x": _ReplayBatches(replay, batch_size, pairing), "validation_data": validation}
+    return trainer, data
