@@ -54,6 +54,8 @@ __all__ = [
     "FitSettings",
     "candidate_line_list",
     "chain_correlations",
+    "extrapolation_correlation",
+    "load_eniric_sample",
     "fit_line_list",
     "load_tfg_spectra",
     "prepared_phoenix",
@@ -104,7 +106,7 @@ class FitSettings:
     chi_prior: float = 1e-7
     chi_bounds: tuple[float, float] = (-20.0, 4.0)
     curvature_bound: float = 100.0
-    evaluations: int = 30
+    evaluations: int = 40
     lsmr_iterations: int = 80
     min_strength: float = 2e-5
 
@@ -191,6 +193,36 @@ def chain_correlations(
              for a in teffs for b in teffs if a < b}
     return {"per_teff": per_teff, "change": change, "phoenix_pairs": pairs,
             "phoenix": phoenix, "simulator": model}
+
+
+def load_eniric_sample(path: str | Path, window: tuple[float, float] = (8780.0, 8860.0)
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Read an eniric PHOENIX-ACES band sample (``.dat.gz``: wavelength in micron, flux).
+
+    The Z-band sample (``lte03900-4.50-0.0``: Teff 3900 K, log g 4.5, [M/H] 0) covers the MB24
+    window at 0.01 A and lies outside the fitted labels: a check of the extrapolation.
+
+    Returns:
+        ``(wavelength in Angstrom, flux)`` inside ``window``.
+    """
+    table = np.loadtxt(path)
+    wavelength = table[:, 0] * 1e4
+    keep = (wavelength >= window[0]) & (wavelength <= window[1])
+    return wavelength[keep], table[keep, 1]
+
+
+def extrapolation_correlation(wavelength: np.ndarray, flux: np.ndarray,
+                              labels: tuple[float, float, float], vsini: float = 2.0
+                              ) -> dict[str, float]:
+    """Correlation and mean line depth of the simulator at ``labels`` (Teff, log g, [M/H])
+    against an unbroadened PHOENIX spectrum, both through the ``Preprocessor`` chain."""
+    from mdwarf_zoo.spectra.preprocess import Preprocessor
+
+    phoenix = Preprocessor(resolving_power=94600.0)(Spectrum(wavelength, flux), vsini=vsini).flux
+    model = prepared_simulator(*labels, vsini=vsini)
+    return {"corr": float(np.corrcoef(1 - model, 1 - phoenix)[0, 1]),
+            "depth_simulator": float(np.mean(1 - model)),
+            "depth_phoenix": float(np.mean(1 - phoenix))}
 
 
 # ----------------------------------------------------------------------------------------------
