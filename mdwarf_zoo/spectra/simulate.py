@@ -3,7 +3,7 @@
 **What it is.** A fast, deterministic physics model of M-dwarf spectra around 8800-8835 A,
 for tests, demos and method studies (does transfer learning close a synthetic gap whose size
 and sources are known?), whose lines are *fitted to PHOENIX-ACES*: at log g 5.0, [M/H] 0 and
-2300-2800 K its line depths correlate 0.97-0.99 with real PHOENIX-ACES spectra through the
+2300-2800 K its line depths correlate 0.94-0.998 with real PHOENIX-ACES spectra through the
 preprocessing chain (``docs/simulator.md``). **What it is not.** A model atmosphere: there
 is no radiative transfer through a stratified atmosphere and no equation of state beyond a
 one-layer Saha/Boltzmann estimate; outside the fitted labels the line strengths are
