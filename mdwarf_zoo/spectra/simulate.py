@@ -1,38 +1,44 @@
 """A spectrum simulator: a synthetic M-dwarf domain and an "observed" domain with a known gap.
 
-**What it is.** A fast, deterministic, physically *motivated* toy model of M-dwarf spectra
-around 8800-8835 A, for tests, demos and method studies (does transfer learning close a
-synthetic gap whose size and sources are known?). **What it is not.** A model atmosphere or a
-replacement for PHOENIX-ACES: there is no radiative transfer through a stratified atmosphere,
-no equation of state beyond a one-layer Saha/Boltzmann estimate, and the molecular bands are a
-pseudo-random line forest, not TiO or FeH line lists. Parameters inferred from real spectra
-with networks trained here mean nothing.
+**What it is.** A fast, deterministic physics model of M-dwarf spectra around 8800-8835 A,
+for tests, demos and method studies (does transfer learning close a synthetic gap whose size
+and sources are known?), whose lines are *fitted to PHOENIX-ACES*: at log g 5.0, [M/H] 0 and
+2300-2800 K its line depths correlate 0.94-0.998 with real PHOENIX-ACES spectra through the
+preprocessing chain (``docs/simulator.md``). **What it is not.** A model atmosphere: there
+is no radiative transfer through a stratified atmosphere and no equation of state beyond a
+one-layer Saha/Boltzmann estimate; outside the fitted labels the line strengths are
+extrapolated with that physics (``docs/simulator.md`` says how far to trust it). Parameters
+inferred from real spectra with networks trained here are not PHOENIX parameters.
 
 The model (all steps smooth in every label):
 
-1. One line-forming layer at ``T = 0.85 Teff`` with a gas pressure that grows with log g
-   (``P_g ~ g^0.65``, Gray 2005 ch. 9 scaling) and falls with [M/H] and Teff; the electron
-   pressure follows from the Saha ionisation of the main electron donors (Na, K, Ca, Al, Mg,
-   Fe, Si), and the continuum opacity from H- bound-free, ``kappa ~ P_e theta^2.5 10^(0.754
-   theta)`` (Gray 2005, eq. 8.12).
-2. Atomic lines (``ATOMIC_LINES``: real lines, plus a seeded weak-line forest standing in for
-   the many weak lines a real list has) with strength ``gf * abundance * 10^[M/H] * (neutral or
-   ionised fraction, Saha) * 10^(-theta chi) / kappa`` (Boltzmann), Voigt profiles
-   (``scipy.special.voigt_profile``) with thermal + 1 km/s microturbulent Doppler width and a
-   van der Waals Lorentz width proportional to the hydrogen density, i.e. growing with log g.
-3. Molecular absorption: a TiO-like and an FeH-like forest of weak lines on a smooth
-   pseudo-continuum, with molecular equilibrium scaling (``10^(theta D_eff)``, so the bands
-   deepen steeply as Teff falls; TiO ~ 10^(2[M/H]), FeH ~ 10^[M/H], both grow with pressure).
-4. The line-to-continuum opacity ratio ``eta`` gives the Milne-Eddington flux
+1. One line-forming layer at ``T = 0.85 sqrt(Teff 3300 K)`` with a gas pressure that grows
+   with log g (``P_g ~ g^0.65``, Gray 2005 ch. 9 scaling) and falls with [M/H] and Teff; the
+   electron pressure follows from the Saha ionisation of the main electron donors (Na, K, Ca,
+   Al, Mg, Fe, Si), and the continuum opacity from H- bound-free, ``kappa ~ P_e theta^2.5
+   10^(0.754 theta)`` (Gray 2005, eq. 8.12).
+2. The line opacity comes from a fitted table (``mdwarf_zoo/data/phoenix_linelist.ecsv``,
+   made by ``mdwarf_zoo.spectra.phoenix_calibration``): line nodes every 0.01 A and broad
+   band knots (Gaussian, sigma 0.4 A), each with a strength at ``THETA_REF`` and a
+   temperature sensitivity ``chi``: ``log10 strength = log_strength - chi (theta -
+   THETA_REF) + (kind's [M/H] and log g terms)``. Atomic nodes scale as the abundance over
+   the H- continuum (``10^[M/H] kappa_ref / kappa``); molecular nodes and bands (``chi`` below
+   -4 eV) as ``10^(1.2 [M/H] + 0.3 (log g - 5))``. Line nodes get a Voigt profile (thermal +
+   1 km/s microturbulent Doppler width, van der Waals damping proportional to the hydrogen
+   density, so growing with log g), computed for all nodes at once by FFT.
+3. The line-to-continuum opacity ratio ``eta`` gives the Milne-Eddington flux
    ``F/F_c = (1 + beta / (1 + eta)) / (1 + beta)`` (Mihalas 1978, sec. 10-3; Gray 2005 ch. 13),
    with a source-function gradient ``beta`` that grows as Teff falls.
-5. Computed on a grid twice as fine as the output (at most 0.005 A) over the window plus 5 A
+4. Computed on a grid twice as fine as the output (at most 0.005 A) over the window plus 5 A
    each side, then broadened by rotation and by the instrument with
-   ``mdwarf_zoo.spectra.broadening`` and interpolated onto the output grid.
+   ``mdwarf_zoo.spectra.broadening`` and interpolated onto the output grid. The table covers
+   8773-8862 A; outside it the spectrum is line-free.
 
-Wavelengths are vacuum (the line list is converted from air with ``air_to_vacuum``).
+Wavelengths are vacuum (the real-line identifications ``ATOMIC_LINES`` are converted from air
+with ``air_to_vacuum``).
 
 Sources:
+    Husser, T.-O. et al. 2013, A&A 553, A6 (PHOENIX-ACES; the spectra the table is fitted to).
     Gray, D. F. 2005, The Observation and Analysis of Stellar Photospheres, 3rd ed.
     Mihalas, D. 1978, Stellar Atmospheres, 2nd ed.
     Asplund, M. et al. 2009, ARA&A 47, 481 (solar abundances).
@@ -51,7 +57,7 @@ import multiprocessing
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 
 import numpy as np
@@ -70,6 +76,9 @@ __all__ = [
     "ATOMIC_LINES",
     "LABEL_NAMES",
     "LABEL_RANGES",
+    "SEED_SCATTER",
+    "TEFF_REF",
+    "THETA_REF",
     "GapConfig",
     "Line",
     "line_list",
@@ -126,8 +135,8 @@ class Line:
         log_gf: log10 of oscillator strength times statistical weight.
         log_gamma6: log10 of the van der Waals damping constant per hydrogen atom
             (rad s^-1 cm^3); -7.5 is typical of neutral metals.
-        origin: ``"real"`` for measured lines, ``"forest"`` for the seeded weak-line forest,
-            ``"missing"`` for lines only the observed domain has.
+        origin: ``"real"`` for identified lines, ``"phoenix"`` for the fitted nodes (see
+            ``line_list``), ``"missing"`` for lines only the observed domain has.
     """
 
     species: str
@@ -154,7 +163,8 @@ _REAL_LINES_AIR = (
     (8846.74, "Fe I", 4.990, -0.75, -7.30),
 )
 
-#: The real atomic lines (vacuum wavelengths).
+#: Identified real atomic lines near the window (vacuum wavelengths); the fitted table holds
+#: their PHOENIX counterparts, and the observed domain's "missing" lines use the same data.
 ATOMIC_LINES: tuple[Line, ...] = tuple(
     Line(species, float(air_to_vacuum(air)), chi, log_gf, gamma6)
     for air, species, chi, log_gf, gamma6 in _REAL_LINES_AIR
@@ -177,27 +187,58 @@ def _random_lines(
     )
 
 
+#: Scatter (dex) of the node strengths for a line-list seed other than 0.
+SEED_SCATTER = 0.1
+
+
+def _seed_offsets(seed: int) -> np.ndarray | None:
+    """Per-node log10 strength offsets of ``seed`` (None for seed 0: the table as fitted)."""
+    if int(seed) == 0:
+        return None
+    table = _fitted_table()
+    rng = np.random.default_rng([0x5EED, int(seed)])
+    offsets = rng.normal(0.0, SEED_SCATTER, table.wavelength.size)
+    offsets[table.band] = 0.0
+    return offsets
+
+
 @lru_cache(maxsize=8)
 def line_list(seed: int = 0) -> tuple[Line, ...]:
-    """The simulator's atomic line list: the real lines plus a seeded weak-line forest.
+    """The simulator's line list: the nodes fitted to PHOENIX-ACES, as ``Line`` records.
 
-    The forest (110 lines between 8780 and 8855 A, log gf -3.5..-0.5 with excitation 0.8-5
-    eV) stands in for the weak lines of a real list; it is pseudo-random and says nothing
-    about real stars.
+    The list is ``mdwarf_zoo/data/phoenix_linelist.ecsv`` (see
+    ``mdwarf_zoo.spectra.phoenix_calibration``): line nodes every 0.01 A and broad band knots,
+    fitted to PHOENIX-ACES at 2300-2800 K, log g 5.0, [M/H] 0. For these records ``species``
+    is the node's kind (``"atomic"``, ``"molecular"`` or ``"band"``), ``excitation`` its
+    temperature sensitivity chi (eV; ``log10 strength = log_gf - chi (theta - theta_ref)``),
+    ``log_gf`` the log10 of its strength (A) at ``THETA_REF``, and ``origin`` is
+    ``"phoenix"``. Seed 0 is the table as fitted; any other seed shifts every line node's
+    strength by a seeded Gaussian error of ``SEED_SCATTER`` dex (another "universe" of the
+    same shape, e.g. for studying line-list errors).
 
     Args:
-        seed: seed of the forest; the same seed gives the same list.
+        seed: the line-list seed; the same seed gives the same list.
 
     Returns:
-        Lines sorted by wavelength (vacuum, Angstrom).
+        Records sorted by wavelength (vacuum, Angstrom).
     """
-    rng = np.random.default_rng([0x5EED, int(seed)])
-    forest = _random_lines(rng, 110, 8780.0, 8855.0, "forest", (-3.5, -1.2))
-    return tuple(sorted(ATOMIC_LINES + forest, key=lambda line: line.wavelength))
+    table = _fitted_table()
+    offsets = _seed_offsets(seed)
+    log_strength = table.log_strength if offsets is None else table.log_strength + offsets
+    order = np.argsort(table.wavelength, kind="stable")
+    return tuple(
+        Line(str(table.kind[i]), float(table.wavelength[i]), float(table.chi[i]),
+             float(log_strength[i]), _LOG_GAMMA6, "phoenix")
+        for i in order
+    )
 
 
 def _missing_lines(seed: int, n: int) -> tuple[Line, ...]:
-    """Lines that real stars have and the synthetic list lacks (observed domain only)."""
+    """Lines that real stars have and the synthetic list lacks (observed domain only).
+
+    Rendered as explicit Voigt lines with the one-layer Saha/Boltzmann strengths
+    (``_line_strength``), on top of the fitted table.
+    """
     rng = np.random.default_rng([0x0B5, int(seed)])
     return _random_lines(rng, n, 8780.0, 8855.0, "missing", (-3.2, -1.8))
 
@@ -210,9 +251,11 @@ def _missing_lines(seed: int, n: int) -> tuple[Line, ...]:
 class _Physics:
     """What differs between the synthetic and the observed physics."""
 
-    lines: tuple[Line, ...]
+    lines: tuple[Line, ...] = ()
     damping_scale: float = 1.0
     molecular_scale: float = 1.0
+    #: per-row log10 offsets of the fitted table's strengths (None: the table as fitted)
+    log_strength_offsets: np.ndarray | None = field(default=None, compare=False)
 
 
 def _layer(labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -302,63 +345,186 @@ def _line_opacity(
     return opacity
 
 
-@lru_cache(maxsize=16)
-def _molecular_templates(start: float, step: float, size: int, seed: int) -> np.ndarray:
-    """Unit-strength TiO-like and FeH-like line forests and a pseudo-continuum, (3, size)."""
-    wavelength = start + step * np.arange(size)
-    rng = np.random.default_rng([0x7105, int(seed)])
-    templates = np.zeros((3, size))
-    for row, (n_lines, width) in enumerate(((1400, 0.025), (500, 0.035))):
-        lo, hi = start - 2.0, start + step * (size - 1) + 2.0
-        centres = rng.uniform(lo, hi, n_lines)
-        # A band-like envelope: strength rises toward a head-like region, varies smoothly.
-        envelope = 0.6 + 0.4 * np.sin(2.0 * np.pi * (centres - 8790.0) / (37.0 + 20.0 * row))
-        strengths = envelope * rng.lognormal(0.0, 0.8, n_lines)
-        for centre, strength in zip(centres, strengths, strict=True):
-            lo_i = max(int(np.searchsorted(wavelength, centre - 0.4)), 0)
-            hi_i = min(int(np.searchsorted(wavelength, centre + 0.4)), size)
-            if hi_i <= lo_i:
-                continue
-            offset = wavelength[lo_i:hi_i] - centre
-            profile = voigt_profile(offset, width, 0.01) - voigt_profile(0.4, width, 0.01)
-            templates[row, lo_i:hi_i] += strength * np.clip(profile, 0.0, None)
-        templates[row] /= templates[row].mean()
-    templates[2] = 1.0 + 0.25 * (wavelength - 8817.5) / 17.5  # pseudo-continuum slope
-    return templates
+# Reference of the fitted line table: the line-forming layer of a 2550 K star (log g 5.0,
+# [M/H] 0), the middle of the PHOENIX spectra it was fitted to.
+TEFF_REF = 2550.0
+THETA_REF = 5040.0 / (0.85 * math.sqrt(TEFF_REF * 3300.0))
+_FINE_PAD = 3.0  # Angstrom computed beyond window + margin (FFT wrap-around, line wings)
+_DOPPLER_MASS = 50.0  # amu: one thermal width for the fitted nodes (Fe ~56, TiO ~64, Ti ~48)
+_LOG_GAMMA6 = -8.7  # van der Waals constant of the fitted nodes (PHOENIX lines are narrow)
+# Molecular lines and bands relative to the continuum: TiO-like, ~ N_Ti N_O / kappa, softened
+# as a one-layer model needs (the fit fixes their Teff dependence at log g 5, [M/H] 0 only).
+_MOLECULAR_METALLICITY = 1.2
+_MOLECULAR_GRAVITY = 0.3
+# Atomic nodes fitted with chi above this would grow steeply towards hot stars outside the
+# fitted range; their extrapolated growth is capped at this many dex.
+_MAX_ATOMIC_GROWTH = 1.0
 
 
-def _molecular_opacity(
-    wavelength: np.ndarray, layer: dict[str, np.ndarray], physics: _Physics, seed: int
+@dataclass(frozen=True)
+class _LineTable:
+    """The fitted line table as arrays (see ``mdwarf_zoo/data/phoenix_linelist.ecsv``)."""
+
+    wavelength: np.ndarray
+    log_strength: np.ndarray
+    chi: np.ndarray
+    curvature: np.ndarray
+    kind: np.ndarray
+    band_sigma: float
+    meta: dict
+
+    @property
+    def molecular(self) -> np.ndarray:
+        return self.kind != "atomic"
+
+    @property
+    def band(self) -> np.ndarray:
+        return self.kind == "band"
+
+
+_TABLE_FILE = "phoenix_linelist.ecsv"
+# Another table to use instead of the packaged one (set only by
+# ``phoenix_calibration.candidate_line_list``, to measure a fit before it ships).
+_table_override: str | None = None
+
+
+def _fitted_table() -> _LineTable:
+    if _table_override is not None:
+        return _read_table(_table_override)
+    from importlib.resources import files
+
+    return _read_table(str(files("mdwarf_zoo") / "data" / _TABLE_FILE))
+
+
+@lru_cache(maxsize=4)
+def _read_table(path: str) -> _LineTable:
+    from astropy.table import Table
+
+    table = Table.read(path, format="ascii.ecsv")
+    return _LineTable(
+        np.asarray(table["wavelength"], dtype=np.float64),
+        np.asarray(table["log_strength"], dtype=np.float64),
+        np.asarray(table["chi"], dtype=np.float64),
+        np.asarray(table["curvature"], dtype=np.float64),
+        np.asarray(table["kind"]).astype(str),
+        float(table.meta["band_sigma"]),
+        dict(table.meta),
+    )
+
+
+def padded_fine_grid(low: float, high: float, step: float = 0.005) -> np.ndarray:
+    """The uniform grid the opacity is computed on: ``low..high`` plus a pad each side."""
+    from scipy.fft import next_fast_len
+
+    start = low - _FINE_PAD
+    size = math.ceil((high + _FINE_PAD - start) / step - 1e-6) + 1
+    # A length with small prime factors keeps the FFTs fast; the extra pixels are padding.
+    return start + step * np.arange(next_fast_len(size, real=True))
+
+
+@lru_cache(maxsize=32)
+def _deposit_matrix_cached(start: float, step: float, size: int, positions: bytes):
+    from scipy import sparse
+
+    wavelength = np.frombuffer(positions, dtype=np.float64)
+    position = (wavelength - start) / step
+    inside = (position >= 0) & (position <= size - 1)
+    left = np.clip(np.floor(position).astype(np.int64), 0, size - 2)
+    weight = position - left
+    columns = np.flatnonzero(inside)
+    rows = np.concatenate([left[inside], left[inside] + 1])
+    values = np.concatenate([1.0 - weight[inside], weight[inside]]) / step
+    return sparse.csr_matrix(
+        (values, (rows, np.concatenate([columns, columns]))), shape=(size, wavelength.size)
+    )
+
+
+def deposit_matrix(fine: np.ndarray, positions: np.ndarray):
+    """Sparse (fine pixels x lines) matrix spreading unit line strengths onto ``fine``.
+
+    Each line's strength (Angstrom) goes to its two neighbouring pixels with linear weights,
+    as a density (per Angstrom); lines outside ``fine`` are left out.
+    """
+    step = float(fine[1] - fine[0])
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    return _deposit_matrix_cached(float(fine[0]), step, fine.size, positions.tobytes())
+
+
+def line_transfer(
+    frequency: np.ndarray, wavelength: float, layer: dict[str, np.ndarray], damping_scale: float
 ) -> np.ndarray:
-    """TiO-like and FeH-like absorption (forest and pseudo-continuum), shape (n, n_pixels)."""
-    templates = _molecular_templates(
-        float(wavelength[0]), float(wavelength[1] - wavelength[0]), wavelength.size, seed
+    """Fourier transform of the fitted nodes' Voigt profile, per row of ``layer``.
+
+    Thermal (``_DOPPLER_MASS``) + 1 km/s microturbulent Gaussian and a van der Waals Lorentzian
+    (``_LOG_GAMMA6``, proportional to the hydrogen density, so growing with log g); ``frequency``
+    in cycles per Angstrom. Returns (n_rows, n_frequencies).
+    """
+    temperature = layer["temperature"][:, None]
+    velocity = np.sqrt(_K_BOLTZMANN * temperature / (_DOPPLER_MASS * _AMU)) * 1e-5
+    sigma = wavelength / SPEED_OF_LIGHT_KMS * np.sqrt(velocity**2 + 0.5)
+    gamma_rad = 10.0**_LOG_GAMMA6 * damping_scale * layer["n_hydrogen"][:, None]
+    gamma_rad = gamma_rad * (temperature / 5000.0) ** 0.3 + 1e8
+    hwhm = (wavelength * 1e-8) ** 2 / (4.0 * math.pi * 2.99792458e10) * gamma_rad * 1e8
+    f = frequency[None, :]
+    return np.exp(-2.0 * (math.pi * sigma * f) ** 2 - 2.0 * math.pi * hwhm * np.abs(f))
+
+
+def band_transfer(frequency: np.ndarray, sigma: float) -> np.ndarray:
+    """Fourier transform of the band knots' Gaussian (sigma in Angstrom)."""
+    return np.exp(-2.0 * (math.pi * sigma * frequency) ** 2)
+
+
+def _table_opacity(
+    fine: np.ndarray, layer: dict[str, np.ndarray], physics: _Physics
+) -> np.ndarray:
+    """Line-to-continuum opacity of the fitted nodes and band knots, (n, n_pixels)."""
+    table = _fitted_table()
+    theta, metallicity, logg = layer["theta"], layer["metallicity"], layer["logg"]
+    dtheta = (theta - THETA_REF)[:, None]
+    # Atoms: abundance over the H- continuum, relative to log g 5, [M/H] 0 at the same Teff.
+    reference = _layer(np.stack([layer["teff"], np.full_like(theta, 5.0),
+                                 np.zeros_like(theta), np.zeros_like(theta)], axis=1))
+    atomic = metallicity - (layer["log_kappa"] - reference["log_kappa"])
+    molecular = (_MOLECULAR_METALLICITY * metallicity + _MOLECULAR_GRAVITY * (logg - 5.0)
+                 + math.log10(max(physics.molecular_scale, 1e-30)))
+    temperature_term = -table.chi[None, :] * dtheta
+    is_molecular = table.molecular
+    temperature_term = np.where(is_molecular[None, :], temperature_term,
+                                np.minimum(temperature_term, _MAX_ATOMIC_GROWTH))
+    # The bands' curvature in theta is held at the fitted range's ends outside it: beyond the
+    # fitted Teff they continue along their (tangent-free) log-linear trend only.
+    inside = np.clip(theta, table.meta["theta_min"], table.meta["theta_max"]) - THETA_REF
+    temperature_term = temperature_term - table.curvature[None, :] * (inside**2)[:, None]
+    log_strength = (table.log_strength[None, :] + temperature_term
+                    + np.where(is_molecular[None, :], molecular[:, None], atomic[:, None]))
+    if physics.log_strength_offsets is not None:
+        log_strength = log_strength + physics.log_strength_offsets[None, :]
+    strength = 10.0**log_strength
+    band = table.band
+    lines = deposit_matrix(fine, table.wavelength[~band])
+    knots = deposit_matrix(fine, table.wavelength[band])
+    frequency = np.fft.rfftfreq(fine.size, fine[1] - fine[0])
+    centre = 0.5 * (fine[0] + fine[-1])
+    spectrum = np.fft.rfft((lines @ strength[:, ~band].T).T, axis=1) * line_transfer(
+        frequency, centre, layer, physics.damping_scale
     )
-    theta, mh, logg = layer["theta"], layer["metallicity"], layer["logg"]
-    # Molecular equilibrium: the molecule fraction grows as 10^(theta D); effective slopes are
-    # chosen so that the bands go from barely there at 4500 K to strong at 2300 K (real D0:
-    # TiO 6.9 eV, FeH 1.6 eV; a one-layer model has no temperature structure to soften them).
-    # TiO and FeH grow with metallicity and pressure (log g), softened the same way.
-    tio = 10.0 ** (-0.4 + 2.8 * (theta - 2.152) + 1.2 * mh + 0.3 * (logg - 5.0))
-    feh = 10.0 ** (-0.8 + 2.0 * (theta - 2.152) + 0.8 * mh + 0.6 * (logg - 5.0))
-    scale = physics.molecular_scale
-    return scale * (
-        tio[:, None] * templates[0]
-        + feh[:, None] * templates[1]
-        + 0.3 * (tio + feh)[:, None] * templates[2]
+    spectrum += np.fft.rfft((knots @ strength[:, band].T).T, axis=1) * band_transfer(
+        frequency, table.band_sigma
     )
+    return np.clip(np.fft.irfft(spectrum, fine.size, axis=1), 0.0, None)
 
 
 def _source_gradient(teff: np.ndarray) -> np.ndarray:
-    """Milne-Eddington beta = B1/B0, larger for cooler stars (Planck slope at 8800 A)."""
-    return 0.55 * 16350.0 / teff
+    """Milne-Eddington beta = B1/B0, larger for cooler stars.
+
+    Steep enough that the deepest PHOENIX features (to ~5 % of the continuum at 2300 K) fit
+    under the model's saturation limit ``beta / (1 + beta)``.
+    """
+    return 3.0 * 16350.0 / teff
 
 
-def _fine_grid(grid: WavelengthGrid) -> np.ndarray:
-    step = min(grid.step, 0.01) / 2.0
-    start = grid.start - _MARGIN
-    size = math.ceil((grid.stop + _MARGIN - start) / step - 1e-6) + 1
-    return start + step * np.arange(size)
+def _fine_step(grid: WavelengthGrid) -> float:
+    return min(grid.step, 0.01) / 2.0
 
 
 def _physical_flux(
@@ -369,9 +535,15 @@ def _physical_flux(
     seed: int,
 ) -> np.ndarray:
     """Continuum-normalised, broadened spectra on ``grid`` for one chunk of labels."""
-    fine = _fine_grid(grid)
+    padded = padded_fine_grid(grid.start - _MARGIN, grid.stop + _MARGIN, _fine_step(grid))
     layer = _layer(labels)
-    eta = _line_opacity(fine, layer, physics) + _molecular_opacity(fine, layer, physics, seed)
+    eta = _table_opacity(padded, layer, physics)
+    pad = int(round(_FINE_PAD / (padded[1] - padded[0])))
+    inner = slice(pad, int(np.searchsorted(padded, grid.stop + _MARGIN + 1e-9)) + 1)
+    fine = padded[inner]
+    eta = eta[:, inner]
+    if physics.lines:
+        eta = eta + _line_opacity(fine, layer, physics)
     beta = _source_gradient(labels[:, 0])[:, None]
     flux = (1.0 + beta / (1.0 + eta)) / (1.0 + beta)
     vsini = labels[:, 3]
@@ -492,8 +664,9 @@ def synthetic_spectra(
             ``LABEL_RANGES`` (Teff 2300-4600, log g 3.5-6.0, [M/H] -1.5..+1.0, v sin i 0-100).
         grid: output wavelength grid (vacuum, Angstrom); default the MB24 grid, 8800-8835 A
             in 0.01 A steps (3501 pixels).
-        seed: seed of the pseudo-random parts of the line list (the weak-atomic and the
-            molecular forests); it selects one fixed "universe" of lines, not noise.
+        seed: line-list seed: 0 is the table fitted to PHOENIX-ACES; any other seed shifts
+            each line node's strength by a seeded ``SEED_SCATTER`` dex error (see
+            ``line_list``); it selects one fixed "universe" of lines, not noise.
         resolving_power: instrumental R; ``None`` leaves the spectra unbroadened by the
             instrument (as PHOENIX files are).
         workers: processes to use (results do not depend on it).
@@ -515,7 +688,7 @@ def synthetic_spectra(
     labels = validate_labels(labels)
     grid = MB24_GRID if grid is None else grid
     _check_resolving_power(resolving_power, "resolving_power")
-    physics = _Physics(line_list(seed))
+    physics = _Physics(log_strength_offsets=_seed_offsets(seed))
     return _run_chunks(
         _physical_flux, labels, (grid, resolving_power, physics, seed), workers, progress
     )
@@ -582,12 +755,14 @@ class GapConfig:
     Attributes:
         missing_lines: number of lines real stars have and the synthetic list lacks (log gf
             -3.2..-1.8, random species and excitation); default 40.
-        loggf_scatter: Gaussian error (dex) of the synthetic log gf values, i.e. the observed
-            stars' log gf differ from the list's by this much per line; default 0.15.
+        loggf_scatter: Gaussian error (dex) of the synthetic line strengths, i.e. the
+            observed stars' strengths differ from the fitted table's by this much per line
+            node (band knots are left alone); default 0.15.
         loggf_bias: mean of that error (dex; > 0 makes observed lines stronger); default 0.10.
         damping_scale: observed van der Waals damping over the synthetic one (ABO theory vs
             Unsold-like: typically 1.5-2.5); default 1.5.
-        molecular_scale: observed molecular absorption over the synthetic one; default 1.25.
+        molecular_scale: observed molecular absorption (molecular nodes and bands) over the
+            synthetic one; default 1.25.
         line_list_seed: seed of the line-list errors (which lines are missing, which log gf
             are off); one fixed "real universe", independent of the noise seed; default 1.
 
@@ -686,15 +861,14 @@ class GapConfig:
 
 
 def _observed_physics(gap: GapConfig, synthetic_seed: int) -> _Physics:
-    lines = line_list(synthetic_seed)
+    table = _fitted_table()
+    offsets = _seed_offsets(synthetic_seed)
+    offsets = np.zeros(table.wavelength.size) if offsets is None else offsets.copy()
     rng = np.random.default_rng([0x6A9, int(gap.line_list_seed)])
-    errors = rng.normal(0.0, 1.0, len(lines)) * gap.loggf_scatter + gap.loggf_bias
-    lines = tuple(
-        replace(line, log_gf=line.log_gf + float(error))
-        for line, error in zip(lines, errors, strict=True)
-    )
-    lines = lines + _missing_lines(gap.line_list_seed, int(gap.missing_lines))
-    return _Physics(lines, gap.damping_scale, gap.molecular_scale)
+    errors = rng.normal(0.0, 1.0, table.wavelength.size) * gap.loggf_scatter + gap.loggf_bias
+    offsets[~table.band] += errors[~table.band]
+    lines = _missing_lines(gap.line_list_seed, int(gap.missing_lines))
+    return _Physics(lines, gap.damping_scale, gap.molecular_scale, offsets)
 
 
 # Telluric H2O lines near 8800 A: observer-frame vacuum wavelength (A) and relative depth.
@@ -730,9 +904,8 @@ def _observe_chunk(
         observed = _physical_flux(
             labels, grid, resolving_power, _observed_physics(gap, synthetic_seed), synthetic_seed
         )
-        synthetic = _physical_flux(
-            labels, grid, resolving_power, _Physics(line_list(synthetic_seed)), synthetic_seed
-        )
+        physics = _Physics(log_strength_offsets=_seed_offsets(synthetic_seed))
+        synthetic = _physical_flux(labels, grid, resolving_power, physics, synthetic_seed)
         out = observed + (out - synthetic)
     if gap.resolving_power_scale < 1.0 and resolving_power is not None:
         extra = resolving_power / math.sqrt(1.0 / gap.resolving_power_scale**2 - 1.0)
