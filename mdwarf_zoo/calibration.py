@@ -256,10 +256,8 @@ class Calibration:
                 column = f"{name}_err_{side}"
                 if column in out.colnames:
                     out[column][:] = np.hypot(_values(out[column]), sigma)
-                    out[column].description = (
-                        (out[column].description or "") + " (+) calibration uncertainty, in "
-                        "quadrature"
-                    )
+                    out[column].description = " ".join(filter(None, (
+                        out[column].description, "(+) calibration uncertainty, in quadrature")))
         out.meta["calibration"] = self.summary()
         return out
 
@@ -421,8 +419,16 @@ def _fit_parameter(
             state = {"kind": kind, "features": features, "alpha": float(alpha), "beta": beta,
                      "mean": mean, "std": std, "covariance": covariance}
             candidates.append((rms(loo), rank, state, loo))
-    # Smallest cross-validated rms; on a tie, the simplest correction.
-    score, _, state, loo = min(candidates, key=lambda c: (c[0], c[1]))
+    # The one-standard-error rule: the simplest candidate whose cross-validated mean squared
+    # error is within one standard error (over stars) of the best one's. Choosing among many
+    # candidates on few stars flatters the best; this keeps a more complex correction only
+    # where the calibrators clearly ask for it.
+    best = min(candidates, key=lambda c: c[0])
+    for candidate in sorted(candidates, key=lambda c: (c[1], -c[2]["alpha"])):
+        excess = candidate[3] ** 2 - best[3] ** 2
+        if np.mean(excess) <= np.std(excess) / math.sqrt(n) + 1e-12 * np.mean(best[3] ** 2):
+            score, _, state, loo = candidate
+            break
     scatter = math.sqrt(max(float(np.mean(loo**2) - np.mean(sigma**2)), 0.0))
     after = {"cv_rms_after": score, "cv_bias_after": float(np.mean(loo))}
     if state["kind"] == "identity":
@@ -566,8 +572,9 @@ def _estimates(pipeline, spectra, identifiers, options):
     return pipeline.predict(flux, identifiers, **options)
 
 
-def load_labels_table(path: str | os.PathLike):
-    """A table of known labels from a file (any format astropy reads: CSV, ECSV, FITS).
+def load_labels_table(path: str | os.PathLike, *, what: str = "labels file"):
+    """A table from a file (any format astropy reads: CSV, ECSV, FITS), e.g. known labels;
+    ``what`` names it in errors.
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
@@ -577,15 +584,15 @@ def load_labels_table(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"labels file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         if path.suffix.lower() == ".csv":
             return Table.read(path, format="ascii.csv")
         return Table.read(path)
     except Exception as error:  # astropy raises many kinds for an unreadable file
         raise ValueError(
-            f"labels file {path} cannot be read as a table ({error}); expected a CSV, ECSV or "
-            f"FITS table with an id column and columns from {list(PARAMETERS)}"
+            f"{what} {path} cannot be read as a table ({error}); expected a CSV, ECSV or FITS "
+            f"table with an id column and columns from {list(PARAMETERS)}"
         ) from None
 
 

@@ -34,6 +34,9 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
                       latent_alignment ("none" | "coral" | "coral_neighbours"),
                       alignment_neighbours (with "coral_neighbours"),
                       alignment_resamples (with an alignment; 0 leaves the bootstrap out)
+    [calibration]     labels (a table of known parameters of some observed stars, with an id
+                      column), id_column (default "id"), parameters (default: every one
+                      labelled): the final table is corrected (``mdwarf_zoo.calibrate``)
     [outputs]         table_format, plots
     [compare]         baselines (read by ``mdwarf-zoo compare``)
 
@@ -270,6 +273,22 @@ class Ensemble:
 
 
 @dataclass(frozen=True)
+class CalibrationSettings:
+    """A calibration on stars with known parameters (``[calibration]``), applied to the run's
+    final table (:func:`mdwarf_zoo.calibrate`).
+
+    Attributes:
+        labels: the table of known parameters (``None``: no calibration).
+        id_column: its column naming the observed stars (as the observed set names them).
+        parameters: the parameters to calibrate (``None``: every one labelled).
+    """
+
+    labels: Path | None = None
+    id_column: str = "id"
+    parameters: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Outputs:
     """What the run writes besides the models (``[outputs]``)."""
 
@@ -313,6 +332,7 @@ class Recipe:
     text: str
     sha256: str
     source: Path | None = None
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
 
     def members(self) -> list[AutoencoderMember]:
         """The autoencoder members: grid points in order, cycled with fresh seeds.
@@ -673,6 +693,7 @@ _TOP = (
     "transfer",
     "regressors",
     "ensemble",
+    "calibration",
     "outputs",
     "compare",
 )
@@ -740,6 +761,7 @@ def parse_recipe(
             f"at most {n_regressors} (members {autoencoders.members} x seeds "
             f"{regressors.seeds} regressors per parameter)",
         )
+    calibration = _calibration(section("calibration"))
     out = section("outputs")
     outputs = Outputs(
         table_format=out.choice("table_format", TABLE_FORMATS, "ecsv"),
@@ -769,6 +791,7 @@ def parse_recipe(
         text=text,
         sha256=recipe_sha256(text),
         source=source,
+        calibration=calibration,
     )
     _check_architectures(recipe, origin, check_models)
     return recipe
@@ -1104,6 +1127,25 @@ def _ensemble(c: _Checker) -> Ensemble:
     )
     c.finish()
     return result
+
+
+def _calibration(c: _Checker) -> CalibrationSettings:
+    if not c.table:
+        return CalibrationSettings()
+    labels = c.path("labels", required=True)
+    id_column = c.string("id_column", "id")
+    if not id_column:
+        raise c.fail("id_column", id_column, "the name of the column that names the stars")
+    parameters = c.raw("parameters")
+    if parameters is not None and (
+        not isinstance(parameters, list)
+        or not parameters
+        or any(p not in PARAMETERS for p in parameters)
+        or len(set(parameters)) != len(parameters)
+    ):
+        raise c.fail("parameters", parameters, f"a list of distinct names from {list(PARAMETERS)}")
+    c.finish()
+    return CalibrationSettings(labels, id_column, None if parameters is None else tuple(parameters))
 
 
 def _check_overrides(c: _Checker, key: str, overrides: Mapping[str, Any]) -> None:
