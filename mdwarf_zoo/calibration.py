@@ -18,11 +18,17 @@ ridge fit, exact for a fixed ridge strength):
 
 The intercept is never penalised, so the ridge pulls the slopes towards the identity map and
 a very strong ridge is the offset. The ridge strength ``alpha`` is chosen from
-``N x logspace(-3, 3, 13)`` by the same leave-one-out rms. With fewer than
+``N x logspace(-3, 3, 13)`` by the same leave-one-out error. With fewer than
 ``min_stars_linear`` calibrators (default 8) only ``identity`` and ``offset`` are tried.
-The candidate with the smallest cross-validated rms wins, ``identity`` on ties, so the
-correction is never worse than none *in cross-validation* (a claim about the calibrators
-left out, not a promise for every other star).
+
+The choice follows the one-standard-error rule: the simplest candidate (in the order above, and
+the strongest ridge first) whose leave-one-out mean squared error exceeds the best candidate's
+by at most one standard error of that excess over the stars. Picking the best of many
+candidates on few stars flatters it; the rule keeps a more complex correction only where the
+calibrators clearly ask for it, and ``identity`` wherever no correction is clearly better, so
+the correction is never worse than none *in cross-validation* (a claim about the calibrators
+left out, not a promise for every other star: on the simulator, 5 calibrators sometimes pick
+an offset that costs a few per cent of rms; ``benchmarks/RESULTS.md``).
 
 Errors: the calibration's own uncertainty is added in quadrature to each star's lower and
 upper errors:
