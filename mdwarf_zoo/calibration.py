@@ -257,13 +257,14 @@ class Calibration:
         out = table.copy()
         for name, correction in self.corrections.items():
             values, sigma = correction.correct(predicted)
-            out[name][:] = values
+            _assign(out, name, values)
             for side in ("lower", "upper"):
                 column = f"{name}_err_{side}"
                 if column in out.colnames:
-                    out[column][:] = np.hypot(_values(out[column]), sigma)
-                    out[column].description = " ".join(filter(None, (
-                        out[column].description, "(+) calibration uncertainty, in quadrature")))
+                    _assign(out, column, np.hypot(_values(out[column]), sigma))
+                    info = out[column].info
+                    info.description = " ".join(filter(None, (
+                        info.description, "(+) calibration uncertainty, in quadrature")))
         out.meta["calibration"] = self.summary()
         return out
 
@@ -368,6 +369,17 @@ class Calibration:
 
 def _values(column) -> np.ndarray:
     return np.asarray(getattr(column, "value", column), dtype=np.float64)
+
+
+def _assign(table, name: str, values: np.ndarray) -> None:
+    """Replace a column's values in place, keeping its unit, description and dtype (a
+    ``QTable``'s Quantity column takes them in its own unit)."""
+    column = table[name]
+    unit = getattr(column, "unit", None)
+    if unit is not None and hasattr(column, "to_value"):
+        table[name][:] = values * unit
+    else:
+        table[name][:] = values
 
 
 # --------------------------------------------------------------------------------------------
