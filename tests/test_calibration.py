@@ -244,6 +244,9 @@ def test_cli_calibrate_and_predict_with_calibration(tmp_path: Path, capsys):
     assert main(["calibrate", "--estimates", str(estimates), "--labels",
                  str(tmp_path / "known.csv"), "--out", str(saved)]) == 0
     assert "Calibration(4 stars" in capsys.readouterr().out
+    # The same calibration from the pipeline itself (it predicts the flux first).
+    direct = calibrate(pipeline, flux.astype(np.float32), labels, identifiers=ids)
+    assert repr(direct) == repr(Calibration.load(saved))
     calibrated = tmp_path / "calibrated.ecsv"
     assert main(["predict", str(spectra), "--model", "mb24_quickstart_demo", "--out",
                  str(calibrated), "--no-rv", "--no-progress", "--calibration", str(saved)]) == 0
