@@ -367,8 +367,15 @@ class Calibration:
         return "\n".join(lines)
 
 
-def _values(column) -> np.ndarray:
-    return np.asarray(getattr(column, "value", column), dtype=np.float64)
+def column_values(column) -> np.ndarray:
+    """A table column (plain, with a unit, a Quantity, or masked) as float64, NaN where masked
+    (an empty cell of a CSV file)."""
+    values = np.array(getattr(column, "value", column), dtype=np.float64)
+    values[np.ma.getmaskarray(column)] = np.nan
+    return values
+
+
+_values = column_values
 
 
 def _assign(table, name: str, values: np.ndarray) -> None:

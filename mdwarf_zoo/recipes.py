@@ -1145,7 +1145,39 @@ def _calibration(c: _Checker) -> CalibrationSettings:
     ):
         raise c.fail("parameters", parameters, f"a list of distinct names from {list(PARAMETERS)}")
     c.finish()
+    if c.check_files:
+        _check_calibration_labels(c, labels, id_column, parameters)
     return CalibrationSettings(labels, id_column, None if parameters is None else tuple(parameters))
+
+
+def _check_calibration_labels(
+    c: _Checker, path: Path, id_column: str, parameters: list[str] | None
+) -> None:
+    """Read the labels table now, so that a bad one stops the run before any training."""
+    from mdwarf_zoo.calibration import column_values, load_labels_table
+
+    where = f"recipe {c.origin}: [calibration] labels = {str(path)!r}"
+    try:
+        table = load_labels_table(path, what="table")
+    except ValueError as error:
+        raise RecipeError(f"{where}: {error}") from None
+    wanted = list(parameters or [p for p in PARAMETERS if p in table.colnames])
+    problem = None
+    if id_column not in table.colnames:
+        problem = f"no id_column {id_column!r}"
+    elif not wanted or any(p not in table.colnames for p in wanted):
+        problem = f"no column for {[p for p in wanted if p not in table.colnames] or 'any'}"
+    if problem:
+        raise RecipeError(
+            f"{where}: {problem} (columns {table.colnames}); expected the column {id_column!r} "
+            f"naming observed stars and columns from {list(PARAMETERS)}"
+        )
+    for name in wanted:
+        values = column_values(table[name])
+        bad = [str(i) for i, v in zip(table[id_column], values, strict=True)
+               if not math.isfinite(v)]
+        if bad:
+            raise RecipeError(f"{where}: {name!r} is NaN or missing for star(s) {bad}")
 
 
 def _check_overrides(c: _Checker, key: str, overrides: Mapping[str, Any]) -> None:

@@ -158,7 +158,7 @@ def test_save_load_round_trip(tmp_path: Path):
         Calibration.load(tmp_path / "missing.json")
 
 
-def test_bad_labels_are_refused_with_their_names():
+def test_bad_labels_are_refused_with_their_names(tmp_path: Path):
     truth = _truth(10, seed=8)
     table = _estimates(truth + 10.0, 1.0)
     labels = _labels(table, truth, slice(0, 5))
@@ -169,6 +169,10 @@ def test_bad_labels_are_refused_with_their_names():
     labels["mh"][3] = np.nan
     with pytest.raises(ValueError, match=r"'mh' is NaN.*star_003"):
         calibrate(table, None, labels)
+    # An empty cell of a CSV file is a missing label, not a zero.
+    (tmp_path / "holes.csv").write_text("id,teff\nstar_000,3000\nstar_001,\nstar_002,3100\n")
+    with pytest.raises(ValueError, match=r"'teff' is NaN.*star_001"):
+        calibrate(table, None, str(tmp_path / "holes.csv"))
     with pytest.raises(ValueError, match="at least 3"):
         calibrate(table, None, _labels(table, truth, slice(0, 2)))
     with pytest.raises(ValueError, match="9 label rows for 10 estimates"):
@@ -211,9 +215,22 @@ def test_recipe_calibration_section(tmp_path: Path):
         with pytest.raises(RecipeError, match=match):
             parse_recipe(base + f"\n[calibration]\n{bad}\n", source=recipe_path,
                          check_models=False)
-    recipe_path.write_text(base + '\n[calibration]\nlabels = "known.csv"\n')
-    recipe = parse_recipe(recipe_path.read_text(), source=recipe_path, check_models=False)
-    with pytest.raises(ValueError, match=r"\[calibration\].*no id_column 'id'"):
+    # A bad labels table stops the recipe before any training.
+    with pytest.raises(RecipeError, match=r"\[calibration\].*no id_column 'id'"):
+        parse_recipe(base + '\n[calibration]\nlabels = "known.csv"\n', source=recipe_path,
+                     check_models=False)
+    labels["teff"][1] = np.nan
+    labels.write(tmp_path / "holes.csv", format="ascii.csv")
+    with pytest.raises(RecipeError, match=r"'teff' is NaN or missing for star\(s\) \['star_001'"):
+        parse_recipe(base + '\n[calibration]\nlabels = "holes.csv"\nid_column = "star"\n',
+                     source=recipe_path, check_models=False)
+    # At run time, stars the observed set does not have are named.
+    labels = _labels(table, truth, slice(0, 10), ("teff",))
+    labels["id"][0] = "ghost"
+    labels.write(tmp_path / "other.csv", format="ascii.csv")
+    recipe = parse_recipe(base + '\n[calibration]\nlabels = "other.csv"\n', source=recipe_path,
+                          check_models=False)
+    with pytest.raises(ValueError, match=r"\[calibration\].*'ghost'"):
         Run(recipe, tmp_path / "run2", progress=False)._calibrated(table)
 
 
