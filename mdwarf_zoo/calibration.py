@@ -504,7 +504,8 @@ def calibrate(
         identifiers: names of the flux rows (with a pipeline and flux).
         parameters: the parameters to calibrate (default every one in ``labels`` that the
             estimates have).
-        id_column: identifier column of the labels and of the estimate table.
+        id_column: identifier column of the labels; the estimate table's is the column of
+            the same name when it has one, else ``id`` (as ``predict`` writes it).
         min_stars_linear: fewest calibrators for the linear corrections; with fewer, only the
             offset (or none) is tried.
         predict_options: keyword arguments of ``PretrainedPipeline.predict`` (e.g.
@@ -566,7 +567,7 @@ def calibrate(
         if all(s in table.colnames for s in sides):
             sigma = 0.5 * (_values(table[sides[0]]) + _values(table[sides[1]]))[rows]
         corrections[p] = _fit_parameter(p, truth[p], predicted, sigma, min_stars_linear)
-        logger.info("calibration of %s: %s", p, corrections[p].kind)
+        logger.debug("calibration of %s: %s", p, corrections[p].kind)
     source = table.meta.get("pipeline")
     return Calibration(corrections, len(ids), ids, None if source is None else str(source))
 
@@ -627,8 +628,9 @@ def _matched_labels(
     """Per parameter the known values in the order of the calibrators, their names and their
     rows in ``table``.
 
-    Only the estimate rows with labels are calibrators: matched by ``id_column`` when both
-    carry one, row by row otherwise."""
+    Only the estimate rows with labels are calibrators: matched by identifier when both
+    carry one (the labels' ``id_column``; the table's column of that name, else ``id``), row
+    by row otherwise."""
     from astropy.table import Table
 
     if isinstance(labels, (str, os.PathLike)):
@@ -652,9 +654,10 @@ def _matched_labels(
     if not columns:
         raise ValueError(f"calibrate: the labels have no column from {list(PARAMETERS)}")
     n_labels = len(next(iter(columns.values())))
-    table_ids = ([str(v).strip() for v in table[id_column]] if id_column in table.colnames
+    table_column = id_column if id_column in table.colnames else "id"
+    table_ids = ([str(v).strip() for v in table[table_column]] if table_column in table.colnames
                  else [f"row_{i}" for i in range(len(table))])
-    if label_ids is not None and id_column in table.colnames:
+    if label_ids is not None and table_column in table.colnames:
         duplicates = sorted({i for i in label_ids if label_ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"calibrate: the labels name star(s) {duplicates} more than once")
@@ -663,7 +666,7 @@ def _matched_labels(
         if unmatched:
             raise ValueError(
                 f"calibrate: labelled star(s) {unmatched} are not in the estimate table "
-                f"(its {id_column!r} column has {len(table_ids)} stars, e.g. "
+                f"(its {table_column!r} column has {len(table_ids)} stars, e.g. "
                 f"{table_ids[:3]}); fix the identifiers"
             )
         rows = np.array([index[name] for name in label_ids], dtype=int)
@@ -672,8 +675,8 @@ def _matched_labels(
         if n_labels != len(table):
             raise ValueError(
                 f"calibrate: {n_labels} label rows for {len(table)} estimates and no "
-                f"{id_column!r} column to match them by; give one label row per estimate or an "
-                f"{id_column!r} column"
+                f"identifier column in both (labels {id_column!r}, estimates {table_column!r}) "
+                "to match them by; give one label row per estimate, or the identifiers"
             )
         rows = np.arange(len(table))
         ids = table_ids

@@ -1143,13 +1143,9 @@ class Run:
                 "expected a column naming the observed stars as the observed set does (e.g. "
                 f"{list(table['id'][:3])})"
             )
-        if settings.id_column != "id":
-            if "id" in labels.colnames:
-                labels.remove_column("id")
-            labels.rename_column(settings.id_column, "id")
         try:
             calibration = calibrate(
-                table, None, labels,
+                table, None, labels, id_column=settings.id_column,
                 parameters=None if settings.parameters is None else list(settings.parameters),
             )
         except ValueError as error:

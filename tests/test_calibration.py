@@ -175,7 +175,7 @@ def test_bad_labels_are_refused_with_their_names(tmp_path: Path):
         calibrate(table, None, str(tmp_path / "holes.csv"))
     with pytest.raises(ValueError, match="at least 3"):
         calibrate(table, None, _labels(table, truth, slice(0, 2)))
-    with pytest.raises(ValueError, match="9 label rows for 10 estimates"):
+    with pytest.raises(ValueError, match="9 label rows for 10 estimates and no identifier column"):
         calibrate(table, None, truth[:9])
     with pytest.raises(ValueError, match="spectra must be None"):
         calibrate(table, np.zeros((10, 5)), truth)

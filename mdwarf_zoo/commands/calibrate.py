@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
         "--id-column",
         default="id",
         metavar="NAME",
-        help="column that names the stars in both tables (default id)",
+        help="column of --labels that names the stars as the estimates' id column does "
+        "(default id)",
     )
     parser.add_argument(
         "--parameters",
@@ -57,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"--out {out} exists; it is never overwritten")
     estimates = load_labels_table(args.estimates, what="--estimates table")
     labels = load_labels_table(args.labels, what="--labels table")
+    if args.id_column not in labels.colnames:
+        raise ValueError(
+            f"--labels {args.labels} has no column {args.id_column!r} (columns "
+            f"{labels.colnames}); expected the column that names the stars as the estimates do "
+            "(give its name with --id-column)"
+        )
     try:
         calibration = calibrate(estimates, None, labels, parameters=args.parameters,
                                 id_column=args.id_column)
