@@ -30,6 +30,8 @@ _PUBLIC = {
     "transfer": "mdwarf_zoo.transfer",
     "list_pretrained": "mdwarf_zoo.weights",
     "load_pipeline": "mdwarf_zoo.predict",
+    "calibrate": "mdwarf_zoo.calibration",
+    "Calibration": "mdwarf_zoo.calibration",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

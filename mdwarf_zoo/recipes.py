@@ -34,6 +34,9 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
                       latent_alignment ("none" | "coral" | "coral_neighbours"),
                       alignment_neighbours (with "coral_neighbours"),
                       alignment_resamples (with an alignment; 0 leaves the bootstrap out)
+    [calibration]     labels (a table of known parameters of some observed stars, with an id
+                      column), id_column (default "id"), parameters (default: every one
+                      labelled): the final table is corrected (``mdwarf_zoo.calibrate``)
     [outputs]         table_format, plots
     [compare]         baselines (read by ``mdwarf-zoo compare``)
 
@@ -270,6 +273,22 @@ class Ensemble:
 
 
 @dataclass(frozen=True)
+class CalibrationSettings:
+    """A calibration on stars with known parameters (``[calibration]``), applied to the run's
+    final table (:func:`mdwarf_zoo.calibrate`).
+
+    Attributes:
+        labels: the table of known parameters (``None``: no calibration).
+        id_column: its column naming the observed stars (as the observed set names them).
+        parameters: the parameters to calibrate (``None``: every one labelled).
+    """
+
+    labels: Path | None = None
+    id_column: str = "id"
+    parameters: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Outputs:
     """What the run writes besides the models (``[outputs]``)."""
 
@@ -313,6 +332,7 @@ class Recipe:
     text: str
     sha256: str
     source: Path | None = None
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
 
     def members(self) -> list[AutoencoderMember]:
         """The autoencoder members: grid points in order, cycled with fresh seeds.
@@ -673,6 +693,7 @@ _TOP = (
     "transfer",
     "regressors",
     "ensemble",
+    "calibration",
     "outputs",
     "compare",
 )
@@ -740,6 +761,7 @@ def parse_recipe(
             f"at most {n_regressors} (members {autoencoders.members} x seeds "
             f"{regressors.seeds} regressors per parameter)",
         )
+    calibration = _calibration(section("calibration"))
     out = section("outputs")
     outputs = Outputs(
         table_format=out.choice("table_format", TABLE_FORMATS, "ecsv"),
@@ -769,6 +791,7 @@ def parse_recipe(
         text=text,
         sha256=recipe_sha256(text),
         source=source,
+        calibration=calibration,
     )
     _check_architectures(recipe, origin, check_models)
     return recipe
@@ -1104,6 +1127,57 @@ def _ensemble(c: _Checker) -> Ensemble:
     )
     c.finish()
     return result
+
+
+def _calibration(c: _Checker) -> CalibrationSettings:
+    if not c.table:
+        return CalibrationSettings()
+    labels = c.path("labels", required=True)
+    id_column = c.string("id_column", "id")
+    if not id_column:
+        raise c.fail("id_column", id_column, "the name of the column that names the stars")
+    parameters = c.raw("parameters")
+    if parameters is not None and (
+        not isinstance(parameters, list)
+        or not parameters
+        or any(p not in PARAMETERS for p in parameters)
+        or len(set(parameters)) != len(parameters)
+    ):
+        raise c.fail("parameters", parameters, f"a list of distinct names from {list(PARAMETERS)}")
+    c.finish()
+    if c.check_files:
+        _check_calibration_labels(c, labels, id_column, parameters)
+    return CalibrationSettings(labels, id_column, None if parameters is None else tuple(parameters))
+
+
+def _check_calibration_labels(
+    c: _Checker, path: Path, id_column: str, parameters: list[str] | None
+) -> None:
+    """Read the labels table now, so that a bad one stops the run before any training."""
+    from mdwarf_zoo.calibration import column_values, load_labels_table
+
+    where = f"recipe {c.origin}: [calibration] labels = {str(path)!r}"
+    try:
+        table = load_labels_table(path, what="table")
+    except ValueError as error:
+        raise RecipeError(f"{where}: {error}") from None
+    wanted = list(parameters or [p for p in PARAMETERS if p in table.colnames])
+    problem = None
+    if id_column not in table.colnames:
+        problem = f"no id_column {id_column!r}"
+    elif not wanted or any(p not in table.colnames for p in wanted):
+        problem = f"no column for {[p for p in wanted if p not in table.colnames] or 'any'}"
+    if problem:
+        raise RecipeError(
+            f"{where}: {problem} (columns {table.colnames}); expected the column {id_column!r} "
+            f"naming observed stars and columns from {list(PARAMETERS)}"
+        )
+    for name in wanted:
+        values = column_values(table[name])
+        bad = [str(i) for i, v in zip(table[id_column], values, strict=True)
+               if not math.isfinite(v)]
+        if bad:
+            raise RecipeError(f"{where}: {name!r} is NaN or missing for star(s) {bad}")
 
 
 def _check_overrides(c: _Checker, key: str, overrides: Mapping[str, Any]) -> None:

@@ -1119,6 +1119,8 @@ class Run:
         table.meta["recipe"] = self.recipe.name
         table.meta["recipe_sha256"] = self.recipe.sha256
         table.meta.update(self._alignment_meta())
+        if self.recipe.calibration.labels is not None:
+            table = self._calibrated(table)
         self._write_pipeline(gathered, synthetic)
         partial = self.table_path.with_name(f".partial{self.table_path.suffix}")
         if partial.exists():
@@ -1126,6 +1128,34 @@ class Run:
         write_table(table, partial)
         os.replace(partial, self.table_path)
         return self.table_path
+
+    def _calibrated(self, table):
+        """``table`` corrected by the recipe's ``[calibration]`` (its known labels of some
+        observed stars); the calibration is kept as ``calibration.json`` in the run folder."""
+        from mdwarf_zoo.calibration import calibrate, load_labels_table
+
+        settings = self.recipe.calibration
+        where = f"recipe {self._recipe_argument()}: [calibration] labels = {str(settings.labels)!r}"
+        labels = load_labels_table(settings.labels, what=f"{where}:")
+        if settings.id_column not in labels.colnames:
+            raise ValueError(
+                f"{where}: no id_column {settings.id_column!r} (columns {labels.colnames}); "
+                "expected a column naming the observed stars as the observed set does (e.g. "
+                f"{list(table['id'][:3])})"
+            )
+        try:
+            calibration = calibrate(
+                table, None, labels, id_column=settings.id_column,
+                parameters=None if settings.parameters is None else list(settings.parameters),
+            )
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        # The run's own artefact, rewritten whenever the ensemble stage runs again.
+        calibration.save(self.folder / "calibration.json", overwrite=True)
+        logger.info("%r", calibration)
+        calibrated = calibration.apply(table)
+        calibrated.meta["calibration_labels"] = str(settings.labels)
+        return calibrated
 
     def _alignment_meta(self) -> dict[str, Any]:
         settings = self.recipe.ensemble
@@ -1373,6 +1403,15 @@ class Run:
             f"alignment: {self._alignment_text()}",
             "",
         ]
+        if "calibration" in table.meta:
+            known = table.meta["calibration"]
+            lines += [
+                f"- calibration on {known['n_stars']} stars with known parameters "
+                f"(`calibration.json`): "
+                + ", ".join(f"{p} {c['correction']}" for p, c in known["parameters"].items())
+                + "; the accuracy below includes those stars",
+                "",
+            ]
         if "accuracy" in diagnostics:
             lines += [
                 "## Accuracy on the observed set (true labels known)",

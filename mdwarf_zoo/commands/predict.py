@@ -73,6 +73,14 @@ def add_parser(subparsers) -> None:
         help="with an alignment: bootstrap draws of it whose per-star spread is added to the "
         "errors (0: not added; default: the pipeline's, else 30)",
     )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="JSON",
+        help="apply a calibration learnt from stars with known parameters (written by "
+        "`mdwarf-zoo calibrate` or Calibration.save): corrected values, its uncertainty added "
+        "to the errors",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -85,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise FileExistsError(f"--out {out} exists; it is never overwritten")
+    calibration = None
+    if args.calibration:
+        from mdwarf_zoo.calibration import Calibration
+
+        try:
+            calibration = Calibration.load(args.calibration)
+        except (FileNotFoundError, ValueError) as error:
+            raise type(error)(f"--calibration: {error}") from None
     pipeline = load_pipeline(args.model)
     alignment = args.latent_alignment or pipeline.latent_alignment or "none"
     print(
@@ -121,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     if flagged and not args.no_rv:
         print(f"radial velocity flagged for {len(flagged)} star(s): {', '.join(map(str, flagged))}"
               " (column rv_flag); check them before use")
+    if calibration is not None:
+        table = calibration.apply(table)
+        print(f"calibrated with {args.calibration}: {calibration.n_stars} stars, "
+              + ", ".join(f"{p} {c.kind}" for p, c in calibration.corrections.items()))
     write_table(table, out)
     print(f"wrote {out} ({len(table)} spectra)")
     return 0
