@@ -64,12 +64,19 @@ def test_spread_plus_validation_errors_from_the_manifest(flux):
     assert np.allclose(both["teff_err_upper"], np.hypot(spread["teff_err_upper"], scatter))
 
 
-def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux):
-    """No ``alignment``, ``latent_scaling`` or ``ensemble.error_model`` in the manifest: the
-    prediction is the first format's arithmetic, written out here, bit for bit."""
+def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux, tmp_path):
+    """No ``alignment``, ``latent_scaling`` or ``ensemble.error_model`` in the manifest (the
+    demo written in the first format): the prediction is the first format's arithmetic,
+    written out here, bit for bit."""
     from mdwarf_zoo.ensemble import ensemble_table
 
-    demo = load_pipeline(DEMO)
+    old = tmp_path / "first_format"
+    shutil.copytree(load_pipeline(DEMO).folder, old)
+    manifest = json.loads((old / "pipeline.json").read_text())
+    manifest["ensemble"].pop("error_model", None)
+    manifest.pop("alignment", None)
+    (old / "pipeline.json").write_text(json.dumps(manifest))
+    demo = load_pipeline(old)
     assert "alignment" not in demo.manifest and "error_model" not in demo.manifest["ensemble"]
     assert demo.latent_alignment is None and demo.error_model == "spread"
     table = demo.predict(flux, progress=False)
