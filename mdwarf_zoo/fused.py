@@ -1,36 +1,40 @@
-"""Fused latent regressors: many independent regressors of one architecture trained and
-evaluated as one model (MB24 stage 3).
+"""Fused latent regressors: the regressors of one ensemble member (its seeds x parameters)
+trained and evaluated as the independent branches of one model (MB24 stage 3).
 
 A member of the MB24 recipe has 20 latent CNNs (5 seeds x 4 parameters) of 0.3 M parameters
-each. Trained one after the other, each step at batch 128 is ~0.3 GFLOP: kernel launches, the
-per-variable optimizer update and the Python step loop cost more than the arithmetic (about 10 %
-of the fp32 matmul peak on this project's CPUs). Here the K regressors become the K branches
-of one :class:`FusedRegressors` model: every kernel is stacked along a leading branch axis and
-every layer is one batched matrix product (a ``Conv1D`` is a shifted-column matmul), so one step
-trains all K with the launches of one.
+each. Trained one after the other through ``Model.fit``, every step at batch 128 (~0.34 GFLOP)
+pays Keras' per-step machinery (data adapter, callbacks, a Python round trip, one optimizer
+call per variable) for a few milliseconds of arithmetic. Here one traced TensorFlow graph runs
+a whole epoch: every step computes all K branches' forward and backward passes and their Adam
+updates, with no Python in between, and TensorFlow runs the independent branches' kernels
+side by side.
+
+Each branch keeps its own ordinary Keras model (its layers are the branch, so nothing needs
+exporting: the trained models are the ordinary regressors). Stacking the kernels of all
+branches into batched matrix products (``BatchMatMul``, einsum) was measured first and dropped:
+on these CPUs TensorFlow's batched-matmul gradient ran at a fraction of the speed of the
+per-branch oneDNN kernels, and the step was slower than the per-model loop
+(``benchmarks/RESULTS.md``, "Fused regressors").
 
 **Equivalence with separate training.** Branches share no weights and the loss is the sum of
-the branches' losses, so the gradient of branch ``k``'s weights is the gradient of its own loss.
-Each branch reads its *own* batch: branch ``k`` (training rows ``train_k``, seed ``seed_k``)
-visits, in epoch ``e``, the rows ``train_k[default_rng([seed_k, e]).permutation(len(train_k))]``
-in consecutive batches of ``batch_size``; exactly the order of
-:func:`mdwarf_zoo.runner.fit_resumable`, which the recipe runner uses for every regressor. Its
-loss is the mean squared error over those rows (Keras' ``"mse"``). Branches with fewer training
-rows (another parameter's stratified split) have fewer steps in an epoch: in the remaining steps
-their rows carry weight 0 and their optimizer update is skipped, step count included. The
-optimizer is Adam with Keras' update rule and a step count per branch, so each branch follows
-the trajectory that ``fit_resumable`` with ``FusedAdam`` gives the same model, seed and rows, to
-float32 rounding (``tests/test_fused.py``). :func:`mdwarf_zoo.pipeline.train_regressors` without
-``fused`` shuffles with ``Model.fit`` instead (another, equally random batch order), so the two
-agree in distribution, not weight for weight.
+the branches' losses, so the gradient of branch ``k``'s weights is the gradient of its own loss,
+and each branch's optimizer (the one its model was compiled with, Adam) updates only its own
+variables. Each branch reads its *own* batch: branch ``k`` (training rows ``train_k``, seed
+``seed_k``) visits, in epoch ``e``, the rows
+``train_k[default_rng([seed_k, e]).permutation(len(train_k))]`` in consecutive batches of
+``batch_size``: the order of :func:`mdwarf_zoo.runner.fit_resumable`, which the recipe runner
+uses for every regressor. Its loss is the mean squared error over those rows (Keras' ``"mse"``).
+A branch with fewer training rows (another parameter's stratified split) has fewer steps in an
+epoch; in the remaining steps its rows carry weight 0 and its optimizer step is skipped (step
+count included). So each branch follows the trajectory ``fit_resumable`` gives the same model,
+seed and rows, to float32 rounding (``tests/test_fused.py``). Without ``fused``,
+:func:`mdwarf_zoo.pipeline.train_regressors` shuffles with ``Model.fit`` instead (another,
+equally random batch order), so the two agree in distribution, not weight for weight.
 
 With ``patience`` each branch follows ``keras.callbacks.EarlyStopping(monitor="val_loss",
 patience=patience, restore_best_weights=True)`` on its own validation rows: it stops training
-(its updates are skipped) after ``patience`` epochs without a lower validation loss, and ends
-with the weights of its best epoch.
-
-Only the layers of the zoo's latent regressors are supported (``Reshape``, ``Conv1D`` with
-stride and dilation 1, ``Flatten``, ``Dense``); TensorFlow backend only.
+(its steps are skipped) after ``patience`` epochs without a lower validation loss, and ends
+with the weights of its best epoch. TensorFlow backend only.
 """
 
 from __future__ import annotations
@@ -51,83 +55,30 @@ __all__ = ["FusedRegressors", "can_fuse", "predict_fused", "train_fused"]
 
 logger = logging.getLogger(__name__)
 
-_EPSILON = 1e-7  # keras.optimizers.Adam's default, as FusedAdam
-_BETA_1 = 0.9
-_BETA_2 = 0.999
-
-
-def _plan(model: keras.Model) -> list[tuple]:
-    """The operations of ``model`` as a list of ``(kind, layer index, activation, use_bias,
-    options)``; raises ValueError for a layer the fused forward pass does not implement."""
-    plan = []
-    for index, layer in enumerate(model.layers):
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.layers.Reshape):
-            plan.append(("reshape", index, None, False, tuple(layer.target_shape)))
-        elif isinstance(layer, keras.layers.Flatten):
-            plan.append(("flatten", index, None, False, None))
-        elif isinstance(layer, keras.layers.Dense):
-            plan.append(("dense", index, layer.activation, layer.use_bias, None))
-        elif (
-            isinstance(layer, keras.layers.Conv1D)
-            and tuple(layer.strides) == (1,)
-            and tuple(layer.dilation_rate) == (1,)
-            and layer.groups == 1
-            and layer.padding in ("same", "valid")
-            and layer.data_format == "channels_last"
-        ):
-            size = int(layer.kernel_size[0])
-            total = size - 1 if layer.padding == "same" else 0
-            options = (size, total // 2, total - total // 2)
-            plan.append(("conv", index, layer.activation, layer.use_bias, options))
-        else:
-            raise ValueError(
-                f"fused regressors: layer {layer.name!r} ({type(layer).__name__}) of "
-                f"{model.name!r} is not supported; fusing needs Reshape, Conv1D (stride and "
-                "dilation 1, 'same' or 'valid'), Flatten and Dense layers (latent_cnn, "
-                "latent_mlp); train this architecture with fused=False"
-            )
-    return plan
-
-
-def _signature(model: keras.Model) -> str:
-    """What must agree for models to be fused: the architecture config without name, seed
-    and learning rate."""
-    config = dict(model.get_config())
-    for key in ("name", "seed", "learning_rate", "trainable"):
-        config.pop(key, None)
-    return json.dumps([type(model).__name__, config], sort_keys=True, default=str)
-
-
 def can_fuse(models: Sequence[keras.Model]) -> bool:
-    """Whether ``models`` share one supported architecture (so :func:`predict_fused` and
-    :func:`train_fused` can stack them)."""
-    if not models or keras.backend.backend() != "tensorflow":
-        return False
-    if len({_signature(m) for m in models}) != 1:
-        return False
-    try:
-        _plan(models[0])
-    except ValueError:
-        return False
-    return True
+    """Whether ``models`` can be evaluated in one fused call (:func:`predict_fused`): the
+    TensorFlow backend and one input shape."""
+    return (
+        bool(models)
+        and keras.backend.backend() == "tensorflow"
+        and len({tuple(m.input_shape) for m in models}) == 1
+    )
 
 
 class FusedRegressors(keras.Model):
-    """K regressors of one architecture as the K independent branches of one model.
+    """K regressors as the K independent branches of one model.
 
-    Every weight of the template architecture is held once per branch, stacked along a leading
-    axis of size ``branches``; a call maps latents of shape ``(branches, batch, latent_dim)``
-    (each branch its own rows) to ``(branches, batch, n_outputs)``.
+    A call maps latents of shape ``(branches, batch, latent_dim)`` (each branch its own rows)
+    or ``(batch, latent_dim)`` (the same rows for all) to ``(branches, batch, n_outputs)``.
+    The branches are the given models themselves (they share no weights), so whatever trains
+    the fused model trains them.
 
     Args:
-        models: the K regressors (built Keras models of one architecture, e.g. from
-            ``mdwarf_zoo.create_model("latent_cnn", seed=s)``); their weights are the initial
-            weights of the branches.
+        models: the K regressors (built Keras models with one input shape and one output
+            shape, e.g. from ``mdwarf_zoo.create_model("latent_cnn", seed=s)``).
 
     Raises:
-        ValueError: for no models, models of different architectures, or an unsupported layer.
+        ValueError: for no models or models with different input or output shapes.
 
     Examples:
         >>> import mdwarf_zoo
@@ -142,93 +93,40 @@ class FusedRegressors(keras.Model):
         models = list(models)
         if not models:
             raise ValueError("FusedRegressors: no models")
-        signatures = {_signature(m) for m in models}
-        if len(signatures) != 1:
+        shapes = {(tuple(m.input_shape), tuple(m.output_shape)) for m in models}
+        if len(shapes) != 1:
             raise ValueError(
-                f"FusedRegressors: the models must share one architecture, got "
-                f"{len(signatures)} different configurations ({[m.name for m in models]})"
+                f"FusedRegressors: the models must share one input and one output shape, got "
+                f"{sorted(shapes)} ({[m.name for m in models]})"
             )
         super().__init__(**kwargs)
+        self.members = models
         self.branches = len(models)
-        self.latent_dim = int(models[0].input_shape[-1])
-        self._plan = _plan(models[0])
-        self.stacked: list[list[keras.Variable]] = []
-        for _, index, _, _, _ in self._plan:
-            per_model = [m.layers[index].get_weights() for m in models]
-            self.stacked.append([
-                self.add_weight(
-                    shape=(self.branches, *parts[0].shape),
-                    initializer=keras.initializers.Constant(np.stack(parts)),
-                    name=f"{models[0].layers[index].name}_{i}",
-                )
-                for i, parts in enumerate(zip(*per_model, strict=True))
-            ])
         self.built = True
 
     def call(self, latents):
         import tensorflow as tf
 
-        h = tf.convert_to_tensor(latents, dtype=tf.float32)
-        branches, batch = self.branches, tf.shape(h)[1]
-        for (kind, _, activation, use_bias, options), weights in zip(
-            self._plan, self.stacked, strict=True
-        ):
-            if kind == "reshape":
-                h = tf.reshape(h, tf.concat([[branches, batch], list(options)], 0))
-                continue
-            if kind == "flatten":
-                h = tf.reshape(h, [branches, batch, int(np.prod(h.shape[2:]))])
-                continue
-            kernel = weights[0].value
-            if kind == "conv":
-                size, left, right = options
-                length, channels = h.shape[2], h.shape[3]
-                out_length = length + left + right - size + 1
-                padded = tf.pad(h, [[0, 0], [0, 0], [left, right], [0, 0]])
-                columns = tf.concat(
-                    [padded[:, :, j : j + out_length, :] for j in range(size)], axis=-1
-                )
-                filters = kernel.shape[-1]
-                h = tf.matmul(
-                    tf.reshape(columns, [branches, -1, size * channels]),
-                    tf.reshape(kernel, [branches, size * channels, filters]),
-                )
-                h = tf.reshape(h, [branches, batch, out_length, filters])
-                if use_bias:
-                    h = h + weights[1].value[:, None, None, :]
-            else:
-                h = tf.matmul(h, kernel)
-                if use_bias:
-                    h = h + weights[1].value[:, None, :]
-            h = activation(h)
-        return h
-
-    def branch_weights(self, k: int) -> list[list[np.ndarray]]:
-        """Branch ``k``'s weights, per fused layer."""
-        return [[np.asarray(w)[k] for w in weights] for weights in self.stacked]
-
-    def export(self, models: Sequence[keras.Model]) -> None:
-        """Copy each branch's weights into the matching ordinary model (same architecture)."""
-        for k, model in enumerate(models):
-            for (_, index, _, _, _), weights in zip(
-                self._plan, self.branch_weights(k), strict=True
-            ):
-                model.layers[index].set_weights(weights)
+        latents = tf.convert_to_tensor(latents, dtype=tf.float32)
+        if latents.shape.rank == 2:
+            return tf.stack([m(latents, training=False) for m in self.members])
+        return tf.stack([m(latents[k]) for k, m in enumerate(self.members)])
 
 
 def predict_fused(
-    models: Sequence[keras.Model], latent_vectors: np.ndarray, *, batch_size: int = 1024
+    models: Sequence[keras.Model], latent_vectors: np.ndarray, *, batch_size: int = 4096
 ) -> np.ndarray:
-    """The predictions of several regressors of one architecture for the same latents, in one
-    fused call per batch: ``(len(models), n, n_outputs)``; ``model(x)`` for each model when they
-    cannot be fused (:func:`can_fuse`).
+    """The predictions of several regressors for the same latents, one fused call per batch:
+    ``(len(models), n, n_outputs)``; ``model(x)`` for each model when they cannot be fused
+    (:func:`can_fuse`).
 
     Args:
         models: regressors reading the same latents.
         latent_vectors: (n, latent_dim).
-        batch_size: latents per fused call.
+        batch_size: latents per call.
     """
     x = np.asarray(latent_vectors, dtype=np.float32)
+    models = list(models)
     if not can_fuse(models):
         return np.stack([
             np.concatenate([
@@ -237,15 +135,12 @@ def predict_fused(
             ])[: len(x)]
             for m in models
         ])
+    import tensorflow as tf
+
     fused = FusedRegressors(models)
-    rows = [
-        np.asarray(fused(np.broadcast_to(x[i : i + batch_size], (len(models),
-                                                                  *x[i : i + batch_size].shape))))
-        for i in range(0, len(x), batch_size)
-    ]
-    if not rows:
-        return np.zeros((len(models), 0, int(models[0].output_shape[-1])), np.float32)
-    return np.concatenate(rows, axis=1)
+    call = tf.function(fused.call, reduce_retracing=True)
+    parts = [np.asarray(call(x[i : i + batch_size])) for i in range(0, max(len(x), 1), batch_size)]
+    return np.concatenate(parts, axis=1)[:, : len(x)]
 
 
 @dataclass
@@ -287,7 +182,6 @@ def train_fused(
     validation_indices: Sequence[np.ndarray],
     *,
     seeds: Sequence[int],
-    learning_rates: Sequence[float],
     epochs: int,
     batch_size: int,
     patience: int | None = None,
@@ -295,27 +189,27 @@ def train_fused(
     description: str = "fused regressors",
     progress: bool = True,
 ) -> list[FusedResult]:
-    """Train K regressors of one architecture as one fused model; the trained weights are
-    written back into ``models``.
+    """Train K compiled regressors as one fused model (the models are trained in place).
 
-    Branch ``k`` is ``models[k]`` trained on the rows ``train_indices[k]`` of
-    ``latent_vectors`` against ``targets[k]`` with Adam at ``learning_rates[k]``, batch order
-    seeded by ``seeds[k]`` (see the module docstring for the exact order and the equivalence
-    with separate training).
+    Branch ``k`` is ``models[k]`` with its compiled optimizer, trained on the rows
+    ``train_indices[k]`` of ``latent_vectors`` against ``targets[k]`` with the mean squared
+    error, in the batch order seeded by ``seeds[k]`` (see the module docstring for the order
+    and the equivalence with separate training).
 
     Args:
-        models: K built regressors of one architecture (their weights are the initial ones).
+        models: K compiled, single-output regressors with one input shape (e.g.
+            ``create_model("latent_cnn", seed=s, learning_rate=...)``, compiled with Adam);
+            their current weights are the initial ones.
         latent_vectors: (n, latent_dim), shared by all branches.
         targets: (K, n) each branch's (standardised) target for every row.
         train_indices, validation_indices: per branch, its training and validation rows.
         seeds: per branch, the seed of its batch order.
-        learning_rates: per branch, Adam's learning rate.
         epochs: epochs (all branches).
         batch_size: rows per branch and step.
         patience: early stopping per branch on its validation loss (best weights kept);
             ``None`` trains every epoch and keeps the last weights (MB24).
-        checkpoint: an ``.npz`` file written atomically after every epoch (weights, Adam
-            state, early-stopping state, histories); when it exists, training resumes after
+        checkpoint: an ``.npz`` file written atomically after every epoch (weights, optimizer
+            states, early-stopping state, histories); when it exists, training resumes after
             its epoch and ends with the weights an uninterrupted run gives.
         description: the progress bar's label.
         progress: show a tqdm bar over epochs.
@@ -324,7 +218,8 @@ def train_fused(
         Per branch a :class:`FusedResult`.
 
     Raises:
-        ValueError: for inconsistent shapes or lengths, or a checkpoint of another problem.
+        ValueError: for inconsistent shapes or lengths, an uncompiled model, or a checkpoint
+            of other models.
     """
     import tensorflow as tf
 
@@ -332,60 +227,58 @@ def train_fused(
     k_branches = len(models)
     x = np.asarray(latent_vectors, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.float32)
-    lengths = {len(train_indices), len(validation_indices), len(seeds), len(learning_rates)}
+    lengths = {len(train_indices), len(validation_indices), len(seeds)}
     if lengths != {k_branches} or targets.shape != (k_branches, len(x)):
         raise ValueError(
             f"train_fused: {k_branches} models need {k_branches} targets of {len(x)} rows, "
-            f"train/validation index sets, seeds and learning rates; got targets "
-            f"{targets.shape}, {len(train_indices)} train, {len(validation_indices)} "
-            f"validation, {len(seeds)} seeds, {len(learning_rates)} learning rates"
+            f"train and validation index sets and seeds; got targets {targets.shape}, "
+            f"{len(train_indices)} train, {len(validation_indices)} validation, "
+            f"{len(seeds)} seeds"
         )
+    if any(getattr(m, "optimizer", None) is None for m in models):
+        raise ValueError("train_fused: every model must be compiled with an optimizer")
     train_indices = [np.asarray(t, dtype=np.int64) for t in train_indices]
     if any(len(t) == 0 for t in train_indices):
         raise ValueError("train_fused: every branch needs at least one training row")
     fused = FusedRegressors(models)
-    variables = [w for weights in fused.stacked for w in weights]
-    moments = [tf.Variable(tf.zeros_like(v.value), trainable=False) for v in variables]
-    velocities = [tf.Variable(tf.zeros_like(v.value), trainable=False) for v in variables]
-    steps_done = tf.Variable(tf.zeros([k_branches], tf.float32), trainable=False)
+    trainable = [list(m.trainable_variables) for m in models]
+    for model, variables in zip(models, trainable, strict=True):
+        model.optimizer.build(variables)
     x_all = tf.constant(x)
     y_all = tf.constant(targets)
-    rates = tf.constant(np.asarray(learning_rates, np.float32))
 
-    def per_branch(values, active):
-        return tf.reshape(active, [k_branches] + [1] * (len(values.shape) - 1))
+    def branch_step(k, rows, weight, on):
+        with tf.GradientTape() as tape:
+            predicted = models[k](tf.gather(x_all, rows), training=True)[:, 0]
+            error = tf.square(tf.gather(y_all[k], rows) - predicted)
+            count = tf.reduce_sum(weight)
+            loss = tf.reduce_sum(weight * error) / tf.maximum(count, 1.0)
+        gradients = tape.gradient(loss, [v.value for v in trainable[k]])
+
+        def update():
+            models[k].optimizer.apply(gradients, trainable[k])
+            return tf.constant(0)
+
+        # A branch past its last batch of the epoch (or stopped early) takes no optimizer
+        # step at all: Adam with a zero gradient would still move the weights.
+        tf.cond(on > 0, update, lambda: tf.constant(0))
+        return loss * count * on
 
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, k_branches, batch_size], tf.int32),
             tf.TensorSpec([None, k_branches, batch_size], tf.float32),
             tf.TensorSpec([None, k_branches], tf.float32),
-        ],
-        reduce_retracing=True,
+        ]
     )
     def train_epoch(indices, weights, active):
-        # One traced loop over the epoch's steps: no Python per step.
+        # One traced loop over the epoch's steps: no Python between steps.
         totals = tf.zeros([k_branches], tf.float32)
         for s in tf.range(tf.shape(indices)[0]):
-            rows, w, on = indices[s], weights[s], active[s]
-            with tf.GradientTape() as tape:
-                predicted = fused(tf.gather(x_all, rows))[:, :, 0]
-                error = tf.square(predicted - tf.gather(y_all, rows, batch_dims=1))
-                count = tf.maximum(tf.reduce_sum(w, axis=1), 1.0)
-                losses = tf.reduce_sum(w * error, axis=1) / count
-                total = tf.reduce_sum(losses)
-            gradients = tape.gradient(total, [v.value for v in variables])
-            step = steps_done + on
-            alpha = rates * tf.sqrt(1.0 - tf.pow(_BETA_2, step)) / (1.0 - tf.pow(_BETA_1, step))
-            for variable, m, v, g in zip(variables, moments, velocities, gradients, strict=True):
-                mask = per_branch(g, on)
-                m.assign_add(mask * ((g - m) * (1.0 - _BETA_1)))
-                v.assign_add(mask * ((tf.square(g) - v) * (1.0 - _BETA_2)))
-                variable.assign_sub(
-                    mask * ((m * per_branch(g, alpha)) / (tf.sqrt(v) + _EPSILON))
-                )
-            steps_done.assign(step)
-            totals += losses * tf.reduce_sum(w, axis=1) * on
+            totals += tf.stack([
+                branch_step(k, indices[s, k], weights[s, k], active[s, k])
+                for k in range(k_branches)
+            ])
         return totals
 
     validation_rows, validation_weights = _padded(
@@ -393,12 +286,12 @@ def train_fused(
     )
     validation_y = np.take_along_axis(targets, validation_rows, axis=1)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec([k_branches, None], tf.int32)])
     def predict_rows(rows):
         return fused(tf.gather(x_all, rows))[:, :, 0]
 
     def validation_loss() -> np.ndarray:
-        chunk = 1024
+        chunk = 2048
         sums = np.zeros(k_branches)
         for first in range(0, validation_rows.shape[1], chunk):
             part = slice(first, first + chunk)
@@ -412,36 +305,42 @@ def train_fused(
     training = np.ones(k_branches, bool)
     best = np.full(k_branches, np.inf)
     wait = np.zeros(k_branches, np.int64)
-    best_weights = [np.asarray(v).copy() for v in variables] if patience is not None else None
+    best_weights = [m.get_weights() for m in models] if patience is not None else None
+    state = [v for m in models for v in (*m.variables, *m.optimizer.variables)]
     start = 0
-    all_state = [*variables, *moments, *velocities, steps_done]
     if checkpoint is not None and Path(checkpoint).is_file():
         with np.load(checkpoint, allow_pickle=False) as saved:
-            shapes = [tuple(v.shape) for v in all_state]
+            shapes = [tuple(v.shape) for v in state]
             if int(saved["branches"]) != k_branches or [
-                tuple(saved[f"s{i}"].shape) for i in range(len(all_state))
+                tuple(saved[f"s{i}"].shape) for i in range(len(state)) if f"s{i}" in saved
             ] != shapes:
                 raise ValueError(
                     f"checkpoint {checkpoint} does not match these {k_branches} regressors; "
                     "delete it to restart them"
                 )
-            for i, variable in enumerate(all_state):
+            for i, variable in enumerate(state):
                 variable.assign(saved[f"s{i}"])
             start = int(saved["epoch"])
-            training, best, wait = saved["training"], saved["best"], saved["wait"]
+            training, best, wait = saved["training"].copy(), saved["best"], saved["wait"]
+            best = best.copy()
+            wait = wait.copy()
+            records = json.loads(str(saved["results"]))
             if best_weights is not None:
-                best_weights = [saved[f"b{i}"] for i in range(len(variables))]
-            for result, state in zip(results, json.loads(str(saved["results"])), strict=True):
-                result.history, result.best_epoch = state["history"], state["best_epoch"]
+                best_weights = [
+                    [saved[f"b{k}_{i}"] for i in range(len(best_weights[k]))]
+                    for k in range(k_branches)
+                ]
+            for result, record in zip(results, records, strict=True):
+                result.history, result.best_epoch = record["history"], record["best_epoch"]
         logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
 
     counts = np.array([len(t) for t in train_indices])
+    steps = -(-counts // batch_size)
     bar = tqdm(total=epochs, initial=start, desc=description, unit="epoch",
                disable=not progress, leave=False)
     for epoch in range(start, epochs):
         if not training.any():
             break
-        steps = -(-counts // batch_size)
         n_steps = int(steps[training].max())
         indices = np.zeros((n_steps, k_branches, batch_size), np.int32)
         weights = np.zeros((n_steps, k_branches, batch_size), np.float32)
@@ -450,16 +349,15 @@ def train_fused(
             order = train_indices[k][
                 np.random.default_rng([int(seeds[k]), epoch]).permutation(counts[k])
             ]
-            padded = np.zeros(steps[k] * batch_size, np.int32)
-            padded[: counts[k]] = order
-            indices[: steps[k], k] = padded.reshape(steps[k], batch_size)
+            rows = np.zeros(steps[k] * batch_size, np.int32)
+            rows[: counts[k]] = order
             flags = np.zeros(steps[k] * batch_size, np.float32)
             flags[: counts[k]] = 1.0
+            indices[: steps[k], k] = rows.reshape(steps[k], batch_size)
             weights[: steps[k], k] = flags.reshape(steps[k], batch_size)
             active[: steps[k], k] = 1.0
         totals = np.asarray(train_epoch(indices, weights, active))
         val = validation_loss()
-        current = None
         for k in np.flatnonzero(training):
             history = results[k].history
             history["loss"].append(float(totals[k] / counts[k]))
@@ -470,25 +368,25 @@ def train_fused(
             wait[k] += 1
             if val[k] < best[k]:
                 best[k], wait[k], results[k].best_epoch = val[k], 0, epoch
-                current = current or [np.asarray(v) for v in variables]
-                for saved_value, value in zip(best_weights, current, strict=True):
-                    saved_value[k] = value[k]
+                best_weights[k] = models[k].get_weights()
             elif wait[k] >= patience and epoch > 0:
                 training[k] = False
         if checkpoint is not None:
-            arrays = {f"s{i}": np.asarray(v) for i, v in enumerate(all_state)}
+            arrays = {f"s{i}": np.asarray(v) for i, v in enumerate(state)}
             if best_weights is not None:
-                arrays.update({f"b{i}": b for i, b in enumerate(best_weights)})
-            state = [{"history": r.history, "best_epoch": r.best_epoch} for r in results]
+                arrays.update({
+                    f"b{k}_{i}": w for k, ws in enumerate(best_weights) for i, w in enumerate(ws)
+                })
+            records = [{"history": r.history, "best_epoch": r.best_epoch} for r in results]
             _atomic_savez(
                 Path(checkpoint), epoch=np.array(epoch + 1), branches=np.array(k_branches),
-                training=training, best=best, wait=wait, results=np.array(json.dumps(state)),
+                training=training, best=best, wait=wait, results=np.array(json.dumps(records)),
                 **arrays,
             )
         bar.update(1)
+        bar.set_postfix(training=int(training.sum()))
     bar.close()
     if best_weights is not None:
-        for variable, saved_value in zip(variables, best_weights, strict=True):
-            variable.assign(saved_value)
-    fused.export(models)
+        for model, saved_weights in zip(models, best_weights, strict=True):
+            model.set_weights(saved_weights)
     return results
