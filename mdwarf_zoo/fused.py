@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +342,7 @@ def train_fused(
     for epoch in range(start, epochs):
         if not training.any():
             break
+        started = time.perf_counter()
         n_steps = int(steps[training].max())
         indices = np.zeros((n_steps, k_branches, batch_size), np.int32)
         weights = np.zeros((n_steps, k_branches, batch_size), np.float32)
@@ -383,6 +385,8 @@ def train_fused(
                 training=training, best=best, wait=wait, results=np.array(json.dumps(records)),
                 **arrays,
             )
+        logger.debug("%s: epoch %d took %.3f s (%d steps, %d branches training)", description,
+                     epoch, time.perf_counter() - started, n_steps, int(training.sum()))
         bar.update(1)
         bar.set_postfix(training=int(training.sum()))
     bar.close()
