@@ -30,6 +30,7 @@ _PUBLIC = {
     "transfer": "mdwarf_zoo.transfer",
     "list_pretrained": "mdwarf_zoo.weights",
     "load_pipeline": "mdwarf_zoo.predict",
+    "train_regressors": "mdwarf_zoo.pipeline",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

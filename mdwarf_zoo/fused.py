@@ -56,14 +56,98 @@ __all__ = ["FusedRegressors", "can_fuse", "predict_fused", "train_fused"]
 
 logger = logging.getLogger(__name__)
 
+def _plan(model: keras.Model) -> list[tuple] | None:
+    """The operations of ``model`` as ``(kind, layer index, activation, use_bias, options)``,
+    or ``None`` when a layer is not one the stacked forward pass implements."""
+    plan = []
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.Reshape):
+            plan.append(("reshape", index, None, False, tuple(layer.target_shape)))
+        elif isinstance(layer, keras.layers.Flatten):
+            plan.append(("flatten", index, None, False, None))
+        elif isinstance(layer, keras.layers.Dense):
+            plan.append(("dense", index, layer.activation, layer.use_bias, None))
+        elif (
+            isinstance(layer, keras.layers.Conv1D)
+            and tuple(layer.strides) == (1,)
+            and tuple(layer.dilation_rate) == (1,)
+            and layer.groups == 1
+            and layer.padding in ("same", "valid")
+            and layer.data_format == "channels_last"
+        ):
+            size = int(layer.kernel_size[0])
+            total = size - 1 if layer.padding == "same" else 0
+            options = (size, total // 2, total - total // 2)
+            plan.append(("conv", index, layer.activation, layer.use_bias, options))
+        else:
+            return None
+    return plan
+
+
+def _architecture(model: keras.Model) -> str:
+    """What must agree for models to be stacked: class, config without name, seed and
+    learning rate, and the weight shapes."""
+    config = dict(model.get_config())
+    for key in ("name", "seed", "learning_rate", "trainable"):
+        config.pop(key, None)
+    shapes = [tuple(w.shape) for w in model.weights]
+    return json.dumps([type(model).__name__, config, shapes], sort_keys=True, default=str)
+
+
 def can_fuse(models: Sequence[keras.Model]) -> bool:
-    """Whether ``models`` can be evaluated in one fused call (:func:`predict_fused`): the
-    TensorFlow backend and one input shape."""
+    """Whether ``models`` can be evaluated as one stacked model (:func:`predict_fused`): one
+    architecture of ``Reshape``, ``Conv1D`` (stride and dilation 1), ``Flatten`` and ``Dense``
+    layers (``latent_cnn``, ``latent_mlp``) on the TensorFlow backend."""
     return (
         bool(models)
         and keras.backend.backend() == "tensorflow"
-        and len({tuple(m.input_shape) for m in models}) == 1
+        and len({_architecture(m) for m in models}) == 1
+        and _plan(models[0]) is not None
     )
+
+
+def _stacked_forward(models: Sequence[keras.Model], x: np.ndarray) -> np.ndarray:
+    """All models on the same latents with every kernel stacked along a leading branch axis:
+    a dozen batched operations whatever the number of models (eager, nothing to trace)."""
+    import tensorflow as tf
+
+    branches = len(models)
+    h = tf.broadcast_to(tf.constant(x), [branches, *x.shape])
+    batch = x.shape[0]
+    for kind, index, activation, use_bias, options in _plan(models[0]):
+        if kind == "reshape":
+            h = tf.reshape(h, [branches, batch, *options])
+            continue
+        if kind == "flatten":
+            h = tf.reshape(h, [branches, batch, -1])
+            continue
+        parts = [m.layers[index].get_weights() for m in models]
+        kernel = tf.constant(np.stack([p[0] for p in parts]))
+        if kind == "conv":
+            size, left, right = options
+            length, channels = h.shape[2], h.shape[3]
+            out_length = length + left + right - size + 1
+            padded = tf.pad(h, [[0, 0], [0, 0], [left, right], [0, 0]])
+            # A Conv1D is a matmul of shifted columns: (position, size x channels) @ kernel.
+            columns = tf.concat(
+                [padded[:, :, j : j + out_length, :] for j in range(size)], axis=-1
+            )
+            filters = kernel.shape[-1]
+            h = tf.matmul(
+                tf.reshape(columns, [branches, -1, size * channels]),
+                tf.reshape(kernel, [branches, size * channels, filters]),
+            )
+            h = tf.reshape(h, [branches, batch, out_length, filters])
+            if use_bias:
+                h = h + np.stack([p[1] for p in parts])[:, None, None, :]
+        else:
+            h = tf.matmul(h, kernel)
+            if use_bias:
+                h = h + np.stack([p[1] for p in parts])[:, None, :]
+        h = activation(h)
+    return np.asarray(h, dtype=np.float32)
 
 
 class FusedRegressors(keras.Model):
@@ -117,31 +201,33 @@ class FusedRegressors(keras.Model):
 def predict_fused(
     models: Sequence[keras.Model], latent_vectors: np.ndarray, *, batch_size: int = 4096
 ) -> np.ndarray:
-    """The predictions of several regressors for the same latents, one fused call per batch:
-    ``(len(models), n, n_outputs)``; ``model(x)`` for each model when they cannot be fused
-    (:func:`can_fuse`).
+    """The predictions of several regressors for the same latents: ``(len(models), n,
+    n_outputs)``. Models of one stackable architecture (:func:`can_fuse`) are evaluated
+    together, every layer as one batched operation over all of them; others one by one.
 
     Args:
         models: regressors reading the same latents.
         latent_vectors: (n, latent_dim).
         batch_size: latents per call.
+
+    Examples:
+        >>> import numpy as np, mdwarf_zoo
+        >>> from mdwarf_zoo.fused import predict_fused
+        >>> models = [mdwarf_zoo.create_model("latent_cnn", seed=s) for s in range(3)]
+        >>> predict_fused(models, np.zeros((5, 32))).shape
+        (3, 5, 1)
     """
     x = np.asarray(latent_vectors, dtype=np.float32)
     models = list(models)
-    if not can_fuse(models):
-        return np.stack([
-            np.concatenate([
-                np.asarray(m(x[i : i + batch_size], training=False), dtype=np.float32)
-                for i in range(0, max(len(x), 1), batch_size)
-            ])[: len(x)]
-            for m in models
-        ])
-    import tensorflow as tf
-
-    fused = FusedRegressors(models)
-    call = tf.function(fused.call, reduce_retracing=True)
-    parts = [np.asarray(call(x[i : i + batch_size])) for i in range(0, max(len(x), 1), batch_size)]
-    return np.concatenate(parts, axis=1)[:, : len(x)]
+    if not models:
+        raise ValueError("predict_fused: no models")
+    chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)] or [x]
+    if can_fuse(models):
+        return np.concatenate([_stacked_forward(models, c) for c in chunks], axis=1)
+    return np.stack([
+        np.concatenate([np.asarray(m(c, training=False), dtype=np.float32) for c in chunks])
+        for m in models
+    ])
 
 
 @dataclass

@@ -371,6 +371,7 @@ class PretrainedPipeline:
             >>> pipeline.predict(flux, names, latent_alignment="none")  # doctest: +SKIP
         """
         from mdwarf_zoo.ensemble import ERROR_MODELS, ensemble_table
+        from mdwarf_zoo.fused import predict_fused
         from mdwarf_zoo.pipeline import (
             ALIGNMENTS,
             LabelScaler,
@@ -459,6 +460,7 @@ class PretrainedPipeline:
                     if member.get("latent_scaling")
                     else None
                 )
+            unaligned: list[tuple[str, Any, float]] = []
             for name in self.parameters:
                 for regressor in member["regressors"][name]:
                     if not regressor.get("selected", True):
@@ -480,7 +482,12 @@ class PretrainedPipeline:
                             )
                         )
                         continue
-                    value = model.predict(scaled, verbose=0)[:, 0]
+                    unaligned.append((name, model, rms))
+            if unaligned:
+                # All of a member's regressors read the same latents: one fused call
+                # (mdwarf_zoo.fused.predict_fused), in the order of the manifest.
+                values = predict_fused([model for _, model, _ in unaligned], scaled)[:, :, 0]
+                for (name, _, rms), value in zip(unaligned, values, strict=True):
                     predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
                     validation_rms[name].append(rms)
         alignment_error = None
