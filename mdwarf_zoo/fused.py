@@ -11,10 +11,13 @@ side by side.
 
 Each branch keeps its own ordinary Keras model (its layers are the branch, so nothing needs
 exporting: the trained models are the ordinary regressors). Stacking the kernels of all
-branches into batched matrix products (``BatchMatMul``, einsum) was measured first and dropped:
-on these CPUs TensorFlow's batched-matmul gradient ran at a fraction of the speed of the
-per-branch oneDNN kernels, and the step was slower than the per-model loop
-(``benchmarks/RESULTS.md``, "Fused regressors").
+branches into batched matrix products (``BatchMatMul``, einsum) was measured first and dropped
+for training: on these CPUs TensorFlow's batched-matmul gradients ran slower than the
+per-branch oneDNN kernels, and the step (462 ms for 20 branches at batch 128) was slower than
+the per-model loop. Compiling the epoch loop with XLA (``jit_compile=True``) did not finish
+compiling in 400 s (``benchmarks/RESULTS.md``, "Fused regressors"). For *prediction*, a
+forward pass only, the stacked form is used (:func:`predict_fused`): a dozen eager operations
+for any number of regressors, nothing to trace.
 
 **Equivalence with separate training.** Branches share no weights and the loss is the sum of
 the branches' losses, so the gradient of branch ``k``'s weights is the gradient of its own loss,
