@@ -202,16 +202,27 @@ class FusedRegressors(keras.Model):
 
 
 def predict_fused(
-    models: Sequence[keras.Model], latent_vectors: np.ndarray, *, batch_size: int = 4096
+    models: Sequence[keras.Model],
+    latent_vectors: np.ndarray,
+    *,
+    batch_size: int = 4096,
+    exact: bool = False,
 ) -> np.ndarray:
     """The predictions of several regressors for the same latents: ``(len(models), n,
-    n_outputs)``. Models of one stackable architecture (:func:`can_fuse`) are evaluated
-    together, every layer as one batched operation over all of them; others one by one.
+    n_outputs)``.
+
+    By default models of one stackable architecture (:func:`can_fuse`) are evaluated together,
+    every layer as one batched operation over all of them (equal to each model's own
+    prediction to float32 rounding, ~1e-7; nothing to trace); others one by one. With
+    ``exact=True`` all models run as the branches of one traced :class:`FusedRegressors` call
+    with their own layers: bit for bit each model's ``predict``, at the cost of tracing the
+    graph once per call.
 
     Args:
         models: regressors reading the same latents.
         latent_vectors: (n, latent_dim).
         batch_size: latents per call.
+        exact: bit-identical results through the models' own layers (see above).
 
     Examples:
         >>> import numpy as np, mdwarf_zoo
@@ -225,6 +236,12 @@ def predict_fused(
     if not models:
         raise ValueError("predict_fused: no models")
     chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)] or [x]
+    shapes = {(tuple(m.input_shape), tuple(m.output_shape)) for m in models}
+    if exact and keras.backend.backend() == "tensorflow" and len(shapes) == 1:
+        import tensorflow as tf
+
+        call = tf.function(FusedRegressors(models).call, reduce_retracing=True)
+        return np.concatenate([np.asarray(call(c), dtype=np.float32) for c in chunks], axis=1)
     if can_fuse(models):
         return np.concatenate([_stacked_forward(models, c) for c in chunks], axis=1)
     return np.stack([

@@ -485,8 +485,10 @@ class PretrainedPipeline:
                     unaligned.append((name, model, rms))
             if unaligned:
                 # All of a member's regressors read the same latents: one fused call
-                # (mdwarf_zoo.fused.predict_fused), in the order of the manifest.
-                values = predict_fused([model for _, model, _ in unaligned], scaled)[:, :, 0]
+                # (mdwarf_zoo.fused.predict_fused), in the order of the manifest; exact, so a
+                # pipeline's table stays bit for bit what each regressor's predict gives.
+                models = [model for _, model, _ in unaligned]
+                values = predict_fused(models, scaled, exact=True)[:, :, 0]
                 for (name, _, rms), value in zip(unaligned, values, strict=True):
                     predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
                     validation_rms[name].append(rms)

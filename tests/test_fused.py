@@ -130,6 +130,14 @@ def test_predict_fused_matches_each_model(architecture):
     np.testing.assert_allclose(fused, separate, atol=1e-5)
 
 
+def test_predict_fused_exact_is_each_models_predict_bit_for_bit():
+    models = [mz.create_model("latent_cnn", latent_dim=8, seed=s) for s in range(3)]
+    x = np.random.default_rng(2).normal(size=(37, 8)).astype(np.float32)
+    fused = predict_fused(models, x, exact=True)
+    for k, model in enumerate(models):
+        assert np.array_equal(fused[k], model.predict(x, verbose=0))
+
+
 def test_predict_fused_falls_back_for_mixed_architectures():
     models = [mz.create_model("latent_cnn", latent_dim=8, seed=0),
               mz.create_model("latent_mlp", latent_dim=8, seed=0)]
