@@ -428,9 +428,7 @@ def train_fused(
             for i, variable in enumerate(state):
                 variable.assign(saved[f"s{i}"])
             start = int(saved["epoch"])
-            training, best, wait = saved["training"].copy(), saved["best"], saved["wait"]
-            best = best.copy()
-            wait = wait.copy()
+            training, best, wait = (saved[key].copy() for key in ("training", "best", "wait"))
             records = json.loads(str(saved["results"]))
             if best_weights is not None:
                 best_weights = [
