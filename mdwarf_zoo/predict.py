@@ -513,14 +513,18 @@ class PretrainedPipeline:
                     **options,
                 )
             aligned = align_observed_latents(*alignment, **options)
+            by_member: dict[str, list[LatentRegressor]] = {}
             for regressor in regressors:
-                latents = aligned[regressor.autoencoder]
-                if regressor.latent_scaler is not None:
-                    latents = regressor.latent_scaler.transform(latents)
-                name = regressor.parameter
-                value = regressor.model.predict(latents, verbose=0)[:, 0]
-                predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
-                validation_rms[name].append(regressor.validation_rms)
+                by_member.setdefault(regressor.autoencoder, []).append(regressor)
+            for member_name, group in by_member.items():
+                latents = aligned[member_name]
+                if group[0].latent_scaler is not None:
+                    latents = group[0].latent_scaler.transform(latents)
+                values = predict_fused([r.model for r in group], latents, exact=True)[:, :, 0]
+                for regressor, value in zip(group, values, strict=True):
+                    name = regressor.parameter
+                    predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
+                    validation_rms[name].append(regressor.validation_rms)
         table = ensemble_table(
             {n: np.stack(v) for n, v in predictions.items()},
             identifiers,
