@@ -32,6 +32,7 @@ _PUBLIC = {
     "load_pipeline": "mdwarf_zoo.predict",
     "calibrate": "mdwarf_zoo.calibration",
     "Calibration": "mdwarf_zoo.calibration",
+    "train_regressors": "mdwarf_zoo.pipeline",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

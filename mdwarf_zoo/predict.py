@@ -371,6 +371,7 @@ class PretrainedPipeline:
             >>> pipeline.predict(flux, names, latent_alignment="none")  # doctest: +SKIP
         """
         from mdwarf_zoo.ensemble import ERROR_MODELS, ensemble_table
+        from mdwarf_zoo.fused import predict_fused
         from mdwarf_zoo.pipeline import (
             ALIGNMENTS,
             LabelScaler,
@@ -459,6 +460,7 @@ class PretrainedPipeline:
                     if member.get("latent_scaling")
                     else None
                 )
+            unaligned: list[tuple[str, Any, float]] = []
             for name in self.parameters:
                 for regressor in member["regressors"][name]:
                     if not regressor.get("selected", True):
@@ -480,7 +482,14 @@ class PretrainedPipeline:
                             )
                         )
                         continue
-                    value = model.predict(scaled, verbose=0)[:, 0]
+                    unaligned.append((name, model, rms))
+            if unaligned:
+                # All of a member's regressors read the same latents: one fused call
+                # (mdwarf_zoo.fused.predict_fused), in the order of the manifest; exact, so a
+                # pipeline's table stays bit for bit what each regressor's predict gives.
+                models = [model for _, model, _ in unaligned]
+                values = predict_fused(models, scaled, exact=True)[:, :, 0]
+                for (name, _, rms), value in zip(unaligned, values, strict=True):
                     predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
                     validation_rms[name].append(rms)
         alignment_error = None
@@ -504,14 +513,18 @@ class PretrainedPipeline:
                     **options,
                 )
             aligned = align_observed_latents(*alignment, **options)
+            by_member: dict[str, list[LatentRegressor]] = {}
             for regressor in regressors:
-                latents = aligned[regressor.autoencoder]
-                if regressor.latent_scaler is not None:
-                    latents = regressor.latent_scaler.transform(latents)
-                name = regressor.parameter
-                value = regressor.model.predict(latents, verbose=0)[:, 0]
-                predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
-                validation_rms[name].append(regressor.validation_rms)
+                by_member.setdefault(regressor.autoencoder, []).append(regressor)
+            for member_name, group in by_member.items():
+                latents = aligned[member_name]
+                if group[0].latent_scaler is not None:
+                    latents = group[0].latent_scaler.transform(latents)
+                values = predict_fused([r.model for r in group], latents, exact=True)[:, :, 0]
+                for regressor, value in zip(group, values, strict=True):
+                    name = regressor.parameter
+                    predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
+                    validation_rms[name].append(regressor.validation_rms)
         table = ensemble_table(
             {n: np.stack(v) for n, v in predictions.items()},
             identifiers,

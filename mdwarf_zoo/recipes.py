@@ -28,7 +28,7 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
     [transfer]        enabled, freeze, epochs, learning_rate, batch_size, validation_split,
                       mode ("mb24" | "anchored" | "decoder_only"), anchor_weight (anchored)
     [regressors]      architecture, parameters, seeds, epochs, learning_rate, batch_size,
-                      validation_split, standardize_latents (not MB24),
+                      validation_split, standardize_latents (not MB24), fused,
                       [regressors.overrides], [regressors.<parameter>]
     [ensemble]        best, error_model ("spread" | "spread+validation"),
                       latent_alignment ("none" | "coral" | "coral_neighbours"),
@@ -242,12 +242,18 @@ class Regressors:
     ``standardize_latents`` (not in MB24): each member's regressors read its latents
     standardised with the mean and standard deviation of its synthetic latents
     (``mdwarf_zoo.pipeline.LatentScaler``).
+
+    ``fused``: a member's regressors of one architecture, batch size and epoch count are
+    trained together as the branches of one model (``mdwarf_zoo.fused.train_fused``), with the
+    same seeds, splits, batch order and Adam as one by one, so the same weights to float32
+    rounding; needs ``strategy = "default"``.
     """
 
     parameters: tuple[str, ...]
     seeds: int
     settings: dict[str, RegressorSettings]
     standardize_latents: bool = False
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -751,6 +757,12 @@ def parse_recipe(
             '"default"'
         )
     regressors = _regressors(section("regressors", required=True))
+    if regressors.fused and strategy != "default":
+        raise RecipeError(
+            f"recipe {origin}: [regressors] fused = true trains a member's regressors in one "
+            f"process; it needs [recipe] strategy = \"default\", got {strategy!r} (set fused "
+            "= false to train them one by one under the strategy)"
+        )
     ens = section("ensemble")
     ensemble = _ensemble(ens)
     n_regressors = autoencoders.members * regressors.seeds
@@ -1047,6 +1059,7 @@ def _regressors(c: _Checker) -> Regressors:
         )
     seeds = c.integer("seeds", 5, minimum=1)
     standardize_latents = c.boolean("standardize_latents", False)
+    fused = c.boolean("fused", False)
     defaults = {
         "architecture": c.string("architecture", "latent_cnn"),
         "epochs": c.integer("epochs", 200, minimum=1),
@@ -1093,6 +1106,7 @@ def _regressors(c: _Checker) -> Regressors:
         seeds=seeds,
         settings=settings,
         standardize_latents=standardize_latents,
+        fused=fused,
     )
 
 

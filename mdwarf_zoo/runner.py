@@ -37,6 +37,7 @@ estimates are the medians of those selected regressors without alignment, as
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -963,6 +964,9 @@ class Run:
         if self.chief:
             (folder / "regressors").mkdir(exist_ok=True)
         with self._lock(folder):
+            if settings_all.fused:
+                self._train_fused_regressors(member, folder, latents, synthetic.labels,
+                                             scaling, extra)
             for p_index, name in enumerate(settings_all.parameters):
                 settings = settings_all.settings[name]
                 target = (synthetic.labels[:, _COLUMN[name]] - scaling[name]["mean"]) / scaling[
@@ -1043,6 +1047,104 @@ class Run:
                 results[f"{name}_observed_no_transfer"] = np.stack(no_transfer)
             if self.chief:
                 _atomic_savez(folder / "predictions.npz", **results)
+
+    def _train_fused_regressors(
+        self,
+        member: AutoencoderMember,
+        folder: Path,
+        latents: dict[str, np.ndarray],
+        labels: np.ndarray,
+        scaling: dict[str, dict[str, float]],
+        extra: dict[str, Any],
+    ) -> None:
+        """``[regressors] fused = true``: the member's regressors not yet saved, trained as the
+        branches of one model per (architecture, overrides, batch size, epochs), with the
+        seeds, splits and batch order of the one-by-one path (so the same weights to float32
+        rounding), a checkpoint per group after every epoch, and saved where the one-by-one
+        path saves them (it then only loads them)."""
+        from mdwarf_zoo.fused import train_fused
+        from mdwarf_zoo.hub import save_pretrained
+        from mdwarf_zoo.pipeline import stratified_split
+        from mdwarf_zoo.registry import create_model
+
+        settings_all = self.recipe.regressors
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for p_index, name in enumerate(settings_all.parameters):
+            settings = settings_all.settings[name]
+            for k in range(settings_all.seeds):
+                out = folder / "regressors" / f"{name}_seed{k}"
+                if out.is_dir():
+                    continue
+                seed = _regressor_seed(member, p_index, k)
+                train, val = stratified_split(
+                    labels[:, _COLUMN[name]], settings.validation_split, seed=seed
+                )
+                key = json.dumps(
+                    [settings.architecture, settings.overrides, settings.batch_size,
+                     settings.epochs], sort_keys=True, default=str,
+                )
+                groups.setdefault(key, []).append({
+                    "name": name, "k": k, "seed": seed, "out": out, "train": train, "val": val,
+                    "settings": settings,
+                    "target": (labels[:, _COLUMN[name]] - scaling[name]["mean"])
+                    / scaling[name]["std"],
+                })
+        for jobs in groups.values():
+            settings = jobs[0]["settings"]
+            models = []
+            for job in jobs:
+                _determinism(job["seed"])
+                models.append(create_model(
+                    job["settings"].architecture,
+                    latent_dim=latents["synthetic"].shape[1],
+                    learning_rate=job["settings"].learning_rate,
+                    seed=job["seed"],
+                    **job["settings"].overrides,
+                ))
+            # The checkpoint is named after its branches, so a group that lost members (saved
+            # before an interruption) never reads another group's checkpoint.
+            names = "-".join(f"{job['name']}{job['k']}" for job in jobs)
+            tag = hashlib.sha256(names.encode()).hexdigest()[:12]
+            checkpoint = folder / "regressors" / f"fused_{tag}.ckpt.npz"
+            results = train_fused(
+                models,
+                latents["synthetic"],
+                np.stack([job["target"] for job in jobs]).astype(np.float32),
+                [job["train"] for job in jobs],
+                [job["val"] for job in jobs],
+                seeds=[job["seed"] for job in jobs],
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                checkpoint=checkpoint,
+                description=f"{member.name} fused regressors ({len(jobs)})",
+                progress=self.progress,
+            )
+            for job, model, result in zip(jobs, models, results, strict=True):
+                name, val = job["name"], job["val"]
+                val_mse = float(np.mean(
+                    (model.predict(latents["synthetic"][val], verbose=0)[:, 0]
+                     - job["target"][val]) ** 2
+                ))
+                history = [
+                    {"loss": loss, "val_loss": val_loss}
+                    for loss, val_loss in zip(
+                        result.history["loss"], result.history["val_loss"], strict=True
+                    )
+                ]
+                save_pretrained(
+                    _inference_copy(model),
+                    job["out"],
+                    **self._metadata(
+                        member,
+                        labels=[name],
+                        label_units=[PARAMETER_UNITS[name]],
+                        label_scaling={name: scaling[name]},
+                        metrics={"validation_mse_scaled": val_mse},
+                        training=_history_text(history, f"{name} regressor (fused)"),
+                        **extra,
+                    ),
+                )
+            checkpoint.unlink(missing_ok=True)
 
     # -- ensemble and report ------------------------------------------------------------------
     def _gather(self) -> dict[str, dict[str, np.ndarray]]:

@@ -552,3 +552,52 @@ def test_anchored_transfer_is_refused_with_a_distribution_strategy(tmp_path: Pat
         parse_recipe(text.replace("[transfer]\n", '[transfer]\nmode = "anchor"\n'),
                      check_models=False)
     assert parse_recipe(text, check_models=False).transfer.mode == "mb24"
+
+
+def test_fused_regressors_equal_separate_ones_and_resume_after_a_kill(tmp_path: Path):
+    """`[regressors] fused = true`: the same regressor weights as one-by-one training (float32
+    rounding), and a run killed during fused training resumes to identical weights."""
+    base = (
+        TINY.format(n_synthetic=120, epochs=2, batch=16)
+        .replace("members = 2", "members = 1")
+        .replace("seeds = 2\nepochs = 2\n", "seeds = 2\nepochs = 25\n")
+        .replace("best = 3", "best = 2")
+    )
+    separate_recipe = tmp_path / "separate.toml"
+    separate_recipe.write_text(base)
+    fused_recipe = tmp_path / "fused.toml"
+    fused_recipe.write_text(base.replace("seeds = 2\n", "seeds = 2\nfused = true\n"))
+    separate, fused, killed = tmp_path / "separate", tmp_path / "fused", tmp_path / "killed"
+    assert main(["train", str(separate_recipe), "--out", str(separate), "--no-progress"]) == 0
+    assert main(["train", str(fused_recipe), "--out", str(fused), "--no-progress"]) == 0
+    first, second = weights(separate), weights(fused)
+    assert first.keys() == second.keys() and any("regressors" in key for key in first)
+    for key in first:
+        np.testing.assert_allclose(first[key], second[key], atol=1e-5, err_msg=key)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mdwarf_zoo.cli", "train", str(fused_recipe), "--out",
+         str(killed), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    regressors = killed / "members" / "member_000" / "regressors"
+    deadline = time.time() + 300
+    while (
+        not list(regressors.glob("fused_*.ckpt.npz"))
+        and time.time() < deadline
+        and process.poll() is None
+    ):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoints = list(regressors.glob("fused_*.ckpt.npz"))
+    assert checkpoints, "the run was not killed during fused regressor training"
+    with np.load(checkpoints[0]) as saved:
+        assert 1 <= int(saved["epoch"]) < 25
+    assert not list(regressors.glob("*_seed*"))
+    resumed = cli("train", str(fused_recipe), "--out", str(killed), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    assert_same_weights(killed, fused)
+    assert (killed / "predictions.ecsv").read_text() == (fused / "predictions.ecsv").read_text()

@@ -295,3 +295,13 @@ def test_observed_files_need_a_template_or_no_rv(tmp_path: Path, extra: str, wor
     path.write_text(text)
     with pytest.raises(RecipeError, match=rf"template .* or no_rv = true .*not {word}"):
         load_recipe(path, check_models=False)
+
+
+def test_regressors_fused_key():
+    assert parse(TINY).regressors.fused is False
+    assert parse(TINY.replace("seeds = 2\n", "seeds = 2\nfused = true\n")).regressors.fused
+    text = TINY.replace("seed = 3", 'seed = 3\nstrategy = "mirrored"').replace(
+        "seeds = 2\n", "seeds = 2\nfused = true\n"
+    )
+    with pytest.raises(RecipeError, match=r'fused = true .* strategy = "default"'):
+        parse(text)
