@@ -554,6 +554,7 @@ def test_anchored_transfer_is_refused_with_a_distribution_strategy(tmp_path: Pat
     assert parse_recipe(text, check_models=False).transfer.mode == "mb24"
 
 
+@pytest.mark.slow  # about a minute; `pytest -m slow`
 def test_fused_regressors_equal_separate_ones_and_resume_after_a_kill(tmp_path: Path):
     """`[regressors] fused = true`: the same regressor weights as one-by-one training (float32
     rounding), and a run killed during fused training resumes to identical weights."""

@@ -201,6 +201,7 @@ def weights(folder: Path) -> np.ndarray:
     return np.concatenate(values)
 
 
+@pytest.mark.slow  # about a minute; `pytest -m slow`
 def test_two_workers_run_a_recipe_like_one_process(tmp_path: Path):
     for strategy in ("multi_worker", "mirrored"):
         (tmp_path / f"{strategy}.toml").write_text(
