@@ -32,3 +32,16 @@ def shared_file(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"real data file {path} is absent (see shared/data/PROVENANCE.md)")
     return path
+
+
+#: The longest test files, started first: with two worker processes (``-n 2 --dist loadfile``)
+#: the demo then runs beside the rest of the suite instead of after it.
+LONGEST_FIRST = ("test_cli_train_demo.py", "test_cli_train.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file is kept
