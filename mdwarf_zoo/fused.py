@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +52,8 @@ from pathlib import Path
 import keras
 import numpy as np
 from tqdm.auto import tqdm
+
+from mdwarf_zoo._files import atomic_savez as _atomic_savez
 
 __all__ = ["FusedRegressors", "can_fuse", "predict_fused", "train_fused"]
 
@@ -257,17 +257,6 @@ class FusedResult:
 
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(handle)
-    try:
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _padded(index_lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

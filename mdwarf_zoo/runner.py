@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mdwarf_zoo._files import atomic_savez as _atomic_savez
 from mdwarf_zoo._version import __version__
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
@@ -77,17 +78,6 @@ def _determinism(seed: int) -> None:
 
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(handle)
-    try:
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _atomic_text(path: Path, text: str) -> None:
