@@ -810,7 +810,9 @@ class Run:
             frozen = set(transfer_layers(source, freeze, settings.mode))
             learning_rate = settings.learning_rate or source.learning_rate
             flux = observed.flux
-            anchors = self._read(self.synthetic_path).flux
+            # The synthetic spectra: replayed by the anchored mode, and (chief) the drift.
+            anchors = (self._read(self.synthetic_path).flux
+                       if settings.mode == "anchored" or self.chief else None)
             x, y = flux[train], flux[train]
             validation = (flux[val], flux[val]) if len(val) else None
             if settings.mode == "anchored":
