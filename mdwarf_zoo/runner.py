@@ -927,7 +927,6 @@ class Run:
         }
 
     def _stage_regressors(self, member: AutoencoderMember) -> None:
-        from mdwarf_zoo.hub import save_pretrained
         from mdwarf_zoo.pipeline import LatentScaler, stratified_split
         from mdwarf_zoo.registry import create_model
 
@@ -1008,19 +1007,8 @@ class Run:
                                 ** 2
                             )
                         )
-                        save_pretrained(
-                            _inference_copy(model),
-                            out,
-                            **self._metadata(
-                                member,
-                                labels=[name],
-                                label_units=[PARAMETER_UNITS[name]],
-                                label_scaling={name: scaling[name]},
-                                metrics={"validation_mse_scaled": val_mse},
-                                training=_history_text(history, f"{name} regressor"),
-                                **extra,
-                            ),
-                        )
+                        self._save_regressor(member, model, out, name, scaling, val_mse,
+                                             _history_text(history, f"{name} regressor"), extra)
                         _remove_checkpoint(checkpoint)
                     val_pred = model.predict(latents["synthetic"][val], verbose=0)[:, 0]
                     mse.append(float(np.mean((val_pred - target[val]) ** 2)))
@@ -1055,7 +1043,6 @@ class Run:
         rounding), a checkpoint per group after every epoch, and saved where the one-by-one
         path saves them (it then only loads them)."""
         from mdwarf_zoo.fused import train_fused
-        from mdwarf_zoo.hub import save_pretrained
         from mdwarf_zoo.pipeline import stratified_split
         from mdwarf_zoo.registry import create_model
 
@@ -1123,20 +1110,29 @@ class Run:
                         result.history["loss"], result.history["val_loss"], strict=True
                     )
                 ]
-                save_pretrained(
-                    _inference_copy(model),
-                    job["out"],
-                    **self._metadata(
-                        member,
-                        labels=[name],
-                        label_units=[PARAMETER_UNITS[name]],
-                        label_scaling={name: scaling[name]},
-                        metrics={"validation_mse_scaled": val_mse},
-                        training=_history_text(history, f"{name} regressor (fused)"),
-                        **extra,
-                    ),
-                )
+                self._save_regressor(member, model, job["out"], name, scaling, val_mse,
+                                     _history_text(history, f"{name} regressor (fused)"), extra)
             checkpoint.unlink(missing_ok=True)
+
+    def _save_regressor(self, member, model, out: Path, name: str,
+                        scaling: dict[str, dict[str, float]], val_mse: float, training: str,
+                        extra: dict[str, Any]) -> None:
+        """A trained latent regressor as a pretrained folder (one-by-one and fused paths)."""
+        from mdwarf_zoo.hub import save_pretrained
+
+        save_pretrained(
+            _inference_copy(model),
+            out,
+            **self._metadata(
+                member,
+                labels=[name],
+                label_units=[PARAMETER_UNITS[name]],
+                label_scaling={name: scaling[name]},
+                metrics={"validation_mse_scaled": val_mse},
+                training=training,
+                **extra,
+            ),
+        )
 
     # -- ensemble and report ------------------------------------------------------------------
     def _gather(self) -> dict[str, dict[str, np.ndarray]]:
