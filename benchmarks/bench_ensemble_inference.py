@@ -6,7 +6,7 @@ per parameter (Teff, log g, [M/H], v sin i), 80 ``latent_cnn`` regressors spread
 ``mdwarf_zoo.create_model``. Timed end to end through the zoo's own inference path:
 ``mdwarf_zoo.pipeline.encode`` of the 286 spectra with each of the 26 encoders,
 ``LatentRegressor.predict`` of all 320 regressors via ``pipeline.predict_ensemble``, and the
-per-star KDE mode and -/+ errors of ``mdwarf_zoo.ensemble.ensemble_table``. Also prints the
+per-star KDE mode and -/+ errors of ``mdwarf_zoo.pipeline.ensemble.ensemble_table``. Also prints the
 model-building time and the peak resident memory of the process.
 
 Usage::
@@ -42,7 +42,7 @@ def main() -> None:
     import tensorflow as tf
 
     import mdwarf_zoo
-    from mdwarf_zoo.ensemble import ensemble_table
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.pipeline import LabelScaler, LatentRegressor, encode, predict_ensemble
     from mdwarf_zoo.recipes import PARAMETERS
 

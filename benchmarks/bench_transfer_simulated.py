@@ -161,7 +161,7 @@ def main() -> None:
 
     import mdwarf_zoo
     from mdwarf_zoo.diagnostics import domain_gap_report
-    from mdwarf_zoo.ensemble import ensemble_table
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.models import DenseAutoencoder, mb24_widths
     from mdwarf_zoo.pipeline import (
         LabelScaler,

@@ -29,9 +29,9 @@ _PUBLIC = {
     "save_pretrained": "mdwarf_zoo.hub",
     "transfer": "mdwarf_zoo.transfer",
     "list_pretrained": "mdwarf_zoo.weights",
-    "load_pipeline": "mdwarf_zoo.predict",
-    "calibrate": "mdwarf_zoo.calibration",
-    "Calibration": "mdwarf_zoo.calibration",
+    "load_pipeline": "mdwarf_zoo.pipeline.pretrained",
+    "calibrate": "mdwarf_zoo.pipeline.calibration",
+    "Calibration": "mdwarf_zoo.pipeline.calibration",
     "train_regressors": "mdwarf_zoo.pipeline",
 }
 

@@ -228,7 +228,7 @@ def _throughput(call, n: int, repeats: int = 3) -> float:
 def _architecture_rows(run, label: str, seconds_per_epoch: float) -> list[dict[str, Any]]:
     """The transfer row and the no-transfer row of one architecture's finished run."""
     from mdwarf_zoo.hub import from_pretrained, read_manifest
-    from mdwarf_zoo.pipeline import encode
+    from mdwarf_zoo.models.inference import encode
 
     recipe = run.recipe
     member = recipe.members()[0]
@@ -292,8 +292,8 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     """Train (resumably) ``[regressors] seeds`` direct spectrum CNNs on the synthetic set with
     standardised labels, all parameters at once, and evaluate their ensemble on the observed
     set. Split seed and batch-order seeds follow the autoencoders' (``recipe.seed``)."""
-    from mdwarf_zoo.ensemble import ensemble_table
     from mdwarf_zoo.hub import from_pretrained, save_pretrained
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.registry import create_model
     from mdwarf_zoo.runner import (
         _accuracy,

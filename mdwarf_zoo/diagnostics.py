@@ -37,6 +37,8 @@ from astropy.table import Table
 from scipy import stats
 from scipy.spatial import cKDTree
 
+from mdwarf_zoo.models.inference import encode
+
 __all__ = [
     "MB24_LITERATURE",
     "LiteratureSource",
@@ -261,7 +263,6 @@ def latent_drift(
     Raises:
         ValueError: for fewer than 2 spectra, or encoders with different latent sizes.
     """
-    from mdwarf_zoo.pipeline import encode
 
     flux = _as_2d(synthetic_spectra, "latent_drift: synthetic_spectra")
     drift = drift_of_latents(
@@ -306,7 +307,6 @@ def domain_gap_report(
         ``_after``, ``mmd_before`` / ``_after``, ``reconstruction_mse_before`` / ``_after``,
         and ``latent_drift`` (:func:`latent_drift` of the synthetic spectra, in sigma).
     """
-    from mdwarf_zoo.pipeline import encode
 
     synthetic_flux = _as_2d(synthetic_flux, "domain_gap_report: synthetic_flux")
     observed_flux = _as_2d(observed_flux, "domain_gap_report: observed_flux")
@@ -427,7 +427,7 @@ def match_literature(
     """Pair our values with the literature's, per parameter, on the stripped star identifier.
 
     Args:
-        results: our table (e.g. from :func:`mdwarf_zoo.ensemble.ensemble_table`, or MB24's
+        results: our table (e.g. from :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`, or MB24's
             ``final_estimations.csv``).
         literature: the literature table.
         columns: our parameter name -> literature column (e.g. ``{"teff": "TeffV"}``).

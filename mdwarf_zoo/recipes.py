@@ -263,7 +263,7 @@ class Ensemble:
     Attributes:
         best: K of the best-K selection (``None``: all regressors).
         error_model: ``"spread"`` (MB24) or ``"spread+validation"``
-            (``mdwarf_zoo.ensemble.ensemble_table``).
+            (``mdwarf_zoo.pipeline.ensemble.ensemble_table``).
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (``mdwarf_zoo.pipeline.align_latents``).
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
@@ -1111,8 +1111,8 @@ def _regressors(c: _Checker) -> Regressors:
 
 
 def _ensemble(c: _Checker) -> Ensemble:
-    from mdwarf_zoo.ensemble import ERROR_MODELS
     from mdwarf_zoo.pipeline import ALIGNMENTS
+    from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
 
     alignment = c.choice("latent_alignment", ("none", *ALIGNMENTS), "none")
     if c.has("alignment_neighbours") and alignment != "coral_neighbours":
@@ -1168,7 +1168,7 @@ def _check_calibration_labels(
     c: _Checker, path: Path, id_column: str, parameters: list[str] | None
 ) -> None:
     """Read the labels table now, so that a bad one stops the run before any training."""
-    from mdwarf_zoo.calibration import column_values, load_labels_table
+    from mdwarf_zoo.pipeline.calibration import column_values, load_labels_table
 
     where = f"recipe {c.origin}: [calibration] labels = {str(path)!r}"
     try:

@@ -57,6 +57,8 @@ from mdwarf_zoo._files import atomic_savez as _atomic_savez
 from mdwarf_zoo._version import __version__
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.pipeline.ensemble import write_table
+from mdwarf_zoo.pipeline.pretrained import load_pipeline
 from mdwarf_zoo.recipes import MEMBER_STAGES, STAGES, AutoencoderMember, Recipe, RecipeError
 from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
 
@@ -559,7 +561,7 @@ class Run:
         )
 
     def _observed_files(self, preprocessor):
-        from mdwarf_zoo.predict import read_template, rest_frame
+        from mdwarf_zoo.pipeline.pretrained import read_template, rest_frame
         from mdwarf_zoo.spectra.datasets import SpectrumSet, load_labels
         from mdwarf_zoo.spectra.observed import read_spectrum
 
@@ -882,7 +884,7 @@ class Run:
 
     def _stage_encode(self, member: AutoencoderMember) -> None:
         from mdwarf_zoo.hub import from_pretrained
-        from mdwarf_zoo.pipeline import encode
+        from mdwarf_zoo.models.inference import encode
 
         folder = self.member_folder(member)
         if not self.chief or (folder / "latents.npz").is_file():
@@ -1173,45 +1175,26 @@ class Run:
     def ensemble(self) -> Path:
         """Best-K selection and KDE estimates into ``predictions.<fmt>`` (with the recipe's
         error model and latent alignment); writes ``pipeline.json`` and, with an alignment,
-        each member's ``alignment_reference.npz``."""
-        from mdwarf_zoo.ensemble import ensemble_table, write_table
-
+        each member's ``alignment_reference.npz``. The estimate is that of the run folder
+        loaded as a pipeline (:meth:`PretrainedPipeline.predict`), so ``mdwarf-zoo predict``
+        on the folder reproduces the table."""
         if self.table_path.is_file():
             return self.table_path
         gathered = self._gather()
         observed = self._read(self.observed_path)
         synthetic = self._read(self.synthetic_path)
-        settings = self.recipe.ensemble
-        scaling = self.label_scaling(synthetic.labels)
-        if settings.latent_alignment is None:
-            table = ensemble_table(
-                {n: g["observed"] for n, g in gathered.items()},
-                observed.identifiers,
-                validation_mse={n: g["mse"] for n, g in gathered.items()},
-                keep=self._keep(),
-                error_model=settings.error_model,
-                validation_rms=_validation_rms(gathered, scaling),
-            )
-        else:
+        if self.recipe.ensemble.latent_alignment is not None:
             self._write_alignment_references(synthetic)
-            predictions, validation_rms, alignment_error = self._aligned_predictions(
-                gathered, synthetic, scaling
-            )
-            # Only the selected regressors were asked again: no second selection.
-            table = ensemble_table(
-                predictions,
-                observed.identifiers,
-                keep=None,
-                error_model=settings.error_model,
-                validation_rms=validation_rms,
-                alignment_error=alignment_error,
-            )
+        self._write_pipeline(gathered, synthetic)
+        table = load_pipeline(self.folder).predict(
+            observed.flux, observed.identifiers, progress=False
+        )
+        for key in ("pipeline", "transfer"):
+            table.meta.pop(key, None)
         table.meta["recipe"] = self.recipe.name
         table.meta["recipe_sha256"] = self.recipe.sha256
-        table.meta.update(self._alignment_meta())
         if self.recipe.calibration.labels is not None:
             table = self._calibrated(table)
-        self._write_pipeline(gathered, synthetic)
         partial = self.table_path.with_name(f".partial{self.table_path.suffix}")
         if partial.exists():
             partial.unlink()
@@ -1222,7 +1205,7 @@ class Run:
     def _calibrated(self, table):
         """``table`` corrected by the recipe's ``[calibration]`` (its known labels of some
         observed stars); the calibration is kept as ``calibration.json`` in the run folder."""
-        from mdwarf_zoo.calibration import calibrate, load_labels_table
+        from mdwarf_zoo.pipeline.calibration import calibrate, load_labels_table
 
         settings = self.recipe.calibration
         where = f"recipe {self._recipe_argument()}: [calibration] labels = {str(settings.labels)!r}"
@@ -1247,18 +1230,9 @@ class Run:
         calibrated.meta["calibration_labels"] = str(settings.labels)
         return calibrated
 
-    def _alignment_meta(self) -> dict[str, Any]:
-        settings = self.recipe.ensemble
-        meta: dict[str, Any] = {"latent_alignment": settings.latent_alignment or "none"}
-        if settings.latent_alignment == "coral_neighbours":
-            meta["alignment_neighbours"] = settings.alignment_neighbours
-        if settings.latent_alignment is not None:
-            meta["alignment_resamples"] = settings.alignment_resamples
-        return meta
-
     def _chosen(self, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, set[int]]:
         """Per parameter, the rows of ``gathered`` the best-K selection keeps."""
-        from mdwarf_zoo.ensemble import select_best
+        from mdwarf_zoo.pipeline.ensemble import select_best
 
         keep = self._keep()
         return {
@@ -1298,89 +1272,6 @@ class Run:
                 synthetic_labels=labels,
                 parameters=np.array(parameters),
             )
-
-    def _aligned_predictions(
-        self,
-        gathered: dict[str, dict[str, np.ndarray]],
-        synthetic,
-        scaling: dict[str, dict[str, float]],
-    ) -> tuple[dict[str, np.ndarray], dict[str, list[float]], dict[str, np.ndarray] | None]:
-        """Predictions (physical units) and validation rms of the selected regressors from
-        the aligned observed latents of every member, and each star's alignment bootstrap
-        spread (``None`` with ``alignment_resamples = 0``)."""
-        from mdwarf_zoo.hub import from_pretrained
-        from mdwarf_zoo.pipeline import (
-            LabelScaler,
-            LatentRegressor,
-            align_observed_latents,
-            alignment_uncertainty,
-        )
-
-        parameters = self.recipe.regressors.parameters
-        label_scaler = LabelScaler(
-            parameters,
-            [scaling[n]["mean"] for n in parameters],
-            [scaling[n]["std"] for n in parameters],
-        )
-        chosen = self._chosen(gathered)
-        regressors: list[LatentRegressor] = []
-        observed_latents: dict[str, np.ndarray] = {}
-        synthetic_latents: dict[str, np.ndarray] = {}
-        for member in self.recipe.members():
-            folder = self.member_folder(member)
-            with np.load(folder / "latents.npz") as saved:
-                observed_latents[member.name] = saved["observed"]
-                synthetic_latents[member.name] = saved["synthetic"]
-            latent_scaler = self._latent_scaler(member)
-            for p_index, name in enumerate(parameters):
-                g = gathered[name]
-                rows = np.flatnonzero(g["members"] == member.index)
-                for k, row in enumerate(rows):
-                    if int(row) not in chosen[name]:
-                        continue
-                    mse = float(g["mse"][row])
-                    regressors.append(
-                        LatentRegressor(
-                            name,
-                            member.name,
-                            _regressor_seed(member, p_index, k),
-                            from_pretrained(folder / "regressors" / f"{name}_seed{k}"),
-                            label_scaler,
-                            mse,
-                            float(np.sqrt(mse)) * scaling[name]["std"],
-                            latent_scaler=latent_scaler,
-                        )
-                    )
-        settings = self.recipe.ensemble
-        alignment = (
-            regressors,
-            observed_latents,
-            synthetic_latents,
-            synthetic.labels[:, [_COLUMN[n] for n in parameters]],
-        )
-        options = {
-            "method": settings.latent_alignment,
-            "parameters": parameters,
-            "neighbours": settings.alignment_neighbours,
-        }
-        alignment_error = None
-        if settings.alignment_resamples > 0:
-            alignment_error = alignment_uncertainty(
-                *alignment, resamples=settings.alignment_resamples, seed=self.recipe.seed, **options
-            )
-        aligned = align_observed_latents(*alignment, **options)
-        predictions: dict[str, list[np.ndarray]] = {name: [] for name in parameters}
-        validation_rms: dict[str, list[float]] = {name: [] for name in parameters}
-        for regressor in regressors:
-            latents = aligned[regressor.autoencoder]
-            if regressor.latent_scaler is not None:
-                latents = regressor.latent_scaler.transform(latents)
-            # The arithmetic of PretrainedPipeline.predict, so a pipeline folder reproduces it.
-            value = regressor.model.predict(latents, verbose=0)[:, 0]
-            name = regressor.parameter
-            predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
-            validation_rms[name].append(regressor.validation_rms)
-        return {n: np.stack(v) for n, v in predictions.items()}, validation_rms, alignment_error
 
     def _write_pipeline(self, gathered: dict[str, dict[str, np.ndarray]], synthetic) -> None:
         keep = self._keep()
@@ -1606,16 +1497,16 @@ class Run:
         )
 
     def _no_transfer_accuracy(self, gathered, observed) -> dict[str, dict[str, float]]:
-        from mdwarf_zoo.ensemble import ensemble_table
+        from mdwarf_zoo.pipeline.ensemble import ensemble_table
 
-        synthetic = self._read(self.synthetic_path)
+        scaling = self.label_scaling(self._read(self.synthetic_path).labels)
         table = ensemble_table(
             {n: g["no_transfer"] for n, g in gathered.items()},
             observed.identifiers,
             validation_mse={n: g["mse"] for n, g in gathered.items()},
             keep=self._keep(),
             error_model=self.recipe.ensemble.error_model,
-            validation_rms=_validation_rms(gathered, self.label_scaling(synthetic.labels)),
+            validation_rms={n: np.sqrt(g["mse"]) * scaling[n]["std"] for n, g in gathered.items()},
         )
         return _accuracy(table, observed.labels, self.recipe.regressors.parameters)
 
@@ -1715,14 +1606,6 @@ def _wait_for(paths: list[Path], what: str, poll_s: float = 0.5) -> None:
 def _regressor_seed(member: AutoencoderMember, p_index: int, k: int) -> int:
     """The seed of regressor ``k`` of parameter number ``p_index`` of ``member``."""
     return member.seed * 1000 + 100 * (p_index + 1) + k
-
-
-def _validation_rms(
-    gathered: dict[str, dict[str, np.ndarray]], scaling: dict[str, dict[str, float]]
-) -> dict[str, np.ndarray]:
-    """Per parameter, each regressor's validation rms in physical units (``sqrt(MSE) x std``
-    of the standardised label), for ``error_model="spread+validation"``."""
-    return {n: np.sqrt(g["mse"]) * scaling[n]["std"] for n, g in gathered.items()}
 
 
 def _accuracy(table, labels: np.ndarray, parameters) -> dict[str, dict[str, float]]:

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo.labels import TRANSFER_MODES
+from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.optimizers import FusedAdam
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
@@ -328,7 +329,6 @@ def anchor_targets(
     """The original encoder's latents of the anchor spectra, and the per-dimension scale the
     anchor penalty divides by (their standard deviation; 1 for a dimension that never varies).
     """
-    from mdwarf_zoo.pipeline import encode
 
     latents = encode(original, anchor_spectra, batch_size=batch_size).astype(np.float32)
     scale = latents.std(axis=0)

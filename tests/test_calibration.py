@@ -11,8 +11,8 @@ import pytest
 from astropy.table import Table
 
 import mdwarf_zoo
-from mdwarf_zoo.calibration import Calibration, calibrate
 from mdwarf_zoo.labels import PARAMETERS
+from mdwarf_zoo.pipeline.calibration import Calibration, calibrate
 
 RANGES = {"teff": (2600.0, 4000.0), "logg": (4.7, 5.3), "mh": (-0.6, 0.6), "vsini": (1.5, 10.0)}
 
@@ -236,7 +236,7 @@ def test_recipe_calibration_section(tmp_path: Path):
 
 def test_cli_calibrate_and_predict_with_calibration(tmp_path: Path, capsys):
     from mdwarf_zoo.cli import main
-    from mdwarf_zoo.predict import load_pipeline
+    from mdwarf_zoo.pipeline.pretrained import load_pipeline
     from mdwarf_zoo.spectra.datasets import SpectrumSet, write_set
     from mdwarf_zoo.spectra.grid import WavelengthGrid
     from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra

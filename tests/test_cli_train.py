@@ -360,8 +360,8 @@ def test_aligned_run_records_latent_scaling_alignment_and_error_model(aligned_ru
 def test_pipeline_folder_of_an_aligned_run_reproduces_its_table(aligned_run, aligned_observed):
     from astropy.table import Table
 
-    from mdwarf_zoo.ensemble import ensemble_table
-    from mdwarf_zoo.predict import load_pipeline
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
+    from mdwarf_zoo.pipeline.pretrained import load_pipeline
 
     pipeline = load_pipeline(aligned_run)
     flux, names = aligned_observed.flux, list(aligned_observed.identifiers)
@@ -419,7 +419,7 @@ def test_export_copies_alignment_references_and_refuses_broken_ones(
 
     from astropy.table import Table
 
-    from mdwarf_zoo.predict import PIPELINE_FILE, export_pipeline, load_pipeline
+    from mdwarf_zoo.pipeline.pretrained import PIPELINE_FILE, export_pipeline, load_pipeline
 
     flux, names = aligned_observed.flux, list(aligned_observed.identifiers)
     exported = export_pipeline(aligned_run, tmp_path / "exported")

@@ -7,7 +7,7 @@ import pytest
 from astropy.table import Table
 from scipy import stats
 
-from mdwarf_zoo.ensemble import (
+from mdwarf_zoo.pipeline.ensemble import (
     ensemble_table,
     kde_estimate,
     kde_estimates,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mdwarf_zoo.hub import from_pretrained
-from mdwarf_zoo.predict import PIPELINE_FILE, load_pipeline
+from mdwarf_zoo.pipeline.pretrained import PIPELINE_FILE, load_pipeline
 from mdwarf_zoo.spectra.preprocess import scale
 from mdwarf_zoo.spectra.simulate import synthetic_spectra
 
@@ -68,7 +68,8 @@ def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux, tmp_
     """No ``alignment``, ``latent_scaling`` or ``ensemble.error_model`` in the manifest (the
     demo written in the first format): the prediction is the first format's arithmetic,
     written out here, bit for bit."""
-    from mdwarf_zoo.ensemble import ensemble_table
+    from mdwarf_zoo.models.inference import encode
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
 
     old = tmp_path / "first_format"
     shutil.copytree(load_pipeline(DEMO).folder, old)
@@ -84,12 +85,14 @@ def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux, tmp_
     expected = {name: [] for name in demo.parameters}
     for member in demo.members:
         key = "transferred" if member.get("transferred") else "autoencoder"
-        latents = from_pretrained(demo._path(member[key])).encoder.predict(flux, verbose=0)
+        latents = encode(from_pretrained(demo._path(member[key])), flux)
         for name in demo.parameters:
             for regressor in member["regressors"][name]:
                 if regressor.get("selected", True):
                     model = from_pretrained(demo._path(regressor["path"]))
                     value = model.predict(latents, verbose=0)[:, 0]
+                    # Back to physical units in float64 (LabelScaler.inverse_transform).
+                    value = value.astype(np.float64)
                     expected[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
     expected = ensemble_table({n: np.stack(v) for n, v in expected.items()}, keep=None)
     assert table.colnames == expected.colnames

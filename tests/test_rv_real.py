@@ -261,7 +261,7 @@ def test_the_demo_template_finds_barnards_star_and_a_scrambled_one_is_flagged(li
     PHOENIX-ACES: on Barnard's star (raw HPF orders) it finds the literature velocity, flag
     'ok'. The same template with its 10 A blocks shuffled (the star's kind of lines, at the
     wrong places) is flagged on every star and warned about, never quietly used."""
-    from mdwarf_zoo.predict import load_pipeline
+    from mdwarf_zoo.pipeline.pretrained import load_pipeline
 
     template = load_pipeline("mb24_quickstart_demo").rv_template()
     star = _read_hpf("GJ_699")

@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mdwarf_zoo.calibration import calibrate, load_labels_table
+    from mdwarf_zoo.pipeline.calibration import calibrate, load_labels_table
 
     out = Path(args.out)
     if out.exists():

@@ -88,14 +88,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mdwarf_zoo.predict import load_pipeline
+    from mdwarf_zoo.pipeline.pretrained import load_pipeline
 
     out = Path(args.out)
     if out.exists():
         raise FileExistsError(f"--out {out} exists; it is never overwritten")
     calibration = None
     if args.calibration:
-        from mdwarf_zoo.calibration import Calibration
+        from mdwarf_zoo.pipeline.calibration import Calibration
 
         try:
             calibration = Calibration.load(args.calibration)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         latent_alignment=args.latent_alignment or "default",
         alignment_resamples=args.alignment_resamples,
     )
-    from mdwarf_zoo.ensemble import write_table
+    from mdwarf_zoo.pipeline.ensemble import write_table
 
     add_velocity_columns(table, velocities)
     table.meta["rv_template"] = (

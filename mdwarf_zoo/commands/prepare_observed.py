@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mdwarf_zoo._version import __version__
-    from mdwarf_zoo.predict import RV_REACH, read_template, rest_frame
+    from mdwarf_zoo.pipeline.pretrained import RV_REACH, read_template, rest_frame
     from mdwarf_zoo.spectra.datasets import SpectrumSet, write_set
     from mdwarf_zoo.spectra.observed import read_spectrum
     from mdwarf_zoo.spectra.rv import star_name, to_rest_frame

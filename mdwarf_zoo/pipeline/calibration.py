@@ -490,12 +490,12 @@ def calibrate(
     """Learn a low-capacity correction of a pipeline's estimates from stars with known labels.
 
     Args:
-        pipeline: a :class:`~mdwarf_zoo.predict.PretrainedPipeline` (it predicts ``spectra``
-            first), or an ``astropy.table.Table`` of estimates already made (``predict``,
-            ``run_pipeline(...).table``, a run's predictions file); then ``spectra`` is
-            ``None``.
+        pipeline: a :class:`~mdwarf_zoo.pipeline.pretrained.PretrainedPipeline` (it predicts
+            ``spectra`` first), or an ``astropy.table.Table`` of estimates already
+            made (``predict``, ``run_pipeline(...).table``, a run's predictions file); then
+            ``spectra`` is ``None``.
         spectra: with a pipeline, preprocessed flux ``(n, pixels)`` or a list of spectrum files
-            (:meth:`~mdwarf_zoo.predict.PretrainedPipeline.read_spectra`).
+            (:meth:`~mdwarf_zoo.pipeline.pretrained.PretrainedPipeline.read_spectra`).
         labels: the known parameters: an ``astropy.table.Table`` (columns named as in
             :data:`mdwarf_zoo.labels.PARAMETERS`, ``metallicity`` accepted for ``mh``), a dict
             of arrays, an array ``(n, 4)`` in the order of ``PARAMETERS``, or the path of a
@@ -582,7 +582,7 @@ def _estimates(pipeline, spectra, identifiers, options):
                 "holds the estimates); pass a pipeline to predict spectra"
             )
         return pipeline
-    from mdwarf_zoo.predict import PretrainedPipeline
+    from mdwarf_zoo.pipeline.pretrained import PretrainedPipeline
 
     if not isinstance(pipeline, PretrainedPipeline):
         raise ValueError(

@@ -92,7 +92,7 @@ def select_best(validation_mse: Sequence[float] | np.ndarray, k: int) -> np.ndar
         ValueError: for an empty or non-finite ``validation_mse`` or ``k`` < 1.
 
     Examples:
-        >>> from mdwarf_zoo.ensemble import select_best
+        >>> from mdwarf_zoo.pipeline.ensemble import select_best
         >>> select_best([0.3, 0.1, 0.2, 0.1], 2).tolist()
         [1, 3]
     """
@@ -129,7 +129,7 @@ def kde_estimate(samples: Sequence[float] | np.ndarray) -> tuple[float, float, f
         ValueError: for an empty sample or a non-finite prediction.
 
     Examples:
-        >>> from mdwarf_zoo.ensemble import kde_estimate
+        >>> from mdwarf_zoo.pipeline.ensemble import kde_estimate
         >>> value, lower, upper = kde_estimate([3280, 3295, 3300, 3300, 3305, 3340])
         >>> [round(v, 1) for v in (value, lower, upper)]  # the tail toward 3340 K: upper > lower
         [3297.9, 5.9, 14.1]
@@ -230,7 +230,7 @@ def ensemble_table(
 
     Examples:
         >>> import numpy as np
-        >>> from mdwarf_zoo.ensemble import ensemble_table
+        >>> from mdwarf_zoo.pipeline.ensemble import ensemble_table
         >>> rng = np.random.default_rng(0)
         >>> table = ensemble_table({"teff": rng.normal(3300, 30, (80, 2))}, ["A", "B"])
         >>> table.colnames
@@ -377,7 +377,7 @@ def write_table(
         ValueError: for an unknown format or suffix.
 
     Examples:
-        >>> from mdwarf_zoo.ensemble import write_table
+        >>> from mdwarf_zoo.pipeline.ensemble import write_table
         >>> write_table(table, "estimates.ecsv")  # doctest: +SKIP
     """
     path = Path(path)

@@ -60,9 +60,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
 from tqdm.auto import tqdm
 
-from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
+from mdwarf_zoo.hub import download, from_pretrained, save_pretrained, sha256_file
+from mdwarf_zoo.models.inference import encode
+from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
+from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
+from mdwarf_zoo.pipeline.estimate import Alignment, estimate
+from mdwarf_zoo.pipeline.regressors import LatentRegressor
+from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler
+from mdwarf_zoo.spectra.datasets import read_set
+from mdwarf_zoo.spectra.grid import WavelengthGrid
+from mdwarf_zoo.spectra.observed import read_spectrum
+from mdwarf_zoo.spectra.phoenix import GRID_NAME, read_phoenix_spectrum
+from mdwarf_zoo.spectra.preprocess import Preprocessor
+from mdwarf_zoo.spectra.rv import doppler_shift, star_name, to_rest_frame
+from mdwarf_zoo.spectra.simulate import synthetic_spectra
+from mdwarf_zoo.transfer import clone_model
+from mdwarf_zoo.transfer import transfer as fine_tune
+from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT, get_pretrained, list_pretrained
 
 __all__ = [
     "PretrainedPipeline",
@@ -96,7 +113,6 @@ class PretrainedPipeline:
         """The Keras model at ``relative`` in the folder, loaded and verified once per
         pipeline (:func:`mdwarf_zoo.from_pretrained`); later calls return the same object."""
         if relative not in self._models:
-            from mdwarf_zoo.hub import from_pretrained
 
             self._models[relative] = from_pretrained(self._path(relative))
         return self._models[relative]
@@ -111,7 +127,6 @@ class PretrainedPipeline:
 
     def preprocessor(self):
         """The :class:`~mdwarf_zoo.spectra.preprocess.Preprocessor` the models expect."""
-        from mdwarf_zoo.spectra.preprocess import Preprocessor
 
         return Preprocessor.from_dict(self.manifest["preprocessing"])
 
@@ -204,8 +219,6 @@ class PretrainedPipeline:
             ValueError: when the file's sha256 differs from the manifest's.
             FileNotFoundError: when the file named does not exist.
         """
-        from mdwarf_zoo.hub import sha256_file
-        from mdwarf_zoo.spectra.observed import read_spectrum
 
         entry = self.manifest.get("rv_template")
         if not entry:
@@ -257,9 +270,6 @@ class PretrainedPipeline:
                 a file that does not cover the window plus margin, or whose S/N is too low for
                 a radial velocity (the message names the star).
         """
-        from mdwarf_zoo.spectra.datasets import read_set
-        from mdwarf_zoo.spectra.observed import read_spectrum
-        from mdwarf_zoo.spectra.rv import star_name
 
         preprocessor = self.preprocessor()
         paths = [Path(p) for p in sources]
@@ -293,8 +303,8 @@ class PretrainedPipeline:
                     " has no 'rv_template'), so the spectra cannot be moved to the rest frame. "
                     "Pass a template (mdwarf-zoo predict --template FITS; e.g. a PHOENIX "
                     "model near your stars), add one to the pipeline "
-                    "(mdwarf_zoo.predict.write_rv_template), or, if the spectra are already in "
-                    "the rest frame, say so with --no-rv (rv=False)"
+                    "(mdwarf_zoo.pipeline.pretrained.write_rv_template), or, if the spectra are "
+                    "already in the rest frame, say so with --no-rv (rv=False)"
                 )
         fluxes, names = [], []
         for path in tqdm(paths, desc="preprocessing", disable=not progress):
@@ -342,7 +352,7 @@ class PretrainedPipeline:
             error_model: ``"default"`` (the pipeline's, ``"spread"`` unless its manifest says
                 other), ``"spread"`` (MB24) or ``"spread+validation"``: each regressor's
                 validation rms, ``sqrt(validation_mse) * label std`` from the manifest, added
-                in quadrature (see :mod:`mdwarf_zoo.ensemble`).
+                in quadrature (see :mod:`mdwarf_zoo.pipeline.ensemble`).
             latent_alignment: ``"default"`` (the pipeline's ``alignment``, none when absent),
                 ``None`` or ``"none"`` (off), or ``"coral"`` / ``"coral_neighbours"`` (needs the
                 members' alignment references). The alignment is estimated from the spectra
@@ -356,7 +366,7 @@ class PretrainedPipeline:
                 else 30; 0 leaves it out.
 
         Returns:
-            An ``astropy.table.Table`` (see :func:`mdwarf_zoo.ensemble.ensemble_table`).
+            An ``astropy.table.Table`` (see :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`).
 
         Raises:
             ValueError: for a member whose ``latent_scaling`` does not match its latent size,
@@ -365,22 +375,13 @@ class PretrainedPipeline:
             FileNotFoundError: for a reference file that does not exist.
 
         Examples:
-            >>> from mdwarf_zoo.predict import load_pipeline
+            >>> from mdwarf_zoo.pipeline.pretrained import load_pipeline
             >>> pipeline = load_pipeline("runs/q")  # doctest: +SKIP
             >>> flux, names = pipeline.read_spectra(["a.fits", "b.fits"])  # doctest: +SKIP
             >>> pipeline.predict(flux, names, latent_alignment="none")  # doctest: +SKIP
         """
-        from mdwarf_zoo.ensemble import ERROR_MODELS, ensemble_table
-        from mdwarf_zoo.fused import predict_fused
-        from mdwarf_zoo.pipeline import (
-            ALIGNMENTS,
-            LabelScaler,
-            LatentRegressor,
-            LatentScaler,
-            align_observed_latents,
-            alignment_uncertainty,
-        )
-
+        method = self.latent_alignment if latent_alignment == "default" else latent_alignment
+        method = None if method == "none" else method
         if error_model == "default":
             error_model = self.error_model
         if error_model not in ERROR_MODELS:
@@ -388,164 +389,119 @@ class PretrainedPipeline:
                 f"predict: error_model must be 'default' or one of {ERROR_MODELS}, got "
                 f"{error_model!r}"
             )
-        method = self.latent_alignment if latent_alignment == "default" else latent_alignment
-        method = None if method == "none" else method
         if method is not None and method not in ALIGNMENTS:
             raise ValueError(
                 f"predict: latent_alignment must be 'default', 'none' or one of {ALIGNMENTS}, "
                 f"got {latent_alignment!r}"
             )
-        alignment_settings = self.manifest.get("alignment") or {}
-        if alignment_neighbours is None:
-            alignment_neighbours = int(alignment_settings.get("neighbours", 20))
-        if alignment_resamples is None:
-            alignment_resamples = int(alignment_settings.get("resamples", 30))
-        if (
-            isinstance(alignment_resamples, bool)
-            or not isinstance(alignment_resamples, int)
-            or alignment_resamples < 0
-            or alignment_resamples == 1
-        ):
-            raise ValueError(
-                f"predict: alignment_resamples must be 0 (no bootstrap) or >= 2, got "
-                f"{alignment_resamples!r}"
-            )
         flux = np.asarray(flux, dtype=np.float32)
-        references = {}
+        alignment = None
         if method is not None:
+            alignment = self._alignment(method, len(flux), alignment_neighbours,
+                                        alignment_resamples)
+        latents = {
+            member["name"]: self.encode(member, flux, transfer=transfer, seed=seed)
+            for member in tqdm(self.members, desc="members", disable=not progress)
+        }
+        if alignment is not None:
             for member in self.members:
-                references[member["name"]] = self.alignment_reference(member)
-                self._check_alignment_sample(method, member, references, len(flux))
-            first, *others = self.members
-            labels = references[first["name"]][1]
-            for member in others:
-                other = references[member["name"]][1]
-                if other.shape != labels.shape or not np.array_equal(other, labels):
-                    # One synthetic set for all members, as in a run (the preliminary
-                    # estimates of "coral_neighbours" pick neighbours by these labels).
-                    raise ValueError(
-                        f"alignment reference {member['alignment_reference']!r} of member "
-                        f"{member['name']!r} holds other synthetic labels than "
-                        f"{first['alignment_reference']!r} of member {first['name']!r}; every "
-                        "member must be aligned onto the same synthetic set"
-                    )
+                self._check_reference_size(member, alignment, latents[member["name"]])
+        result = estimate(self.regressors(), latents, identifiers, keep=None,
+                          error_model=error_model, alignment=alignment,
+                          parameters=self.parameters)
+        table = result.table
+        table.meta["pipeline"] = str(self.folder)
+        table.meta["transfer"] = bool(transfer)
+        return table
+
+    def regressors(self) -> list[LatentRegressor]:
+        """The selected regressors of every member, in the order of the manifest (models
+        loaded once per pipeline)."""
         scaling = self.manifest["label_scaling"]
-        predictions: dict[str, list[np.ndarray]] = {name: [] for name in self.parameters}
-        validation_rms: dict[str, list[float]] = {name: [] for name in self.parameters}
-        # With an alignment every member's latents are needed before any final prediction
-        # ("coral_neighbours" starts from the ensemble's unaligned estimates).
-        regressors: list[LatentRegressor] = []
-        raw_latents: dict[str, np.ndarray] = {}
         label_scaler = LabelScaler(
             self.parameters,
             [scaling[n]["mean"] for n in self.parameters],
             [scaling[n]["std"] for n in self.parameters],
         )
-        for member in tqdm(self.members, desc="members", disable=not progress):
-            encoder_model = self._encoder(member, flux, transfer, seed)
-            latents = encoder_model.encoder.predict(flux, verbose=0)
-            scaled = self._scaled(member, latents)
-            if method is not None:
-                reference = references[member["name"]][0]
-                if reference.shape[1] != latents.shape[1]:
-                    raise ValueError(
-                        f"alignment reference {member['alignment_reference']!r} of member "
-                        f"{member['name']!r} holds {reference.shape[1]}-d latents but its "
-                        f"encoder gives {latents.shape[1]}-d ones; expected "
-                        f"{self._reference_text(latents.shape[1])}"
-                    )
-                raw_latents[member["name"]] = latents
-                latent_scaler = (
-                    LatentScaler.from_dict(member["latent_scaling"])
-                    if member.get("latent_scaling")
-                    else None
-                )
-            unaligned: list[tuple[str, Any, float]] = []
+        out = []
+        for member in self.members:
+            latent_scaler = self._latent_scaler(member)
             for name in self.parameters:
                 for regressor in member["regressors"][name]:
                     if not regressor.get("selected", True):
                         continue
-                    model = self.model(regressor["path"])
                     mse = regressor.get("validation_mse", np.nan)
-                    rms = float(np.sqrt(mse)) * scaling[name]["std"]
-                    if method is not None:
-                        regressors.append(
-                            LatentRegressor(
-                                name,
-                                member["name"],
-                                0,
-                                model,
-                                label_scaler,
-                                mse,
-                                rms,
-                                latent_scaler=latent_scaler,
-                            )
-                        )
-                        continue
-                    unaligned.append((name, model, rms))
-            if unaligned:
-                # All of a member's regressors read the same latents: one fused call
-                # (mdwarf_zoo.fused.predict_fused), in the order of the manifest; exact, so a
-                # pipeline's table stays bit for bit what each regressor's predict gives.
-                models = [model for _, model, _ in unaligned]
-                values = predict_fused(models, scaled, exact=True)[:, :, 0]
-                for (name, _, rms), value in zip(unaligned, values, strict=True):
-                    predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
-                    validation_rms[name].append(rms)
-        alignment_error = None
-        if method is not None:
-            alignment = (
-                regressors,
-                raw_latents,
+                    out.append(LatentRegressor(
+                        name, member["name"], 0, self.model(regressor["path"]), label_scaler,
+                        mse, float(np.sqrt(mse)) * scaling[name]["std"],
+                        latent_scaler=latent_scaler,
+                    ))
+        return out
+
+    def encode(self, member: dict[str, Any], flux: np.ndarray, *, transfer: bool = False,
+               seed: int = 0) -> np.ndarray:
+        """The raw latents of ``flux`` through ``member``'s encoder (fine-tuned on ``flux``
+        first with ``transfer``)."""
+        latents = encode(self._encoder(member, flux, transfer, seed), flux)
+        scaler = self._latent_scaler(member)
+        if scaler is not None and scaler.mean.size != latents.shape[1]:
+            raise ValueError(
+                f"{self.folder / PIPELINE_FILE}, member {member.get('name')!r}: latent_scaling "
+                f"does not fit its autoencoder (LatentScaler: fitted on {scaler.mean.size}-d "
+                f"latents, the encoder gives {latents.shape[1]}-d ones)"
+            )
+        return latents
+
+    def _alignment(self, method: str, n_spectra: int, neighbours: int | None,
+                   resamples: int | None) -> Alignment:
+        """The alignment of the pipeline's members onto their synthetic references."""
+        settings = self.manifest.get("alignment") or {}
+        references = {}
+        for member in self.members:
+            references[member["name"]] = self.alignment_reference(member)
+            self._check_alignment_sample(method, member, references, n_spectra)
+        first, *others = self.members
+        labels = references[first["name"]][1]
+        for member in others:
+            other = references[member["name"]][1]
+            if other.shape != labels.shape or not np.array_equal(other, labels):
+                # One synthetic set for all members, as in a run (the preliminary estimates of
+                # "coral_neighbours" pick neighbours by these labels).
+                raise ValueError(
+                    f"alignment reference {member['alignment_reference']!r} of member "
+                    f"{member['name']!r} holds other synthetic labels than "
+                    f"{first['alignment_reference']!r} of member {first['name']!r}; every "
+                    "member must be aligned onto the same synthetic set"
+                )
+        if resamples is None:
+            resamples = int(settings.get("resamples", 30))
+        try:
+            return Alignment(
+                method,
                 {name: reference[0] for name, reference in references.items()},
                 labels,
+                neighbours=int(settings.get("neighbours", 20)) if neighbours is None
+                else neighbours,
+                resamples=resamples,
+                seed=int(settings.get("seed", 0)),
             )
-            options = {
-                "method": method,
-                "parameters": self.parameters,
-                "neighbours": alignment_neighbours,
-            }
-            if alignment_resamples > 0:
-                alignment_error = alignment_uncertainty(
-                    *alignment,
-                    resamples=alignment_resamples,
-                    seed=int(alignment_settings.get("seed", 0)),
-                    **options,
-                )
-            aligned = align_observed_latents(*alignment, **options)
-            by_member: dict[str, list[LatentRegressor]] = {}
-            for regressor in regressors:
-                by_member.setdefault(regressor.autoencoder, []).append(regressor)
-            for member_name, group in by_member.items():
-                latents = aligned[member_name]
-                if group[0].latent_scaler is not None:
-                    latents = group[0].latent_scaler.transform(latents)
-                values = predict_fused([r.model for r in group], latents, exact=True)[:, :, 0]
-                for regressor, value in zip(group, values, strict=True):
-                    name = regressor.parameter
-                    predictions[name].append(value * scaling[name]["std"] + scaling[name]["mean"])
-                    validation_rms[name].append(regressor.validation_rms)
-        table = ensemble_table(
-            {n: np.stack(v) for n, v in predictions.items()},
-            identifiers,
-            keep=None,
-            error_model=error_model,
-            validation_rms=validation_rms,
-            alignment_error=alignment_error,
-        )
-        table.meta["pipeline"] = str(self.folder)
-        table.meta["transfer"] = bool(transfer)
-        table.meta["latent_alignment"] = method or "none"
-        if method == "coral_neighbours":
-            table.meta["alignment_neighbours"] = int(alignment_neighbours)
-        if method is not None:
-            table.meta["alignment_resamples"] = int(alignment_resamples)
-        return table
+        except ValueError as error:
+            raise ValueError(f"predict: {error}") from None
+
+    def _check_reference_size(self, member: dict[str, Any], alignment: Alignment,
+                              latents: np.ndarray) -> None:
+        reference = alignment.synthetic_latents[member["name"]]
+        if reference.shape[1] != latents.shape[1]:
+            raise ValueError(
+                f"alignment reference {member['alignment_reference']!r} of member "
+                f"{member['name']!r} holds {reference.shape[1]}-d latents but its "
+                f"encoder gives {latents.shape[1]}-d ones; expected "
+                f"{self._reference_text(latents.shape[1])}"
+            )
 
     def _encoder(self, member: dict[str, Any], flux: np.ndarray, transfer: bool, seed: int):
         """The autoencoder that encodes ``flux`` for ``member`` (fine-tuned on it first with
         ``transfer``)."""
-        from mdwarf_zoo.transfer import transfer as fine_tune
 
         if not transfer:
             key = "transferred" if member.get("transferred") else "autoencoder"
@@ -579,18 +535,16 @@ class PretrainedPipeline:
             mode=mode,
         )
 
-    def _scaled(self, member: dict[str, Any], latents: np.ndarray) -> np.ndarray:
-        """``latents`` through the member's ``latent_scaling`` (unchanged without one)."""
-        from mdwarf_zoo.pipeline import LatentScaler
-
+    def _latent_scaler(self, member: dict[str, Any]) -> LatentScaler | None:
+        """The member's ``latent_scaling`` (``None`` without one)."""
         if not member.get("latent_scaling"):
-            return latents
+            return None
         try:
-            return LatentScaler.from_dict(member["latent_scaling"]).transform(latents)
+            return LatentScaler.from_dict(member["latent_scaling"])
         except ValueError as error:
             raise ValueError(
                 f"{self.folder / PIPELINE_FILE}, member {member.get('name')!r}: "
-                f"latent_scaling does not fit its autoencoder ({error})"
+                f"latent_scaling is not a latent scaling ({error})"
             ) from None
 
     def _check_alignment_sample(
@@ -627,8 +581,6 @@ def rest_frame(path, spectrum, template, preprocessor, rv_range=(-300.0, 300.0),
     Raises:
         ValueError: when no velocity can be measured (the message names the star).
     """
-    from mdwarf_zoo.spectra.observed import read_spectrum
-    from mdwarf_zoo.spectra.rv import doppler_shift, to_rest_frame
 
     low, high = preprocessor.span
     every_order = read_spectrum(path, **(read_options or {}))
@@ -646,8 +598,6 @@ def rest_frame(path, spectrum, template, preprocessor, rv_range=(-300.0, 300.0),
 def read_template(path: str | os.PathLike, span: tuple[float, float], rv_limit: float):
     """A radial-velocity template file: a PHOENIX HiRes file (cut to ``span`` plus the largest
     shift) or any spectrum ``read_spectrum`` reads."""
-    from mdwarf_zoo.spectra.observed import read_spectrum
-    from mdwarf_zoo.spectra.phoenix import GRID_NAME, read_phoenix_spectrum
 
     if not Path(path).name.endswith(f"{GRID_NAME}-HiRes.fits"):
         return read_spectrum(path)
@@ -683,11 +633,7 @@ def write_rv_template(
     Raises:
         FileExistsError: when the folder already has a template.
     """
-    from astropy.io import fits
 
-    from mdwarf_zoo.hub import sha256_file
-    from mdwarf_zoo.spectra.grid import WavelengthGrid
-    from mdwarf_zoo.spectra.simulate import synthetic_spectra
 
     pipeline = load_pipeline(folder)
     target = pipeline.folder / RV_TEMPLATE_FILE
@@ -732,8 +678,6 @@ def load_pipeline(source: str | os.PathLike) -> PretrainedPipeline:
                 f"{folder} holds no {PIPELINE_FILE}: not a pipeline folder "
                 "(a run folder gets one at its ensemble stage)"
             )
-        from mdwarf_zoo.hub import download
-        from mdwarf_zoo.weights import get_pretrained, list_pretrained
 
         if str(source) not in list_pretrained():
             raise FileNotFoundError(
@@ -803,8 +747,6 @@ def export_pipeline(
     if staging.exists():
         shutil.rmtree(staging)
     if metadata:
-        from mdwarf_zoo.hub import from_pretrained, save_pretrained
-        from mdwarf_zoo.transfer import clone_model
 
         # A fresh copy: the weights and their metadata, without optimizer state.
         model = clone_model(from_pretrained(source._path(chosen[0]["autoencoder"])))
