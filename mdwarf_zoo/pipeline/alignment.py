@@ -96,43 +96,9 @@ def align_latents(
             f", got {fit_rows!r}"
         )
     if method == "coral_neighbours":
-        if synthetic_labels is None or observed_labels is None:
-            raise ValueError(
-                "align_latents: method='coral_neighbours' needs synthetic_labels and "
-                "observed_labels (preliminary estimates)"
-            )
-        syn_labels = np.asarray(synthetic_labels, dtype=np.float64)
-        obs_labels = np.asarray(observed_labels, dtype=np.float64)
-        if (syn_labels.ndim != 2 or obs_labels.ndim != 2
-                or syn_labels.shape[1] != obs_labels.shape[1]):
-            raise ValueError(
-                f"align_latents: expected (n, k) synthetic_labels and observed_labels with the "
-                f"same k, got {syn_labels.shape} and {obs_labels.shape}"
-            )
-        if syn_labels.shape[0] != synthetic.shape[0] or obs_labels.shape[0] != observed.shape[0]:
-            raise ValueError(
-                f"align_latents: {synthetic.shape[0]} synthetic latents but "
-                f"{syn_labels.shape[0]} label rows, {observed.shape[0]} observed latents but "
-                f"{obs_labels.shape[0]} estimate rows"
-            )
-        if int(neighbours) < 1:
-            raise ValueError(f"align_latents: neighbours must be >= 1, got {neighbours}")
-        spread = syn_labels.std(axis=0)
-        spread[spread == 0] = 1.0
-        obs_labels = obs_labels[np.unique(fit_rows)]
-        order = np.concatenate([  # each star's synthetic rows, nearest first (64 at a time)
-            np.argsort((((obs_labels[first:first + 64, None, :] - syn_labels[None]) / spread)
-                        ** 2).sum(axis=-1), axis=1, kind="stable")
-            for first in range(0, len(obs_labels), 64)
-        ])
-        k = min(int(neighbours), syn_labels.shape[0])
-        reference = np.unique(order[:, :k])
-        # Stars with near-identical estimates share neighbours: widen until the reference can
-        # give a covariance (2 x latent size rows) or holds the whole synthetic set.
-        while reference.size < 2 * d and k < syn_labels.shape[0]:
-            k = min(2 * k, syn_labels.shape[0])
-            reference = np.unique(order[:, :k])
-        synthetic = synthetic[reference]
+        synthetic = synthetic[_neighbour_rows(
+            synthetic, observed, synthetic_labels, observed_labels, neighbours, fit_rows
+        )]
     fit = observed[fit_rows]
     for name, rows in (("observed", fit), ("synthetic reference", synthetic)):
         if rows.shape[0] < 2 * d:
@@ -141,14 +107,67 @@ def align_latents(
                 f"least {2 * d} are needed to estimate a covariance"
             )
 
-    def power(covariance: np.ndarray, exponent: float) -> np.ndarray:
-        values, vectors = np.linalg.eigh(covariance)
-        return (vectors * np.maximum(values, 1e-12) ** exponent) @ vectors.T
-
     ridge = eps * np.eye(d)
-    whiten = power(np.cov(fit, rowvar=False) + ridge, -0.5)
-    colour = power(np.cov(synthetic, rowvar=False) + ridge, 0.5)
+    whiten = _power(np.cov(fit, rowvar=False) + ridge, -0.5)
+    colour = _power(np.cov(synthetic, rowvar=False) + ridge, 0.5)
     return (observed - fit.mean(axis=0)) @ whiten @ colour + synthetic.mean(axis=0)
+
+
+def _power(covariance: np.ndarray, exponent: float) -> np.ndarray:
+    """A symmetric matrix to a real power (eigenvalues floored at 1e-12)."""
+    values, vectors = np.linalg.eigh(covariance)
+    return (vectors * np.maximum(values, 1e-12) ** exponent) @ vectors.T
+
+
+def _neighbour_rows(
+    synthetic: np.ndarray,
+    observed: np.ndarray,
+    synthetic_labels: np.ndarray | None,
+    observed_labels: np.ndarray | None,
+    neighbours: int,
+    fit_rows: np.ndarray,
+) -> np.ndarray:
+    """The synthetic rows ``"coral_neighbours"`` aligns onto: the union of the ``neighbours``
+    nearest (standardised label space) to each fitted star's preliminary estimate, widened
+    until they can give a covariance."""
+    d = observed.shape[1]
+    if synthetic_labels is None or observed_labels is None:
+        raise ValueError(
+            "align_latents: method='coral_neighbours' needs synthetic_labels and "
+            "observed_labels (preliminary estimates)"
+        )
+    syn_labels = np.asarray(synthetic_labels, dtype=np.float64)
+    obs_labels = np.asarray(observed_labels, dtype=np.float64)
+    if (syn_labels.ndim != 2 or obs_labels.ndim != 2
+            or syn_labels.shape[1] != obs_labels.shape[1]):
+        raise ValueError(
+            f"align_latents: expected (n, k) synthetic_labels and observed_labels with the "
+            f"same k, got {syn_labels.shape} and {obs_labels.shape}"
+        )
+    if syn_labels.shape[0] != synthetic.shape[0] or obs_labels.shape[0] != observed.shape[0]:
+        raise ValueError(
+            f"align_latents: {synthetic.shape[0]} synthetic latents but "
+            f"{syn_labels.shape[0]} label rows, {observed.shape[0]} observed latents but "
+            f"{obs_labels.shape[0]} estimate rows"
+        )
+    if int(neighbours) < 1:
+        raise ValueError(f"align_latents: neighbours must be >= 1, got {neighbours}")
+    spread = syn_labels.std(axis=0)
+    spread[spread == 0] = 1.0
+    obs_labels = obs_labels[np.unique(fit_rows)]
+    order = np.concatenate([  # each star's synthetic rows, nearest first (64 at a time)
+        np.argsort((((obs_labels[first:first + 64, None, :] - syn_labels[None]) / spread)
+                    ** 2).sum(axis=-1), axis=1, kind="stable")
+        for first in range(0, len(obs_labels), 64)
+    ])
+    k = min(int(neighbours), syn_labels.shape[0])
+    reference = np.unique(order[:, :k])
+    # Stars with near-identical estimates share neighbours: widen until the reference can
+    # give a covariance (2 x latent size rows) or holds the whole synthetic set.
+    while reference.size < 2 * d and k < syn_labels.shape[0]:
+        k = min(2 * k, syn_labels.shape[0])
+        reference = np.unique(order[:, :k])
+    return reference
 
 
 def _preliminary_estimates(

@@ -269,42 +269,14 @@ def ensemble_table(
                 f"ensemble_table: predictions[{name!r}] has {array.shape[1]} stars, the other "
                 f"parameters {n_stars}"
             )
-        n_regressors = array.shape[0]
-        rows = np.arange(n_regressors)
-        if validation_mse is not None and name in validation_mse and keep is not None:
-            mse = np.asarray(validation_mse[name], dtype=np.float64)
-            if mse.shape != (array.shape[0],):
-                raise ValueError(
-                    f"ensemble_table: validation_mse[{name!r}] has {mse.size} values for "
-                    f"{array.shape[0]} regressors"
-                )
-            rows = select_best(mse, keep)
-            array = array[rows]
-        used[name] = int(array.shape[0])
-        estimates = kde_estimates(array)
-        if error_model == "spread+validation":
-            if validation_rms is None or name not in validation_rms:
-                raise ValueError(
-                    f"ensemble_table: error_model='spread+validation' needs validation_rms"
-                    f"[{name!r}] (one validation rms per regressor, physical units)"
-                )
-            rms = np.asarray(validation_rms[name], dtype=np.float64)
-            if rms.shape != (n_regressors,) or not np.all(np.isfinite(rms)):
-                raise ValueError(
-                    f"ensemble_table: validation_rms[{name!r}] must hold {n_regressors} finite "
-                    f"values (one per regressor), got shape {rms.shape}"
-                )
-            scatter = float(np.sqrt(np.mean(rms[rows] ** 2)))
+        mse = None if validation_mse is None or keep is None else validation_mse.get(name)
+        rms = None if validation_rms is None else validation_rms.get(name)
+        extra = None if alignment_error is None else alignment_error.get(name)
+        estimates, used[name], scatter = _parameter_estimates(
+            name, array, mse, keep, error_model, rms, extra
+        )
+        if scatter is not None:
             scatters[name] = scatter
-            estimates[:, 1:] = np.hypot(estimates[:, 1:], scatter)
-        if alignment_error is not None and name in alignment_error:
-            extra = np.asarray(alignment_error[name], dtype=np.float64)
-            if extra.shape != (n_stars,) or not np.all(np.isfinite(extra) & (extra >= 0)):
-                raise ValueError(
-                    f"ensemble_table: alignment_error[{name!r}] must hold {n_stars} finite, "
-                    f"non-negative values (one per star), got shape {extra.shape}"
-                )
-            estimates[:, 1:] = np.hypot(estimates[:, 1:], extra[:, None])
         columns[name] = estimates[:, 0]
         columns[f"{name}_err_lower"] = estimates[:, 1]
         columns[f"{name}_err_upper"] = estimates[:, 2]
@@ -315,6 +287,70 @@ def ensemble_table(
         raise ValueError(
             f"ensemble_table: {len(identifiers)} identifiers for {n_stars} stars"
         )
+    table = _as_table(columns, identifiers, identifier_column, error_model, alignment_error,
+                      scatters)
+    table.meta["n_regressors"] = used
+    return table
+
+
+def _parameter_estimates(
+    name: str,
+    array: np.ndarray,
+    mse: Sequence[float] | None,
+    keep: int | None,
+    error_model: str,
+    validation_rms: Sequence[float] | None,
+    alignment_error: Sequence[float] | None,
+) -> tuple[np.ndarray, int, float | None]:
+    """One parameter of :func:`ensemble_table`: (n_stars, 3) mode and errors, the number of
+    regressors used, and the validation scatter added (``None`` under ``"spread"``)."""
+    n_regressors, n_stars = array.shape
+    rows = np.arange(n_regressors)
+    if mse is not None:
+        mse = np.asarray(mse, dtype=np.float64)
+        if mse.shape != (n_regressors,):
+            raise ValueError(
+                f"ensemble_table: validation_mse[{name!r}] has {mse.size} values for "
+                f"{n_regressors} regressors"
+            )
+        rows = select_best(mse, keep)
+        array = array[rows]
+    estimates = kde_estimates(array)
+    scatter = None
+    if error_model == "spread+validation":
+        if validation_rms is None:
+            raise ValueError(
+                f"ensemble_table: error_model='spread+validation' needs validation_rms"
+                f"[{name!r}] (one validation rms per regressor, physical units)"
+            )
+        rms = np.asarray(validation_rms, dtype=np.float64)
+        if rms.shape != (n_regressors,) or not np.all(np.isfinite(rms)):
+            raise ValueError(
+                f"ensemble_table: validation_rms[{name!r}] must hold {n_regressors} finite "
+                f"values (one per regressor), got shape {rms.shape}"
+            )
+        scatter = float(np.sqrt(np.mean(rms[rows] ** 2)))
+        estimates[:, 1:] = np.hypot(estimates[:, 1:], scatter)
+    if alignment_error is not None:
+        extra = np.asarray(alignment_error, dtype=np.float64)
+        if extra.shape != (n_stars,) or not np.all(np.isfinite(extra) & (extra >= 0)):
+            raise ValueError(
+                f"ensemble_table: alignment_error[{name!r}] must hold {n_stars} finite, "
+                f"non-negative values (one per star), got shape {extra.shape}"
+            )
+        estimates[:, 1:] = np.hypot(estimates[:, 1:], extra[:, None])
+    return estimates, int(array.shape[0]), scatter
+
+
+def _as_table(
+    columns: Mapping[str, np.ndarray],
+    identifiers: list[str],
+    identifier_column: str,
+    error_model: str,
+    alignment_error: Mapping[str, Sequence[float]] | None,
+    scatters: Mapping[str, float],
+) -> Table:
+    """The estimate columns as an astropy table with units, descriptions and the rule."""
     table = Table()
     table[identifier_column] = identifiers
     for name, values in columns.items():
@@ -341,7 +377,7 @@ def ensemble_table(
         table.meta["errors"] += (
             "; each added in quadrature to sqrt(mean(validation_rms**2)) of the kept regressors"
         )
-        table.meta["validation_scatter"] = scatters
+        table.meta["validation_scatter"] = dict(scatters)
     if alignment_error is not None:
         table.meta["errors"] += (
             "; each added in quadrature to the star's latent-alignment bootstrap standard "
@@ -349,7 +385,6 @@ def ensemble_table(
         )
         table.meta["alignment_error"] = "bootstrap standard deviation, added in quadrature"
     table.meta["error_model"] = error_model
-    table.meta["n_regressors"] = used
     return table
 
 
