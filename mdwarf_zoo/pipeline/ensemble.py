@@ -201,11 +201,10 @@ def ensemble_table(
     Args:
         predictions: per parameter (``"teff"`` K, ``"logg"`` dex, ``"mh"`` dex, ``"vsini"``
             km/s; any subset, in physical units) a (n_regressors, n_stars) array.
-        identifiers: one name per star (e.g. the ``OBJECT`` header of each file, or a Karmn);
-            default ``star_0``, ``star_1`` ...
-        validation_mse: per parameter one validation MSE per regressor; when given, only the
-            best ``keep`` regressors of that parameter enter the estimate (MB24: 80 of 130).
-        keep: K for the best-K selection; ``None`` keeps all.
+        identifiers: one name per star; default ``star_0``, ``star_1`` ...
+        validation_mse: per parameter one validation MSE per regressor, for the best-``keep``
+            selection (MB24: 80 of 130); ``keep=None`` keeps all.
+        keep: K for the best-K selection.
         identifier_column: name of the identifier column.
         error_model: ``"spread"`` (MB24: errors from the P16/P84 of the K predictions) or
             ``"spread+validation"`` (those errors and the kept regressors' validation rms added

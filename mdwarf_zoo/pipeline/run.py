@@ -141,15 +141,11 @@ def run_pipeline(
             ``Spectrum`` (see :func:`mdwarf_zoo.transfer`).
         freeze: layers to freeze in the transfer; default each model's ``default_freeze``
             (MB24's rule: 5 for the dense autoencoder).
-        observed_encoder: ``"fine_tuned"`` (MB24: transfer, then encode the observed spectra
-            with the fine-tuned encoder) or ``"original"`` (no transfer at all).
-        synthetic_encoder: ``"original"`` (MB24) or ``"fine_tuned"`` (synthetic spectra
-            through the fine-tuned encoder too; needs ``observed_encoder="fine_tuned"``).
-        transfer_options: keyword arguments of :func:`mdwarf_zoo.transfer` (``epochs``,
-            ``batch_size``, ``learning_rate``, ``validation_split``, ``seed``, ``mode``,
-            ``anchor_weight`` ...). ``anchor_spectra`` defaults to ``synthetic_flux``: it
-            anchors ``mode="anchored"`` and measures every mode's latent drift
-            (``table.meta["latent_drift"]``, per autoencoder, in sigma).
+        observed_encoder, synthetic_encoder: see :func:`latents` (``"original"`` observed
+            encoder: no transfer at all).
+        transfer_options: keyword arguments of :func:`mdwarf_zoo.transfer`;
+            ``anchor_spectra`` defaults to ``synthetic_flux`` (the anchors of
+            ``mode="anchored"``, and every mode's ``table.meta["latent_drift"]``, in sigma).
         parameters: label columns (default Teff, log g, [M/H], v sin i).
         seeds: regressor seeds per autoencoder and parameter (MB24: 5).
         keep: best K regressors per parameter by validation MSE (MB24: 80); ``None`` keeps all.
@@ -157,25 +153,18 @@ def run_pipeline(
             headers) or ``spectrum_<i>``.
         error_model: ``"spread"`` (MB24) or ``"spread+validation"`` (the regressors'
             validation rms added in quadrature); see :mod:`mdwarf_zoo.pipeline.ensemble`.
-        latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``: the
-            observed latents are mapped onto the synthetic ones with :func:`align_latents`
-            before the final prediction (for ``"coral_neighbours"`` the preliminary estimates
-            are the ensemble medians without alignment). ``result.observed_latents`` holds the
+        latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
+            (:mod:`mdwarf_zoo.pipeline.alignment`); ``result.observed_latents`` holds the
             aligned latents.
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
-        alignment_resamples: with ``latent_alignment``, the bootstrap draws of
-            :func:`alignment_uncertainty`, whose per-star spread is added in quadrature to
-            the errors (``0`` leaves it out).
-        **regressor_options: keyword arguments of :func:`train_regressors` (``epochs``,
-            ``architecture``, ``regressor_kwargs``, ``patience``, ``batch_size``,
-            ``standardize_latents`` ...).
+        alignment_resamples: bootstrap draws of :func:`alignment_uncertainty` (0: none).
+        **regressor_options: keyword arguments of :func:`train_regressors`.
 
     Returns:
         A :class:`PipelineResult`; ``result.table`` is the estimate table.
 
     Raises:
-        ValueError: see :func:`mdwarf_zoo.transfer` and :func:`train_regressors`.
-
+        ValueError: as :func:`mdwarf_zoo.transfer` and :func:`train_regressors`.
     Examples:
         >>> import mdwarf_zoo
         >>> from mdwarf_zoo.pipeline import run_pipeline
@@ -184,6 +173,48 @@ def run_pipeline(
         >>> result = run_pipeline(ae, syn_flux, syn_labels, "observed.h5")  # doctest: +SKIP
         >>> write_table(result.table, "estimates.ecsv")  # doctest: +SKIP
     """
+    named = _named(autoencoders)
+    _check_choices(observed_encoder, latent_alignment)
+    observed_flux, observed_ids, synthetic_flux, labels = _inputs(
+        next(iter(named.values())), observed, synthetic_flux, synthetic_labels, parameters
+    )
+    scaler = LabelScaler.fit(labels, tuple(parameters))
+    fine_tuned: dict[str, keras.Model] = {}
+    syn_latents: dict[str, np.ndarray] = {}
+    obs_latents: dict[str, np.ndarray] = {}
+    regressors: list[LatentRegressor] = []
+    for name, model in named.items():
+        if observed_encoder == "fine_tuned":
+            fine_tuned[name] = _fine_tune(name, model, observed_flux, synthetic_flux, freeze,
+                                          transfer_options)
+        syn_latents[name], obs_latents[name] = latents(
+            model, synthetic_flux, observed_flux, fine_tuned=fine_tuned.get(name),
+            observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
+        )
+        regressors += train_regressors(
+            syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
+            scaler=scaler, **regressor_options,
+        )
+    alignment = latent_alignment and Alignment(
+        latent_alignment, syn_latents, labels, alignment_neighbours, int(alignment_resamples)
+    )
+    names = list(identifiers) if identifiers is not None else observed_ids
+    result = estimate(regressors, obs_latents, names, keep=keep, error_model=error_model,
+                      alignment=alignment, parameters=parameters)
+    table = result.table
+    table.meta.update(observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
+                      autoencoders=list(named))
+    if fine_tuned:
+        table.meta["transfer_mode"] = dict(transfer_options or {}).get("mode", "mb24")
+        table.meta["latent_drift"] = {
+            name: tuned.transfer_info["latent_drift"] for name, tuned in fine_tuned.items()
+        }
+    return PipelineResult(table, result.predictions, regressors, fine_tuned, syn_latents,
+                          result.observed_latents, scaler, names)
+
+
+def _named(autoencoders: Any) -> dict[str, keras.Model]:
+    """``run_pipeline``'s autoencoders by name (a repeated model name gets its index)."""
     if isinstance(autoencoders, keras.Model):
         named = {autoencoders.name: autoencoders}
     elif isinstance(autoencoders, Mapping):
@@ -194,6 +225,40 @@ def run_pipeline(
             named[model.name if model.name not in named else f"{model.name}_{i}"] = model
     if not named:
         raise ValueError("run_pipeline: no autoencoders")
+    return named
+
+
+def _fine_tune(name: str, model: keras.Model, observed_flux: np.ndarray,
+               synthetic_flux: np.ndarray, freeze: FreezeSpec | None,
+               transfer_options: Mapping[str, Any] | None) -> keras.Model:
+    """Stage 1 of ``run_pipeline`` for one autoencoder: :func:`mdwarf_zoo.transfer`."""
+    rule = freeze if freeze is not None else getattr(model, "default_freeze", None)
+    if rule is None:
+        raise ValueError(f"run_pipeline: autoencoder {name!r} has no default_freeze; pass freeze=")
+    options = dict(transfer_options or {})
+    # The synthetic spectra anchor mode="anchored" and measure every mode's latent drift.
+    options.setdefault("anchor_spectra", synthetic_flux)
+    return transfer(model, observed_flux, freeze=rule, **options)
+
+
+def _inputs(model: keras.Model, observed: Any, synthetic_flux: Any, synthetic_labels: Any,
+            parameters: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """``run_pipeline``'s spectra as the model's input arrays, the observed identifiers and
+    the checked synthetic labels."""
+    observed_flux, observed_ids = prepare_spectra(observed, model, what="run_pipeline: observed")
+    synthetic_flux, _ = prepare_spectra(synthetic_flux, model,
+                                        what="run_pipeline: synthetic_flux")
+    labels = check_labels(synthetic_labels, len(tuple(parameters)),
+                          "run_pipeline: synthetic_labels")
+    if labels.shape[0] != synthetic_flux.shape[0]:
+        raise ValueError(
+            f"run_pipeline: {synthetic_flux.shape[0]} synthetic spectra but {labels.shape[0]} "
+            "label rows"
+        )
+    return observed_flux, observed_ids, synthetic_flux, labels
+
+
+def _check_choices(observed_encoder: str, latent_alignment: str | None) -> None:
     if observed_encoder not in _OBSERVED_ENCODERS:
         raise ValueError(
             f"run_pipeline: observed_encoder must be one of {_OBSERVED_ENCODERS}, got "
@@ -204,59 +269,3 @@ def run_pipeline(
             f"run_pipeline: latent_alignment must be None or one of {', '.join(ALIGNMENTS)}, "
             f"got {latent_alignment!r}"
         )
-    first = next(iter(named.values()))
-    observed_flux, observed_ids = prepare_spectra(observed, first, what="run_pipeline: observed")
-    synthetic_flux, _ = prepare_spectra(synthetic_flux, first,
-                                        what="run_pipeline: synthetic_flux")
-    labels = check_labels(synthetic_labels, len(tuple(parameters)),
-                           "run_pipeline: synthetic_labels")
-    if labels.shape[0] != synthetic_flux.shape[0]:
-        raise ValueError(
-            f"run_pipeline: {synthetic_flux.shape[0]} synthetic spectra but {labels.shape[0]} "
-            "label rows"
-        )
-    scaler = LabelScaler.fit(labels, tuple(parameters))
-    fine_tuned: dict[str, keras.Model] = {}
-    syn_latents: dict[str, np.ndarray] = {}
-    obs_latents: dict[str, np.ndarray] = {}
-    regressors: list[LatentRegressor] = []
-    drifts: dict[str, float] = {}
-    for name, model in named.items():
-        tuned = None
-        if observed_encoder == "fine_tuned":
-            rule = freeze if freeze is not None else getattr(model, "default_freeze", None)
-            if rule is None:
-                raise ValueError(
-                    f"run_pipeline: autoencoder {name!r} has no default_freeze; pass freeze="
-                )
-            options = dict(transfer_options or {})
-            # The synthetic spectra anchor mode="anchored" and measure every mode's latent drift.
-            options.setdefault("anchor_spectra", synthetic_flux)
-            tuned = transfer(model, observed_flux, freeze=rule, **options)
-            fine_tuned[name] = tuned
-            drifts[name] = tuned.transfer_info["latent_drift"]
-        syn_latents[name], obs_latents[name] = latents(
-            model, synthetic_flux, observed_flux, fine_tuned=tuned,
-            observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
-        )
-        regressors += train_regressors(
-            syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
-            scaler=scaler, **regressor_options,
-        )
-    alignment = None
-    if latent_alignment is not None:
-        alignment = Alignment(latent_alignment, syn_latents, labels,
-                              neighbours=alignment_neighbours,
-                              resamples=int(alignment_resamples))
-    names = list(identifiers) if identifiers is not None else observed_ids
-    result = estimate(regressors, obs_latents, names, keep=keep, error_model=error_model,
-                      alignment=alignment, parameters=parameters)
-    table = result.table
-    table.meta["observed_encoder"] = observed_encoder
-    table.meta["synthetic_encoder"] = synthetic_encoder
-    table.meta["autoencoders"] = list(named)
-    if drifts:
-        table.meta["transfer_mode"] = dict(transfer_options or {}).get("mode", "mb24")
-        table.meta["latent_drift"] = drifts
-    return PipelineResult(table, result.predictions, regressors, fine_tuned, syn_latents,
-                          result.observed_latents, scaler, names)
