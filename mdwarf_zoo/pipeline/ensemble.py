@@ -250,8 +250,7 @@ def ensemble_table(
         )
     n_stars = None
     columns: dict[str, np.ndarray] = {}
-    used: dict[str, int] = {}
-    scatters: dict[str, float] = {}
+    used, scatters = {}, {}
     for name in [p for p in PARAMETERS if p in predictions]:
         array = np.asarray(predictions[name], dtype=np.float64)
         if array.ndim == 1:
@@ -276,9 +275,8 @@ def ensemble_table(
         )
         if scatter is not None:
             scatters[name] = scatter
-        columns[name] = estimates[:, 0]
-        columns[f"{name}_err_lower"] = estimates[:, 1]
-        columns[f"{name}_err_upper"] = estimates[:, 2]
+        for i, suffix in enumerate(("", "_err_lower", "_err_upper")):
+            columns[f"{name}{suffix}"] = estimates[:, i]
     if identifiers is None:
         identifiers = [f"star_{i}" for i in range(n_stars)]
     identifiers = [str(value).strip() for value in identifiers]

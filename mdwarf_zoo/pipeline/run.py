@@ -165,6 +165,7 @@ def run_pipeline(
 
     Raises:
         ValueError: as :func:`mdwarf_zoo.transfer` and :func:`train_regressors`.
+
     Examples:
         >>> import mdwarf_zoo
         >>> from mdwarf_zoo.pipeline import run_pipeline
@@ -179,9 +180,7 @@ def run_pipeline(
         next(iter(named.values())), observed, synthetic_flux, synthetic_labels, parameters
     )
     scaler = LabelScaler.fit(labels, tuple(parameters))
-    fine_tuned: dict[str, keras.Model] = {}
-    syn_latents: dict[str, np.ndarray] = {}
-    obs_latents: dict[str, np.ndarray] = {}
+    fine_tuned, syn_latents, obs_latents = {}, {}, {}
     regressors: list[LatentRegressor] = []
     for name, model in named.items():
         if observed_encoder == "fine_tuned":
