@@ -252,21 +252,8 @@ def ensemble_table(
     columns: dict[str, np.ndarray] = {}
     used, scatters = {}, {}
     for name in [p for p in PARAMETERS if p in predictions]:
-        array = np.asarray(predictions[name], dtype=np.float64)
-        if array.ndim == 1:
-            array = array[:, None]
-        if array.ndim != 2:
-            raise ValueError(
-                f"ensemble_table: predictions[{name!r}] must be (n_regressors, n_stars), got "
-                f"{array.shape}"
-            )
-        if n_stars is None:
-            n_stars = array.shape[1]
-        elif array.shape[1] != n_stars:
-            raise ValueError(
-                f"ensemble_table: predictions[{name!r}] has {array.shape[1]} stars, the other "
-                f"parameters {n_stars}"
-            )
+        array = _predictions_array(name, predictions[name], n_stars)
+        n_stars = array.shape[1]
         mse = None if validation_mse is None or keep is None else validation_mse.get(name)
         rms = None if validation_rms is None else validation_rms.get(name)
         extra = None if alignment_error is None else alignment_error.get(name)
@@ -288,6 +275,25 @@ def ensemble_table(
                       scatters)
     table.meta["n_regressors"] = used
     return table
+
+
+def _predictions_array(name: str, values: np.ndarray, n_stars: int | None) -> np.ndarray:
+    """One parameter's predictions as (n_regressors, n_stars) float64, checked against the
+    number of stars of the parameters before it."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(
+            f"ensemble_table: predictions[{name!r}] must be (n_regressors, n_stars), got "
+            f"{array.shape}"
+        )
+    if n_stars is not None and array.shape[1] != n_stars:
+        raise ValueError(
+            f"ensemble_table: predictions[{name!r}] has {array.shape[1]} stars, the other "
+            f"parameters {n_stars}"
+        )
+    return array
 
 
 def _parameter_estimates(
