@@ -7,77 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from recipe_builder import tiny_recipe, write_recipe
 
 from mdwarf_zoo.cli import main
 
-TINY = """
-[recipe]
-name = "tiny"
-seed = 5
-
-[data.synthetic]
-source = "simulator"
-n = {n_synthetic}
-
-[data.synthetic.label_ranges]
-teff = [2800.0, 3800.0]
-logg = [4.8, 5.2]
-mh = [-0.3, 0.3]
-vsini = [2.0, 6.0]
-
-[data.observed]
-source = "simulator"
-n = 12
-
-[preprocessing]
-window = [8800.0, 8810.0, 0.02]
-normalisation = "gisic"
-
-[autoencoders]
-members = 2
-epochs = {epochs}
-batch_size = {batch}
-learning_rate = 1e-3
-
-[autoencoders.grid]
-architecture = "dense_ae_tiny"
-widths = [[16, 12, 8, 4, 2]]
-activation = "elu"
-
-[transfer]
-epochs = 2
-batch_size = 4
-learning_rate = 1e-3
-
-[regressors]
-parameters = ["teff", "logg"]
-seeds = 2
-epochs = 2
-learning_rate = 1e-3
-batch_size = 16
-
-[regressors.overrides]
-nf1 = 4
-nf2 = 4
-nu = 8
-
-[ensemble]
-best = 3
-
-[outputs]
-plots = false
-"""
-
-
-def write_recipe(folder: Path, *, n_synthetic=200, epochs=4, batch=2, name="tiny.toml") -> Path:
-    path = folder / name
-    path.write_text(TINY.format(n_synthetic=n_synthetic, epochs=epochs, batch=batch))
-    return path
+# The tiny recipe with fewer pretraining steps, for runs that are never killed in pretraining.
+SMALL = {"data.synthetic": {"n": 120}, "autoencoders": {"epochs": 2, "batch_size": 16}}
+# Fewer spectra still, for tests that stop at parsing or after a member's first stages.
+SHORT = {"data.synthetic": {"n": 40}, "autoencoders": {"epochs": 2, "batch_size": 8}}
 
 
 def weights(folder: Path) -> dict[str, np.ndarray]:
@@ -105,6 +48,23 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mdwarf_zoo.cli", *args], capture_output=True, text=True, timeout=600
     )
+
+
+def train_and_kill(recipe: Path, out: Path, ready: Callable[[], bool], settle: float = 0.0) -> None:
+    """Run `mdwarf-zoo train` in a subprocess and SIGKILL it ``settle`` seconds after
+    ``ready()`` holds (or after 300 s, or after it ended by itself)."""
+    train = ["train", str(recipe), "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mdwarf_zoo.cli", *train],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not ready() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(settle)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +115,7 @@ def test_train_runs_all_stages_and_is_deterministic(tmp_path: Path, reference_ru
 
 def test_run_folder_is_never_overwritten(tmp_path: Path, capsys):
     recipe = write_recipe(tmp_path)
-    other = write_recipe(tmp_path, epochs=3, name="other.toml")
+    other = write_recipe(tmp_path, {"autoencoders": {"epochs": 3}}, name="other.toml")
     folder = tmp_path / "run"
     assert (
         main(["train", str(recipe), "--out", str(folder), "--stage", "sets", "--no-progress"]) == 0
@@ -171,12 +131,8 @@ def test_run_folder_is_never_overwritten(tmp_path: Path, capsys):
 
 
 def test_invalid_recipe_fails_before_anything_is_written(tmp_path: Path, capsys):
-    recipe = tmp_path / "bad.toml"
-    recipe.write_text(
-        TINY.format(n_synthetic=60, epochs=2, batch=16).replace(
-            'architecture = "dense_ae_tiny"', 'architecture = "dense_ae_tinny"'
-        )
-    )
+    bad = {"data.synthetic": {"n": 60}, "autoencoders.grid": {"architecture": "dense_ae_tinny"}}
+    recipe = write_recipe(tmp_path, SMALL, bad, name="bad.toml")
     assert main(["train", str(recipe), "--out", str(tmp_path / "run")]) == 1
     assert "Did you mean dense_ae_tiny" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -195,27 +151,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, reference_run):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(reference_recipe.read_text())
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mdwarf_zoo.cli",
-            "train",
-            str(recipe),
-            "--out",
-            str(killed),
-            "--no-progress",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     checkpoint = killed / "members" / "member_000" / "pretrain.ckpt.npz"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.1)  # into the next epoch
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    train_and_kill(recipe, killed, checkpoint.exists, settle=0.1)  # into the next epoch
     assert checkpoint.exists(), "the run was not killed during pretraining"
     assert not (killed / "members" / "member_000" / "pretrained").exists()
     with np.load(checkpoint) as saved:
@@ -228,11 +165,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, reference_run):
 
 
 def test_mirrored_strategy_trains_through_fit_distributed(tmp_path: Path):
-    text = TINY.format(n_synthetic=40, epochs=2, batch=8).replace(
-        "seed = 5", 'seed = 5\nstrategy = "mirrored"'
-    )
-    recipe = tmp_path / "mirrored.toml"
-    recipe.write_text(text)
+    mirrored = {"recipe": {"strategy": "mirrored"}}
+    recipe = write_recipe(tmp_path, SHORT, mirrored, name="mirrored.toml")
     run = tmp_path / "run"
     args = ["train", str(recipe), "--out", str(run), "--member", "0", "--no-progress"]
     assert main([*args, "--stage", "sets"]) == 1  # sets is a whole-run stage
@@ -264,8 +198,12 @@ def test_predict_with_a_run_folder(tmp_path: Path, reference_run, capsys):
     # the correction; these simulated spectra are in the rest frame, which --no-rv declares.
     assert main(["predict", "--model", str(run), *files, "--out", str(out), "--no-progress"]) == 1
     assert "no radial-velocity template" in capsys.readouterr().err and not out.exists()
-    assert main(["predict", "--model", str(run), *files, "--out", str(out), "--no-progress",
-                 "--no-rv"]) == 0
+    assert (
+        main(
+            ["predict", "--model", str(run), *files, "--out", str(out), "--no-progress", "--no-rv"]
+        )
+        == 0
+    )
     table = Table.read(out)
     assert list(table["id"]) == ["STAR-0", "STAR-1"] and str(table["teff"].unit) == "K"
     assert np.all(np.isfinite(table["teff"])) and np.all(np.isfinite(table["logg"]))
@@ -275,9 +213,9 @@ def test_predict_with_a_run_folder(tmp_path: Path, reference_run, capsys):
 # from the recipe through the run folder to PretrainedPipeline.predict and `mdwarf-zoo predict`.
 ALIGNED = {
     # CORAL needs at least 2 x 8 (dense_ae_tiny's latent size) observed spectra.
-    'source = "simulator"\nn = 12\n': 'source = "simulator"\nn = 24\n',
-    "seeds = 2\n": "seeds = 2\nstandardize_latents = true\n",
-    "best = 3\n": 'best = 3\nerror_model = "spread+validation"\nlatent_alignment = "coral"\n',
+    "data.observed": {"n": 24},
+    "regressors": {"standardize_latents": True},
+    "ensemble": {"error_model": "spread+validation", "latent_alignment": "coral"},
 }
 
 
@@ -285,12 +223,8 @@ ALIGNED = {
 ALIGNMENT_SETTINGS = {"method": "coral", "neighbours": 20, "resamples": 30, "seed": 5}
 
 
-def aligned_recipe_text() -> str:
-    text = TINY.format(n_synthetic=120, epochs=2, batch=16)
-    for old, new in ALIGNED.items():
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    return text
+def aligned_recipe_text(*changes) -> str:
+    return tiny_recipe(SMALL, ALIGNED, *changes)
 
 
 @pytest.fixture(scope="module")
@@ -502,13 +436,13 @@ def test_a_changed_non_mb24_key_never_reuses_a_run_folder(tmp_path: Path):
     first = tmp_path / "coral.toml"
     first.write_text(aligned_recipe_text())
     Run(load_recipe(first, check_models=False), tmp_path / "run", progress=False)
-    for old, new in (
-        ('latent_alignment = "coral"', 'latent_alignment = "coral_neighbours"'),
-        ('error_model = "spread+validation"', 'error_model = "spread"'),
-        ("standardize_latents = true", "standardize_latents = false"),
+    for change in (
+        {"ensemble": {"latent_alignment": "coral_neighbours"}},
+        {"ensemble": {"error_model": "spread"}},
+        {"regressors": {"standardize_latents": False}},
     ):
         changed = tmp_path / "changed.toml"
-        changed.write_text(aligned_recipe_text().replace(old, new))
+        changed.write_text(aligned_recipe_text(change))
         with pytest.raises(FileExistsError, match="belongs to recipe 'tiny'"):
             Run(load_recipe(changed, check_models=False), tmp_path / "run", progress=False)
 
@@ -519,11 +453,8 @@ def test_anchored_transfer_stage_records_its_mode_and_the_latent_drift(tmp_path:
     mode and the drift of the synthetic latents in the transferred folder and the latents."""
     import json
 
-    text = TINY.format(n_synthetic=40, epochs=2, batch=8).replace(
-        "[transfer]\n", '[transfer]\nmode = "anchored"\nanchor_weight = 2.0\n'
-    )
-    recipe = tmp_path / "anchored.toml"
-    recipe.write_text(text)
+    anchored = {"transfer": {"mode": "anchored", "anchor_weight": 2.0}}
+    recipe = write_recipe(tmp_path, SHORT, anchored, name="anchored.toml")
     run = tmp_path / "run"
     args = ["train", str(recipe), "--out", str(run), "--no-progress"]
     assert main([*args, "--stage", "sets"]) == 0
@@ -541,33 +472,28 @@ def test_anchored_transfer_stage_records_its_mode_and_the_latent_drift(tmp_path:
 def test_anchored_transfer_is_refused_with_a_distribution_strategy(tmp_path: Path):
     from mdwarf_zoo.recipes import RecipeError, parse_recipe
 
-    text = TINY.format(n_synthetic=40, epochs=2, batch=8)
+    def parse(*changes):
+        return parse_recipe(tiny_recipe(SHORT, *changes), check_models=False)
+
+    mirrored = {"recipe": {"strategy": "mirrored"}, "transfer": {"mode": "anchored"}}
     with pytest.raises(RecipeError, match='mode = "anchored" trains with strategy = "default"'):
-        parse_recipe(text.replace("seed = 5", 'seed = 5\nstrategy = "mirrored"').replace(
-            "[transfer]\n", '[transfer]\nmode = "anchored"\n'), check_models=False)
+        parse(mirrored)
     with pytest.raises(RecipeError, match="anchor_weight"):
-        parse_recipe(text.replace("[transfer]\n", "[transfer]\nanchor_weight = 2.0\n"),
-                     check_models=False)
+        parse({"transfer": {"anchor_weight": 2.0}})
     with pytest.raises(RecipeError, match="mode"):
-        parse_recipe(text.replace("[transfer]\n", '[transfer]\nmode = "anchor"\n'),
-                     check_models=False)
-    assert parse_recipe(text, check_models=False).transfer.mode == "mb24"
+        parse({"transfer": {"mode": "anchor"}})
+    assert parse().transfer.mode == "mb24"
 
 
 @pytest.mark.slow  # about a minute; `pytest -m slow`
 def test_fused_regressors_equal_separate_ones_and_resume_after_a_kill(tmp_path: Path):
     """`[regressors] fused = true`: the same regressor weights as one-by-one training (float32
     rounding), and a run killed during fused training resumes to identical weights."""
-    base = (
-        TINY.format(n_synthetic=120, epochs=2, batch=16)
-        .replace("members = 2", "members = 1")
-        .replace("seeds = 2\nepochs = 2\n", "seeds = 2\nepochs = 25\n")
-        .replace("best = 3", "best = 2")
+    base = {"autoencoders": {"members": 1}, "regressors": {"epochs": 25}, "ensemble": {"best": 2}}
+    separate_recipe = write_recipe(tmp_path, SMALL, base, name="separate.toml")
+    fused_recipe = write_recipe(
+        tmp_path, SMALL, base, {"regressors": {"fused": True}}, name="fused.toml"
     )
-    separate_recipe = tmp_path / "separate.toml"
-    separate_recipe.write_text(base)
-    fused_recipe = tmp_path / "fused.toml"
-    fused_recipe.write_text(base.replace("seeds = 2\n", "seeds = 2\nfused = true\n"))
     separate, fused, killed = tmp_path / "separate", tmp_path / "fused", tmp_path / "killed"
     assert main(["train", str(separate_recipe), "--out", str(separate), "--no-progress"]) == 0
     assert main(["train", str(fused_recipe), "--out", str(fused), "--no-progress"]) == 0
@@ -576,22 +502,8 @@ def test_fused_regressors_equal_separate_ones_and_resume_after_a_kill(tmp_path: 
     for key in first:
         np.testing.assert_allclose(first[key], second[key], atol=1e-5, err_msg=key)
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mdwarf_zoo.cli", "train", str(fused_recipe), "--out",
-         str(killed), "--no-progress"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     regressors = killed / "members" / "member_000" / "regressors"
-    deadline = time.time() + 300
-    while (
-        not list(regressors.glob("fused_*.ckpt.npz"))
-        and time.time() < deadline
-        and process.poll() is None
-    ):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    train_and_kill(fused_recipe, killed, lambda: any(regressors.glob("fused_*.ckpt.npz")))
     checkpoints = list(regressors.glob("fused_*.ckpt.npz"))
     assert checkpoints, "the run was not killed during fused regressor training"
     with np.load(checkpoints[0]) as saved:

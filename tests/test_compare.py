@@ -9,60 +9,23 @@ import math
 from pathlib import Path
 
 import pytest
+from recipe_builder import write_recipe
 
 from mdwarf_zoo.cli import main
 from mdwarf_zoo.compare import COLUMNS
 
-TINY = """
-[recipe]
-name = "tiny_compare"
-seed = 3
-
-[data.synthetic]
-source = "simulator"
-n = 80
-
-[data.observed]
-source = "simulator"
-n = 12
-
-[preprocessing]
-window = [8800.0, 8810.0, 0.02]
-normalisation = "gisic"
-
-[autoencoders]
-epochs = 2
-batch_size = 16
-learning_rate = 1e-3
-
-[autoencoders.grid]
-architecture = ["dense_ae_tiny", "conv_ae_tiny"]
-
-[transfer]
-epochs = 2
-batch_size = 4
-learning_rate = 1e-3
-
-[regressors]
-parameters = ["teff", "logg"]
-seeds = 2
-epochs = 2
-learning_rate = 1e-3
-batch_size = 16
-
-[regressors.overrides]
-nf1 = 4
-nf2 = 4
-nu = 8
-
-[outputs]
-plots = false
-
-[compare]
-baselines = ["no_transfer", "spectrum_cnn"]
-"""
-
 ARCHITECTURES = ["dense_ae_tiny", "conv_ae_tiny"]
+
+# The tiny recipe as a two-architecture grid with both baselines.
+COMPARE = {
+    "recipe": {"name": "tiny_compare", "seed": 3},
+    "data.synthetic": {"n": 80},
+    "data.synthetic.label_ranges": None,
+    "autoencoders": {"members": None, "epochs": 2, "batch_size": 16},
+    "autoencoders.grid": {"architecture": ARCHITECTURES, "widths": None, "activation": None},
+    "ensemble": None,
+    "compare": {"baselines": ["no_transfer", "spectrum_cnn"]},
+}
 
 
 def _sha(path: Path) -> str:
@@ -77,8 +40,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
-    recipe = folder / "tiny.toml"
-    recipe.write_text(TINY)
+    recipe = write_recipe(folder, COMPARE)
     out = folder / "out"
     assert main(["compare", str(recipe), "--out", str(out), "--no-progress"]) == 0
     return recipe, out
@@ -158,15 +120,14 @@ def test_refuses_foreign_folders(comparison, tmp_path, capsys):
     (foreign / "notes.txt").write_text("mine")
     assert main(["compare", str(recipe), "--out", str(foreign), "--no-progress"]) == 1
     assert "not a compare folder" in capsys.readouterr().err
-    other = tmp_path / "other.toml"
-    other.write_text(TINY.replace("seed = 3", "seed = 4"))
+    other = write_recipe(tmp_path, COMPARE, {"recipe": {"seed": 4}}, name="other.toml")
     assert main(["compare", str(other), "--out", str(out), "--no-progress"]) == 1
     assert "belongs to recipe" in capsys.readouterr().err
 
 
 def test_recipe_without_architectures(tmp_path, capsys):
-    recipe = tmp_path / "none.toml"
-    recipe.write_text(TINY.replace('architecture = ["dense_ae_tiny", "conv_ae_tiny"]', ""))
+    no_grid = {"autoencoders.grid": {"architecture": None}}
+    recipe = write_recipe(tmp_path, COMPARE, no_grid, name="none.toml")
     assert main(["compare", str(recipe), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     error = capsys.readouterr().err
     assert "[autoencoders.grid]" in error and "architecture" in error

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recipe_builder import write_recipe
 
 pytestmark = pytest.mark.distributed
 
@@ -44,61 +45,15 @@ DEADLINE_S = 300
 # orders of magnitude larger: another example order or batch changes weights by ~1e-2.
 WEIGHT_RTOL = 1e-5
 
-RECIPE = """
-[recipe]
-name = "{name}"
-seed = 5
-strategy = "{strategy}"
-
-[data.synthetic]
-source = "simulator"
-n = 160
-
-[data.synthetic.label_ranges]
-teff = [2800.0, 3800.0]
-logg = [4.8, 5.2]
-mh = [-0.3, 0.3]
-vsini = [2.0, 6.0]
-
-[data.observed]
-source = "simulator"
-n = 30
-
-[preprocessing]
-window = [8800.0, 8810.0, 0.02]
-normalisation = "gisic"
-
-[autoencoders]
-members = 1
-epochs = 2
-batch_size = 16
-learning_rate = 1e-3
-
-[autoencoders.grid]
-architecture = "dense_ae_tiny"
-widths = [[16, 12, 8, 4, 2]]
-activation = "elu"
-
-[transfer]
-epochs = 1
-batch_size = 4
-learning_rate = 1e-3
-
-[regressors]
-parameters = ["teff"]
-seeds = 1
-epochs = 2
-learning_rate = 1e-3
-batch_size = 16
-
-[regressors.overrides]
-nf1 = 4
-nf2 = 4
-nu = 8
-
-[outputs]
-plots = false
-"""
+# The tiny recipe on one member, one regressor and more observed spectra.
+ONE_MEMBER = {
+    "data.synthetic": {"n": 160},
+    "data.observed": {"n": 30},
+    "autoencoders": {"members": 1, "epochs": 2, "batch_size": 16},
+    "transfer": {"epochs": 1},
+    "regressors": {"parameters": ["teff"], "seeds": 1},
+    "ensemble": None,
+}
 MODELS = ("pretrained", "transferred", "regressors/teff_seed0")
 
 
@@ -204,9 +159,8 @@ def weights(folder: Path) -> np.ndarray:
 @pytest.mark.slow  # about a minute; `pytest -m slow`
 def test_two_workers_run_a_recipe_like_one_process(tmp_path: Path):
     for strategy in ("multi_worker", "mirrored"):
-        (tmp_path / f"{strategy}.toml").write_text(
-            RECIPE.format(name=f"tiny_{strategy}", strategy=strategy)
-        )
+        own = {"recipe": {"name": f"tiny_{strategy}", "strategy": strategy}}
+        write_recipe(tmp_path, ONE_MEMBER, own, name=f"{strategy}.toml")
     run, reference = tmp_path / "run", tmp_path / "reference"
     checkpoint = run / "members" / "member_000" / "pretrain.ckpt" / "checkpoint.json"
 

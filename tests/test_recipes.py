@@ -5,41 +5,45 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recipe_builder import tiny_recipe
 
 from mdwarf_zoo.recipes import RecipeError, list_recipes, load_recipe, parse_recipe
 
-TINY = """
-[recipe]
-name = "tiny"
-seed = 3
-
-[data.synthetic]
-source = "simulator"
-n = 40
-
-[data.observed]
-source = "simulator"
-n = 10
-
-[preprocessing]
-normalisation = "none"
-
-[autoencoders]
-epochs = 1
-
-[autoencoders.grid]
-architecture = ["dense_ae_tiny", "conv_ae_tiny"]
-l1 = [1e-7, 2e-7]
-
-[regressors]
-parameters = ["teff"]
-seeds = 2
-epochs = 1
-"""
+# The tiny recipe cut to what parsing needs: a two-by-two grid, defaults elsewhere.
+PARSED = {
+    "recipe": {"seed": 3},
+    "data.synthetic": {"n": 40},
+    "data.synthetic.label_ranges": None,
+    "data.observed": {"n": 10},
+    "preprocessing": {"window": None, "normalisation": "none"},
+    "autoencoders": {"members": None, "epochs": 1, "batch_size": None, "learning_rate": None},
+    "autoencoders.grid": {
+        "architecture": ["dense_ae_tiny", "conv_ae_tiny"],
+        "widths": None,
+        "activation": None,
+        "l1": [1e-7, 2e-7],
+    },
+    "transfer": None,
+    "regressors": {"parameters": ["teff"], "epochs": 1, "learning_rate": None, "batch_size": None},
+    "regressors.overrides": None,
+    "ensemble": None,
+    "outputs": None,
+}
+TINY = tiny_recipe(PARSED)
+# Observed spectra from files instead of the simulator.
+FILES = {
+    "data.observed": {"source": "files", "n": None, "files": ["spectra/*.fits"], "no_rv": True}
+}
+# CORAL needs at least 2 x 8 observed spectra (the latent size of both architectures).
+SIXTEEN = {"data.observed": {"n": 16}}
 
 
 def parse(text: str, **kwargs):
     return parse_recipe(text, check_models=kwargs.pop("check_models", False), **kwargs)
+
+
+def parse_tiny(*changes, check_models=False):
+    return parse(tiny_recipe(PARSED, *changes), check_models=check_models)
 
 
 def test_shipped_recipes_are_found_by_name():
@@ -78,11 +82,7 @@ def test_reference_recipe_names_missing_data_paths():
 
 
 def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
-    recipe = parse(
-        TINY.replace(
-            "epochs = 1\n\n[autoencoders.grid]", "epochs = 1\nmembers = 5\n\n[autoencoders.grid]"
-        )
-    )
+    recipe = parse_tiny({"autoencoders": {"members": 5}})
     members = recipe.members()
     assert [(m.architecture, m.overrides["l1"]) for m in members[:4]] == [
         ("dense_ae_tiny", 1e-7),
@@ -217,12 +217,8 @@ def test_validation_errors_name_key_value_and_allowed(change, pattern):
 
 
 def test_missing_files_are_refused_before_training(tmp_path: Path):
-    text = TINY.replace(
-        '[data.observed]\nsource = "simulator"\nn = 10',
-        '[data.observed]\nsource = "files"\nfiles = ["spectra/*.fits"]\nno_rv = true',
-    )
     path = tmp_path / "r.toml"
-    path.write_text(text)
+    path.write_text(tiny_recipe(PARSED, FILES))
     with pytest.raises(RecipeError, match=r"files: 'spectra/\*.fits' matches no file"):
         load_recipe(path, check_models=False)
     (tmp_path / "spectra").mkdir()
@@ -232,11 +228,10 @@ def test_missing_files_are_refused_before_training(tmp_path: Path):
 
 
 def test_bad_constructor_argument_fails_when_models_are_checked():
-    text = TINY.replace("l1 = [1e-7, 2e-7]", "l1 = [1e-7, -1.0]")
     with pytest.raises(RecipeError, match=r"cannot be built: .*l1 must be a number >= 0"):
-        parse(text, check_models=True)
+        parse_tiny({"autoencoders.grid": {"l1": [1e-7, -1.0]}}, check_models=True)
     with pytest.raises(RecipeError, match=r"\[regressors.teff\] latent_cnn .*nf1 must be"):
-        parse(TINY + "\n[regressors.overrides]\nnf1 = 0\n", check_models=True)
+        parse_tiny({"regressors.overrides": {"nf1": 0}}, check_models=True)
 
 
 def test_unknown_recipe_name_suggests_close_names():
@@ -245,63 +240,61 @@ def test_unknown_recipe_name_suggests_close_names():
 
 
 def test_non_mb24_ensemble_and_regressor_keys():
-    defaults = parse(TINY)
+    defaults = parse_tiny()
     assert defaults.regressors.standardize_latents is False
     assert defaults.ensemble.error_model == "spread"
     assert defaults.ensemble.latent_alignment is None
-    text = TINY.replace("seeds = 2\n", "seeds = 2\nstandardize_latents = true\n").replace(
-        "n = 10", "n = 16"
-    )
-    text += (
-        '[ensemble]\nerror_model = "spread+validation"\nlatent_alignment = "coral_neighbours"\n'
-        "alignment_neighbours = 7\n"
-    )
-    recipe = parse(text, check_models=True)
+    changes = {
+        "regressors": {"standardize_latents": True},
+        "ensemble": {
+            "error_model": "spread+validation",
+            "latent_alignment": "coral_neighbours",
+            "alignment_neighbours": 7,
+        },
+    }
+    recipe = parse_tiny(SIXTEEN, changes, check_models=True)
     assert recipe.regressors.standardize_latents is True
     assert recipe.ensemble.error_model == "spread+validation"
     assert recipe.ensemble.latent_alignment == "coral_neighbours"
     assert recipe.ensemble.alignment_neighbours == 7
     assert recipe.ensemble.alignment_resamples == 30  # the default
-    off = parse(text.replace("alignment_neighbours = 7\n", "alignment_resamples = 0\n"))
-    assert off.ensemble.alignment_resamples == 0
-    assert parse(TINY + '[ensemble]\nlatent_alignment = "none"\n').ensemble.latent_alignment is None
+    off = {"ensemble": {"alignment_neighbours": None, "alignment_resamples": 0}}
+    assert parse_tiny(SIXTEEN, changes, off).ensemble.alignment_resamples == 0
+    none = {"ensemble": {"latent_alignment": "none"}}
+    assert parse_tiny(none).ensemble.latent_alignment is None
 
 
 def test_alignment_refuses_too_few_observed_spectra_before_training():
     # dense_ae_tiny and conv_ae_tiny have 8-d latents: CORAL needs 16 observed spectra.
-    text = TINY + '[ensemble]\nlatent_alignment = "coral"\n'
+    coral = {"ensemble": {"latent_alignment": "coral"}}
     with pytest.raises(
         RecipeError,
         match=r"latent_alignment = 'coral' needs at least 16 observed spectra .*\[data.observed\] "
         r"n gives 10.* latent_alignment = \"none\"",
     ):
-        parse(text, check_models=True)
-    assert parse(text.replace("n = 10", "n = 16"), check_models=True).observed.n == 16
+        parse_tiny(coral, check_models=True)
+    assert parse_tiny(coral, SIXTEEN, check_models=True).observed.n == 16
 
 
 @pytest.mark.parametrize(
-    "extra, word",
-    [("", "neither"), ('\nno_rv = true\ntemplate = "t.fits"', "both")],
+    "velocity, word",
+    [({"no_rv": None}, "neither"), ({"template": "t.fits"}, "both")],
 )
-def test_observed_files_need_a_template_or_no_rv(tmp_path: Path, extra: str, word: str):
+def test_observed_files_need_a_template_or_no_rv(tmp_path: Path, velocity: dict, word: str):
     """Observed files are never used without a word on their radial velocity."""
     (tmp_path / "a.fits").write_bytes(b"")
     (tmp_path / "t.fits").write_bytes(b"")
-    text = TINY.replace(
-        '[data.observed]\nsource = "simulator"\nn = 10',
-        f'[data.observed]\nsource = "files"\nfiles = ["a.fits"]{extra}',
-    )
     path = tmp_path / "r.toml"
-    path.write_text(text)
+    path.write_text(
+        tiny_recipe(PARSED, FILES, {"data.observed": {"files": ["a.fits"], **velocity}})
+    )
     with pytest.raises(RecipeError, match=rf"template .* or no_rv = true .*not {word}"):
         load_recipe(path, check_models=False)
 
 
 def test_regressors_fused_key():
-    assert parse(TINY).regressors.fused is False
-    assert parse(TINY.replace("seeds = 2\n", "seeds = 2\nfused = true\n")).regressors.fused
-    text = TINY.replace("seed = 3", 'seed = 3\nstrategy = "mirrored"').replace(
-        "seeds = 2\n", "seeds = 2\nfused = true\n"
-    )
+    fused = {"regressors": {"fused": True}}
+    assert parse_tiny().regressors.fused is False
+    assert parse_tiny(fused).regressors.fused
     with pytest.raises(RecipeError, match=r'fused = true .* strategy = "default"'):
-        parse(text)
+        parse_tiny(fused, {"recipe": {"strategy": "mirrored"}})

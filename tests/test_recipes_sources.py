@@ -6,40 +6,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from recipe_builder import write_recipe
 
 from mdwarf_zoo.cli import main
 from mdwarf_zoo.recipes import load_recipe
 from mdwarf_zoo.runner import Run
 from mdwarf_zoo.spectra.datasets import read_set
 
-RECIPE = """
-[recipe]
-name = "files"
-
-[data.synthetic]
-source = "phoenix"
-grid = "phoenix"
-labels = "labels.npy"
-
-[data.observed]
-source = "files"
-files = ["caracal/*.fits"]
-no_rv = true
-
-[preprocessing]
-window = [8800.0, 8810.0, 0.02]
-
-[autoencoders]
-epochs = 1
-
-[autoencoders.grid]
-architecture = "dense_ae_tiny"
-
-[regressors]
-parameters = ["teff"]
-seeds = 1
-epochs = 1
-"""
+# The tiny recipe reading a PHOENIX-layout grid and CARACAL files, defaults elsewhere.
+FILES = {
+    "recipe": {"name": "files", "seed": None},
+    "data.synthetic": {"source": "phoenix", "n": None, "grid": "phoenix", "labels": "labels.npy"},
+    "data.synthetic.label_ranges": None,
+    "data.observed": {"source": "files", "n": None, "files": ["caracal/*.fits"], "no_rv": True},
+    "preprocessing": {"normalisation": None},
+    "autoencoders": {"members": None, "epochs": 1, "batch_size": None, "learning_rate": None},
+    "autoencoders.grid": {"widths": None, "activation": None},
+    "transfer": None,
+    "regressors": {
+        "parameters": ["teff"],
+        "seeds": 1,
+        "epochs": 1,
+        "learning_rate": None,
+        "batch_size": None,
+    },
+    "regressors.overrides": None,
+    "ensemble": None,
+    "outputs": None,
+}
 
 
 def test_sets_from_phoenix_grid_and_caracal_files(tmp_path: Path):
@@ -62,8 +56,7 @@ def test_sets_from_phoenix_grid_and_caracal_files(tmp_path: Path):
             )
             == 0
         )
-    (tmp_path / "recipe.toml").write_text(RECIPE)
-    recipe = load_recipe(tmp_path / "recipe.toml")
+    recipe = load_recipe(write_recipe(tmp_path, FILES, name="recipe.toml"))
     assert len(recipe.observed.files) == 2
     run = Run(recipe, tmp_path / "run", progress=False)
     run.run(stage="sets")
