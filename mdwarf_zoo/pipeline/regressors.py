@@ -12,10 +12,12 @@ the observed latents.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -28,9 +30,14 @@ from mdwarf_zoo.models.inference import call_in_batches
 from mdwarf_zoo.pipeline.ensemble import PARAMETER_UNITS
 from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler, check_labels
 from mdwarf_zoo.registry import create_model
+from mdwarf_zoo.training.loop import fit_resumable
 
 __all__ = [
     "LatentRegressor",
+    "RegressorJob",
+    "RegressorSpec",
+    "RegressorStore",
+    "regressor_jobs",
     "predict_ensemble",
     "stratified_split",
     "train_regressors",
@@ -141,13 +148,92 @@ class LatentRegressor:
         return self.scaler.inverse_transform(np.asarray(scaled)[:, 0], self.parameter)
 
 
+@dataclass(frozen=True)
+class RegressorSpec:
+    """How the regressors of one parameter are built and trained.
+
+    Attributes:
+        architecture: a registered regressor taking ``latent_dim`` (``"latent_cnn"``, MB24).
+        kwargs: constructor arguments (e.g. ``learning_rate``, ``nf1``, ``nu``).
+        epochs: training epochs (MB24: 200).
+        batch_size: batch size (MB24: 32, Keras' default in their training script).
+        validation_fraction: validation share of the stratified split (MB24: 0.3).
+    """
+
+    architecture: str = "latent_cnn"
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 200
+    batch_size: int = 128
+    validation_fraction: float = 0.3
+
+
+@dataclass(frozen=True)
+class RegressorJob:
+    """One regressor to train: parameter ``parameter`` (label column ``column``), its
+    ``index``-th seed ``seed``, with ``spec``."""
+
+    parameter: str
+    column: int
+    index: int
+    seed: int
+    spec: RegressorSpec
+
+    @property
+    def name(self) -> str:
+        """``<parameter>_seed<index>``: the regressor's name in a run folder."""
+        return f"{self.parameter}_seed{self.index}"
+
+
+class RegressorStore:
+    """Where :func:`train_regressors` keeps regressors between calls: by default nowhere
+    (everything in memory). The recipe runner's member folder overrides it, so a killed run
+    resumes (checkpoints), a finished regressor is loaded instead of trained again, and each
+    is saved as soon as it is trained; and so that it builds models under its strategy."""
+
+    def build(self, create: Callable[[], keras.Model]) -> keras.Model:
+        """A new compiled model from ``create`` (e.g. inside a strategy's scope)."""
+        return create()
+
+    def trained(self, model: keras.Model) -> keras.Model:
+        """The model to keep after its training (e.g. a copy outside a strategy)."""
+        return model
+
+    def load(self, job: RegressorJob) -> tuple[bool, keras.Model | None]:
+        """``(done, model)``: whether ``job`` was trained before, and its model (``None``
+        with ``done``: leave the job out)."""
+        return False, None
+
+    def checkpoint(self, name: str) -> Path | None:
+        """The checkpoint file of the regressor or fused group called ``name``."""
+        return None
+
+    def save(self, regressor: LatentRegressor, job: RegressorJob,
+             history: list[dict[str, float]], fused: bool) -> None:
+        """Keep a newly trained regressor (and drop its checkpoint)."""
+
+
+def regressor_jobs(
+    parameters: Sequence[str],
+    seeds: Sequence[int] | Mapping[str, Sequence[int]],
+    specs: Mapping[str, RegressorSpec],
+) -> list[RegressorJob]:
+    """Parameter-major, then seed: one job per parameter and seed (``seeds``: one list for
+    every parameter, or a list per parameter)."""
+    jobs = []
+    for column, parameter in enumerate(parameters):
+        own = seeds[parameter] if isinstance(seeds, Mapping) else seeds
+        jobs += [RegressorJob(parameter, column, k, int(seed), specs[parameter])
+                 for k, seed in enumerate(own)]
+    return jobs
+
+
 def train_regressors(
     synthetic_latents: np.ndarray,
     labels: np.ndarray,
     *,
     autoencoder: str = "autoencoder",
     parameters: Sequence[str] = PARAMETERS,
-    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    seeds: Sequence[int] | Mapping[str, Sequence[int]] = (0, 1, 2, 3, 4),
     architecture: str = "latent_cnn",
     regressor_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     epochs: int = 200,
@@ -158,38 +244,42 @@ def train_regressors(
     standardize_latents: bool = False,
     progress: bool = True,
     fused: bool = False,
+    specs: Mapping[str, RegressorSpec] | None = None,
+    store: RegressorStore | None = None,
 ) -> list[LatentRegressor]:
     """Train one latent regressor per parameter and seed on synthetic latents (MB24 stage 3).
+
+    Every regressor visits its training rows in the order of the one training loop
+    (:func:`mdwarf_zoo.training.loop.fit_resumable`: ``default_rng([seed, epoch])``), with its
+    own model seed, stratified split and Adam; the recipe runner trains its regressors through
+    this function too, so the same seeds give the same weights either way.
 
     Args:
         synthetic_latents: (n, latent_dim) latents of the synthetic spectra (original encoder).
         labels: (n, len(parameters)) physical labels in the order of ``parameters``.
         autoencoder: name recorded in each regressor (which latents it reads).
         parameters: the label columns (default Teff, log g, [M/H], v sin i).
-        seeds: one regressor per seed and parameter (MB24: 5 per autoencoder); the seed sets
-            the weights (``seed=`` of the model), the split and Keras' global seed for shuffling.
-        architecture: a registered regressor taking ``latent_dim`` (``"latent_cnn"``, MB24;
-            or ``"latent_mlp"``).
-        regressor_kwargs: per parameter, constructor overrides (e.g. MB24 Teff:
-            ``{"teff": {"nf1": 64, "nf2": 32, "nu": 64, "learning_rate": 0.01}}``).
-        epochs: training epochs (MB24: 200).
-        batch_size: batch size.
-        validation_fraction: validation share of the stratified split (MB24: 0.3).
+        seeds: the regressors' seeds (MB24: 5 per autoencoder and parameter): one list for
+            every parameter, or a list per parameter. A seed sets the weights, the split and
+            the batch order.
+        architecture, regressor_kwargs, epochs, batch_size, validation_fraction: the
+            :class:`RegressorSpec` of every parameter (``regressor_kwargs``: per parameter,
+            constructor overrides, e.g. MB24 Teff ``{"teff": {"nf1": 64, "nf2": 32, "nu": 64,
+            "learning_rate": 0.01}}``), unless ``specs`` gives them.
         patience: stop after this many epochs without a better validation loss and keep the
             best weights; ``None`` trains all epochs (MB24).
         scaler: the label standardisation; default fitted on ``labels``.
         standardize_latents: standardise each latent dimension with the mean and standard
             deviation of ``synthetic_latents`` (:class:`LatentScaler`, stored in every
-            regressor and applied by :meth:`LatentRegressor.predict`). Not in MB24 (``False``).
+            regressor and applied by :meth:`LatentRegressor.predict`). Not in MB24.
         progress: show a tqdm bar over regressors (over epochs with ``fused``).
-        fused: train all regressors as the branches of one model
-            (:func:`mdwarf_zoo.fused.train_fused`: one traced step trains every regressor;
-            several times faster for the small latent CNNs). Each regressor keeps its own
-            model, split, seed and Adam, but visits its training rows in the order
-            ``default_rng([seed, epoch]).permutation`` (that of the recipe runner) instead of
-            ``Model.fit``'s shuffle, so the weights equal those of the runner's separate
-            training, not those of ``fused=False``. Regressors whose ``regressor_kwargs`` give
-            different layer shapes are fused in separate groups.
+        fused: train the regressors of one layer shape, epoch count and batch size as the
+            branches of one model (:func:`mdwarf_zoo.fused.train_fused`: one traced step trains
+            all; several times faster for the small latent CNNs): the same seeds, splits, batch
+            order and Adam as one by one, so the same weights to float32 rounding.
+        specs: per parameter, a :class:`RegressorSpec` (overrides the five arguments above).
+        store: where regressors are kept between calls (:class:`RegressorStore`; the recipe
+            runner's member folder).
 
     Returns:
         The trained regressors (parameter-major, then seed).
@@ -209,6 +299,41 @@ def train_regressors(
             architecture, or an empty ``seeds``.
     """
     parameters = tuple(parameters)
+    labels, x = _check_inputs(synthetic_latents, labels, parameters, seeds)
+    scaler = scaler or LabelScaler.fit(labels, parameters)
+    if scaler.names != parameters:
+        raise ValueError(
+            f"train_regressors: the scaler has columns {scaler.names}, the labels {parameters}"
+        )
+    latent_scaler = LatentScaler.fit(x) if standardize_latents else None
+    if latent_scaler is not None:
+        x = latent_scaler.transform(x)
+    if specs is None:
+        specs = {p: RegressorSpec(architecture, dict((regressor_kwargs or {}).get(p, {})),
+                                  int(epochs), int(batch_size), validation_fraction)
+                 for p in parameters}
+    training = _Training(x, labels, scaler.transform(labels).astype(np.float32), scaler,
+                         latent_scaler, autoencoder, patience, progress, store or RegressorStore())
+    jobs = regressor_jobs(parameters, seeds, specs)
+    done: dict[int, LatentRegressor] = {}
+    pending = []
+    for i, job in enumerate(jobs):
+        finished, model = training.store.load(job)
+        if finished and model is not None:
+            done[i] = training.regressor(job, model, {}, fused=None)
+        elif not finished:
+            pending.append(i)
+    if fused:
+        done.update(training.fused([(i, jobs[i]) for i in pending]))
+    else:
+        for i in tqdm(pending, desc=f"regressors ({autoencoder})", disable=not progress):
+            done[i] = training.one(jobs[i])
+    return [done[i] for i in sorted(done)]
+
+
+def _check_inputs(synthetic_latents: Any, labels: Any, parameters: tuple[str, ...],
+                  seeds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``train_regressors``' labels (float64) and latents (float32), checked."""
     unknown = [p for p in parameters if p not in PARAMETERS]
     if unknown:
         raise ValueError(f"train_regressors: unknown parameter(s) {unknown}; use {PARAMETERS}")
@@ -221,106 +346,108 @@ def train_regressors(
         )
     if not np.all(np.isfinite(x)):
         raise ValueError("train_regressors: synthetic_latents has non-finite values")
-    if not seeds:
+    lists = seeds.values() if isinstance(seeds, Mapping) else [seeds]
+    if not seeds or not all(len(own) for own in lists):
         raise ValueError("train_regressors: seeds is empty")
-    scaler = scaler or LabelScaler.fit(labels, parameters)
-    if scaler.names != parameters:
-        raise ValueError(
-            f"train_regressors: the scaler has columns {scaler.names}, the labels {parameters}"
-        )
-    scaled = scaler.transform(labels)
-    latent_scaler = LatentScaler.fit(x) if standardize_latents else None
-    if latent_scaler is not None:
-        x = latent_scaler.transform(x)
-    regressor_kwargs = dict(regressor_kwargs or {})
-    jobs = [(column, p, int(s)) for column, p in enumerate(parameters) for s in seeds]
-    if fused:
-        return _train_fused_regressors(
-            x, labels, scaled, jobs, autoencoder=autoencoder, architecture=architecture,
-            regressor_kwargs=regressor_kwargs, epochs=epochs, batch_size=batch_size,
-            validation_fraction=validation_fraction, patience=patience, scaler=scaler,
-            latent_scaler=latent_scaler, progress=progress,
-        )
-    out = []
-    for column, parameter, seed in tqdm(jobs, desc=f"regressors ({autoencoder})",
-                                        disable=not progress):
-        y = scaled[:, column].astype(np.float32)
-        train, val = stratified_split(labels[:, column], validation_fraction, seed=seed)
-        keras.utils.set_random_seed(seed)
-        model = create_model(
-            architecture,
-            latent_dim=x.shape[1],
-            seed=seed,
-            **dict(regressor_kwargs.get(parameter, {})),
-        )
+    return labels, x
+
+
+@dataclass
+class _Training:
+    """The shared state of one :func:`train_regressors` call."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    scaled: np.ndarray
+    scaler: LabelScaler
+    latent_scaler: LatentScaler | None
+    autoencoder: str
+    patience: int | None
+    progress: bool
+    store: RegressorStore
+
+    def split(self, job: RegressorJob) -> tuple[np.ndarray, np.ndarray]:
+        return stratified_split(self.labels[:, job.column], job.spec.validation_fraction,
+                                seed=job.seed)
+
+    def create(self, job: RegressorJob) -> keras.Model:
+        """The job's untrained, compiled model (seeded weights)."""
+        keras.utils.set_random_seed(job.seed)
+        return self.store.build(lambda: create_model(
+            job.spec.architecture, latent_dim=self.x.shape[1], seed=job.seed,
+            **dict(job.spec.kwargs),
+        ))
+
+    def one(self, job: RegressorJob) -> LatentRegressor:
+        """Train ``job`` alone through the one training loop."""
+        train, val = self.split(job)
+        y = self.scaled[:, job.column]
+        model = self.create(job)
         callbacks = []
-        if patience is not None:
+        if self.patience is not None:
             callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(patience), restore_best_weights=True
+                monitor="val_loss", patience=int(self.patience), restore_best_weights=True
             ))
-        history = model.fit(
-            x[train], y[train], validation_data=(x[val], y[val]), epochs=int(epochs),
-            batch_size=int(batch_size), shuffle=True, callbacks=callbacks, verbose=0,
+        history = fit_resumable(
+            model, self.x[train], y[train], epochs=job.spec.epochs,
+            batch_size=job.spec.batch_size, seed=job.seed,
+            checkpoint=self.store.checkpoint(job.name), validation=(self.x[val], y[val]),
+            description=f"{self.autoencoder} {job.parameter} seed {job.index}",
+            progress=False, callbacks=callbacks,
         )
-        predicted = np.asarray(model.predict(x[val], batch_size=1024, verbose=0))[:, 0]
-        mse = float(np.mean((predicted - y[val]) ** 2))
-        rms = float(np.sqrt(mse)) * float(scaler.std[column])
-        logger.info("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)", autoencoder,
-                    parameter, seed, mse, rms, PARAMETER_UNITS[parameter])
-        out.append(LatentRegressor(parameter, autoencoder, seed, model, scaler, mse, rms,
-                                   {k: list(map(float, v)) for k, v in history.history.items()},
-                                   latent_scaler))
-    return out
+        model = self.store.trained(model)
+        return self.regressor(job, model, history, fused=False)
 
+    def fused(self, pending: list[tuple[int, RegressorJob]]) -> dict[int, LatentRegressor]:
+        """Train the pending jobs as fused groups (one per layer shapes, epochs, batch size)."""
+        models = {i: self.create(job) for i, job in pending}
+        groups: dict[str, list[tuple[int, RegressorJob]]] = {}
+        for i, job in pending:
+            shapes = [tuple(v.shape) for v in models[i].weights]
+            key = repr((shapes, job.spec.epochs, job.spec.batch_size))
+            groups.setdefault(key, []).append((i, job))
+        out = {}
+        for members in groups.values():
+            splits = [self.split(job) for _, job in members]
+            names = "-".join(f"{job.parameter}{job.index}" for _, job in members)
+            # Named after its branches: a group that lost members (saved before an
+            # interruption) never reads another group's checkpoint.
+            tag = hashlib.sha256(names.encode()).hexdigest()[:12]
+            results = train_fused(
+                [models[i] for i, _ in members], self.x,
+                np.stack([self.scaled[:, job.column] for _, job in members]),
+                [train for train, _ in splits], [val for _, val in splits],
+                seeds=[job.seed for _, job in members], epochs=members[0][1].spec.epochs,
+                batch_size=members[0][1].spec.batch_size, patience=self.patience,
+                checkpoint=self.store.checkpoint(f"fused_{tag}"),
+                description=f"{self.autoencoder} fused regressors ({len(members)})",
+                progress=self.progress,
+            )
+            for (i, job), result in zip(members, results, strict=True):
+                history = [dict(zip(result.history, values, strict=True))
+                           for values in zip(*result.history.values(), strict=True)]
+                out[i] = self.regressor(job, models[i], history, fused=True)
+        return out
 
-def _train_fused_regressors(
-    x: np.ndarray,
-    labels: np.ndarray,
-    scaled: np.ndarray,
-    jobs: list[tuple[int, str, int]],
-    *,
-    autoencoder: str,
-    architecture: str,
-    regressor_kwargs: dict[str, Mapping[str, Any]],
-    epochs: int,
-    batch_size: int,
-    validation_fraction: float,
-    patience: int | None,
-    scaler: LabelScaler,
-    latent_scaler: LatentScaler | None,
-    progress: bool,
-) -> list[LatentRegressor]:
-    """:func:`train_regressors` with ``fused=True``: one fused model per architecture
-    configuration (regressors whose ``regressor_kwargs`` give the same shapes)."""
-    models, splits = [], []
-    for column, parameter, seed in jobs:
-        splits.append(stratified_split(labels[:, column], validation_fraction, seed=seed))
-        models.append(create_model(architecture, latent_dim=x.shape[1], seed=seed,
-                                   **dict(regressor_kwargs.get(parameter, {}))))
-    groups: dict[str, list[int]] = {}
-    for i, model in enumerate(models):
-        shapes = [tuple(v.shape) for v in model.weights]
-        groups.setdefault(repr(shapes), []).append(i)
-    out: list[LatentRegressor | None] = [None] * len(jobs)
-    for members in groups.values():
-        results = train_fused(
-            [models[i] for i in members], x,
-            np.stack([scaled[:, jobs[i][0]] for i in members]).astype(np.float32),
-            [splits[i][0] for i in members], [splits[i][1] for i in members],
-            seeds=[jobs[i][2] for i in members], epochs=int(epochs),
-            batch_size=int(batch_size), patience=patience,
-            description=f"fused regressors ({autoencoder})", progress=progress,
+    def regressor(self, job: RegressorJob, model: keras.Model,
+                  history: list[dict[str, float]], fused: bool | None) -> LatentRegressor:
+        """The trained (``fused`` True/False: and now saved) or loaded (``None``) regressor,
+        with its validation error."""
+        _, val = self.split(job)
+        predicted = np.asarray(model.predict(self.x[val], verbose=0))[:, 0]
+        mse = float(np.mean((predicted - self.scaled[val, job.column]) ** 2))
+        rms = float(np.sqrt(mse)) * float(self.scaler.std[job.column])
+        logger.info("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)",
+                    self.autoencoder, job.parameter, job.seed, mse, rms,
+                    PARAMETER_UNITS[job.parameter])
+        regressor = LatentRegressor(
+            job.parameter, self.autoencoder, job.seed, model, self.scaler, mse, rms,
+            {key: [record.get(key) for record in history] for key in (history[:1] or [{}])[0]},
+            self.latent_scaler,
         )
-        for i, result in zip(members, results, strict=True):
-            (column, parameter, seed), model = jobs[i], models[i]
-            predicted = call_in_batches(model, x[splits[i][1]], 1024)[:, 0]
-            mse = float(np.mean((predicted - scaled[splits[i][1], column]) ** 2))
-            rms = float(np.sqrt(mse)) * float(scaler.std[column])
-            logger.info("regressor %s/%s seed %d (fused): validation MSE %.4g (rms %.4g %s)",
-                        autoencoder, parameter, seed, mse, rms, PARAMETER_UNITS[parameter])
-            out[i] = LatentRegressor(parameter, autoencoder, seed, model, scaler, mse, rms,
-                                     result.history, latent_scaler)
-    return out
+        if fused is not None:
+            self.store.save(regressor, job, history, fused)
+        return regressor
 
 
 def predict_ensemble(
