@@ -178,6 +178,19 @@ def _errors(errors: object, n: int) -> np.ndarray | None:
     raise ValueError(f"errors must be (n,) or (2, n) lower/upper, got {array.shape} for n={n}")
 
 
+def _one_to_one(
+    axis, x: np.ndarray, y: np.ndarray, parameter: str, title: str, x_name: str, y_name: str
+) -> None:
+    """The 1:1 line over the range of ``x`` and ``y``, the panel's title, and axis labels
+    ``x_name`` and ``y_name`` before the parameter's label."""
+    low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    axis.plot([low, high], [low, high], color="k", lw=0.8)
+    axis.set_title(title, fontsize="medium")
+    label = _LABELS.get(parameter, parameter)
+    axis.set_xlabel(f"{x_name} {label}")
+    axis.set_ylabel(f"{y_name} {label}")
+
+
 def plot_predicted_vs_true(
     true: Mapping[str, np.ndarray],
     predicted: Mapping[str, np.ndarray],
@@ -219,14 +232,9 @@ def plot_predicted_vs_true(
         err = _errors((errors or {}).get(parameter), x.size)
         axis = figure.add_subplot(1, len(parameters), i + 1)
         axis.errorbar(x, y, yerr=err, fmt="o", ms=3, alpha=0.7, elinewidth=0.6)
-        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-        axis.plot([low, high], [low, high], color="k", lw=0.8)
         difference = y - x
-        axis.set_title(f"bias {difference.mean():+.3g}, rms {np.sqrt(np.mean(difference**2)):.3g}",
-                       fontsize="medium")
-        label = _LABELS.get(parameter, parameter)
-        axis.set_xlabel(f"true {label}")
-        axis.set_ylabel(f"predicted {label}")
+        panel_title = f"bias {difference.mean():+.3g}, rms {np.sqrt(np.mean(difference**2)):.3g}"
+        _one_to_one(axis, x, y, parameter, panel_title, "true", "predicted")
     if title:
         figure.suptitle(title)
     return _save(figure, path)
@@ -263,15 +271,12 @@ def plot_literature_comparison(
         ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
         axis = figure.add_subplot(1, len(parameters), i + 1)
         axis.scatter(ours, theirs, s=8, alpha=0.7)
-        low = float(min(ours.min(), theirs.min()))
-        high = float(max(ours.max(), theirs.max()))
-        axis.plot([low, high], [low, high], color="k", lw=0.8)
         difference = theirs - ours
-        axis.set_title(f"N {ours.size}, mean diff {difference.mean():+.3g}, "
-                       f"rms {np.sqrt(np.mean(difference**2)):.3g}", fontsize="medium")
-        label = _LABELS.get(parameter, parameter)
-        axis.set_xlabel(f"this work {label}")
-        axis.set_ylabel(f"{literature_name} {label}")
+        panel_title = (
+            f"N {ours.size}, mean diff {difference.mean():+.3g}, "
+            f"rms {np.sqrt(np.mean(difference**2)):.3g}"
+        )
+        _one_to_one(axis, ours, theirs, parameter, panel_title, "this work", literature_name)
     if title:
         figure.suptitle(title)
     return _save(figure, path)

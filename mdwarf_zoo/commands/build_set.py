@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that define a Preprocessor (shared by build-set and prepare-observed)."""
@@ -49,8 +51,10 @@ def preprocessor_from_args(args: argparse.Namespace):
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "build-set",
+        run,
         help="build an HDF5 training set from a PHOENIX grid and a label table",
         description="Interpolate a local PHOENIX-ACES HiRes grid to every label (Teff, log g, "
         "[M/H], v sin i) of a table, broaden, normalise and resample each spectrum onto the "
@@ -70,7 +74,6 @@ def add_parser(subparsers) -> None:
                         help="HiResFITS/ URL for --download (default: the Goettingen server)")
     parser.add_argument("--no-progress", action="store_true")
     add_preprocessing_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

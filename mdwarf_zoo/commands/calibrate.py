@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "calibrate",
+        run,
         help="learn a correction of the estimates from stars with known parameters",
         description="Learn, per parameter, a low-capacity correction (none, an offset, or a "
         "ridge-regularised linear map of the estimates, chosen by leave-one-out "
@@ -45,7 +49,6 @@ def add_parser(subparsers) -> None:
         metavar="P",
         help="parameters to calibrate (default: every one with labels)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command, add_recipe_arguments
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "compare",
+        run,
         help="compare the architectures of a recipe on the same data (table and figure)",
         description="Train every grid point of a recipe's [autoencoders.grid] (a path, or a "
         "shipped recipe: compare_quick, compare_full) as its own run folder inside DIR, on the "
@@ -17,12 +21,8 @@ def add_parser(subparsers) -> None:
         "comparison.png. Re-running the same command resumes; a folder that is not this "
         "recipe's comparison is refused, never overwritten.",
     )
-    parser.add_argument("recipe", metavar="RECIPE", help="recipe file or shipped recipe name")
-    parser.add_argument(
-        "--out", default=None, metavar="DIR", help="compare folder (default: runs/<recipe>)"
-    )
+    add_recipe_arguments(parser, "compare folder (default: runs/<recipe>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

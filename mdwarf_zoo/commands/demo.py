@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "demo",
+        run,
         help="run the quickstart recipe offline (simulated spectra) and show the results",
         description="Run the whole reference pipeline (autoencoders on synthetic spectra, "
         "transfer learning on observed spectra, latent CNN regressors, best-K ensemble with "
@@ -23,7 +27,6 @@ def add_parser(subparsers) -> None:
         help="run folder (default: ./mdwarf_zoo_demo)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from mdwarf_zoo.commands._common import add_command, add_hub_arguments, call_hub, hub_options
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "download",
+        run,
         help="fetch pretrained weights into the local cache (for offline use)",
         description="Download a published weights entry or a Hub repository into the Hugging "
         "Face cache and check every file against its manifest. Afterwards "
@@ -17,28 +20,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "source", metavar="NAME_OR_REPO", help="entry name, owner/name or hf://owner/name[@rev]"
     )
-    parser.add_argument("--revision", default=None, help="branch, tag or commit sha")
-    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
-    parser.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT)")
-    parser.add_argument("--token", default=None, help="Hub token for private repositories")
-    parser.set_defaults(func=run)
+    add_hub_arguments(
+        parser,
+        revision_help="branch, tag or commit sha",
+        token_help="Hub token for private repositories",
+        cache_dir=True,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
-
     from mdwarf_zoo.hub import download
 
-    try:
-        info = download(
-            args.source,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-            endpoint=args.endpoint,
-            token=args.token,
-        )
-    except HfHubHTTPError as error:
-        print(f"mdwarf-zoo download: error: {error}", file=sys.stderr)
+    info = call_hub("download", download, args.source, **hub_options(args))
+    if info is None:
         return 1
     where = f"{info.repo_id}@{info.revision}" if info.repo_id else "local folder"
     print(f"{args.source}: {info.architecture.get('class')} from {where}, all files verified")

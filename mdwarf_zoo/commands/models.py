@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "models",
+        run,
         help="list the registered architectures",
         description="List the registered architectures: name, kind, input shape, latent size "
         "and number of parameters.",
@@ -18,7 +22,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--kind", choices=("autoencoder", "regressor"), default=None, help="keep one kind only"
     )
-    parser.set_defaults(func=run)
 
 
 def model_table(pattern: str | None = None, kind: str | None = None) -> list[dict]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command, add_recipe_arguments
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "plan",
+        run,
         help="list a recipe's ensemble members and the work each needs",
         description="Validate a recipe and print its members (one autoencoder and its "
         "regressors each): architecture, constructor arguments, seed, parameters and the work "
@@ -15,14 +19,12 @@ def add_parser(subparsers) -> None:
         "run as its own job: `mdwarf-zoo train RECIPE --out DIR --member I`, after `--stage "
         "sets` and before `--stage ensemble` and `--stage report`.",
     )
-    parser.add_argument("recipe", metavar="RECIPE", help="recipe file or shipped recipe name")
-    parser.add_argument("--out", default=None, metavar="DIR", help="an existing run folder")
+    add_recipe_arguments(parser, "an existing run folder")
     parser.add_argument(
         "--no-check-files",
         action="store_true",
         help="do not require the recipe's data files to exist",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

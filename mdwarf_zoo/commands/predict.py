@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "predict",
+        run,
         help="Teff, log g, [M/H], v sin i with errors for your own spectra",
         description="Estimate stellar parameters for spectrum files (CARACAL/SERVAL FITS, 1-D "
         "FITS, tables ... anything read_spectrum reads) or an HDF5 observed set, with a "
@@ -82,7 +86,6 @@ def add_parser(subparsers) -> None:
         "to the errors",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

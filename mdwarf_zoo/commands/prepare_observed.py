@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
 from mdwarf_zoo.commands.build_set import add_preprocessing_arguments, preprocessor_from_args
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "prepare-observed",
+        run,
         help="read observed spectra, correct their velocity, preprocess, write an HDF5 set",
         description="Read observed FITS spectra (CARACAL, SERVAL, merged tables, 1-D, echelle "
         "with named extensions), shift each to the rest frame of a template by "
@@ -35,7 +38,6 @@ def add_parser(subparsers) -> None:
     reader.add_argument("--order", type=int, default=None)
     reader.add_argument("--medium", choices=("vacuum", "air"), default=None)
     add_preprocessing_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 # Wavelength range written to PHOENIX-layout and CARACAL-layout files: the MB24 window plus
 # 20 A on each side (covers the 5 A preprocessing margin, broadening and RV shifts).
 _FILE_RANGE = (8780.0, 8855.0, 0.01)
@@ -24,8 +26,10 @@ def _knob(text: str) -> tuple[str, float]:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "simulate",
+        run,
         help="write simulated synthetic or observed-domain spectra (PHOENIX, CARACAL or HDF5)",
         description="Simulate M-dwarf spectra for a label table with the project's toy "
         "simulator (for tests, demos and method studies; not a replacement for PHOENIX). "
@@ -94,7 +98,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command, add_recipe_arguments
 from mdwarf_zoo.recipes import STAGES
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "train",
+        run,
         help="run a training recipe (sets, autoencoders, transfer, regressors, ensemble, report)",
         description="Run a TOML training recipe (a path, or the name of a shipped recipe: "
         "quickstart, mb24_reference, compare_quick, compare_full) into a run folder. The recipe "
@@ -18,10 +21,7 @@ def add_parser(subparsers) -> None:
         "its last epoch to the same final weights. A folder that belongs to another recipe is "
         "refused, never overwritten.",
     )
-    parser.add_argument("recipe", metavar="RECIPE", help="recipe file or shipped recipe name")
-    parser.add_argument(
-        "--out", default=None, metavar="DIR", help="run folder (default: runs/<recipe name>)"
-    )
+    add_recipe_arguments(parser, "run folder (default: runs/<recipe name>)")
     parser.add_argument(
         "--stage",
         choices=STAGES,
@@ -37,7 +37,6 @@ def add_parser(subparsers) -> None:
         "batch array; gather with --stage ensemble)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

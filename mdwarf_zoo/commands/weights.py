@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mdwarf_zoo.commands._common import add_command
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "weights",
+        run,
         help="list the published pretrained weights",
         description="List the published weights entries: name, architecture, where the weights "
         "come from (Hub repository at a pinned commit, or bundled with the package), licence, "
@@ -18,7 +22,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--kind", choices=("model", "pipeline"), default=None, help="keep one kind only"
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -293,19 +293,12 @@ def vacuum_to_air(wavelength: np.ndarray | float) -> np.ndarray | float:
 
 
 def air_to_vacuum(wavelength: np.ndarray | float) -> np.ndarray | float:
-    """Convert standard-air wavelengths to vacuum wavelengths (Ciddor 1996, inverted).
+    """Convert standard-air wavelengths to vacuum wavelengths: the inverse of
+    :func:`vacuum_to_air` (Ciddor 1996), for air wavelengths in Angstrom within 3000-16900,
+    giving a float for a scalar and an array otherwise, and raising the same ValueError.
 
     The Ciddor index is a function of the vacuum wavelength, so the inversion is iterated
     (fixed point, converging to 1e-12 A in three or four steps), as PyAstronomy ``airtovac2``.
-
-    Args:
-        wavelength: air wavelength(s), Angstrom, within 3000-16900.
-
-    Returns:
-        Vacuum wavelength(s), Angstrom, a float for a scalar input, else an array.
-
-    Raises:
-        ValueError: for non-finite values or wavelengths outside 3000-16900 A.
 
     Examples:
         >>> round(air_to_vacuum(8806.757), 2)

@@ -377,44 +377,12 @@ def build_training_set(
         grid.weights(row)
     grid.pixel_range(prep.span[0], prep.span[1])
     fingerprint = _fingerprint(table, prep)
-    identifiers = [
-        f"teff{t:g}_logg{g:g}_mh{m:+g}_vsini{v:g}" for t, g, m, v in table.tolist()
-    ]
     if out.exists():
-        try:
-            existing = h5py.File(out, "r")
-        except OSError as error:
-            raise FileExistsError(
-                f"{out} exists and is not a spectrum set (not HDF5); not touching it"
-            ) from error
-        with existing as handle:
-            if handle.attrs.get("format") != FORMAT:
-                raise FileExistsError(f"{out} exists and is not a spectrum set; not touching it")
-            if bool(handle.attrs["complete"]):
-                raise FileExistsError(f"{out} is a finished training set; refusing to overwrite")
-            if handle.attrs.get("fingerprint") != fingerprint:
-                raise FileExistsError(
-                    f"{out} is an unfinished build of other labels or another configuration; "
-                    "remove it or choose another --out"
-                )
-            done = handle["done"][...]
+        done = _resumable_rows(out, fingerprint)
         logger.info("resuming %s: %d of %d rows already done", out, int(done.sum()), done.size)
     else:
-        provenance = {
-            "created_by": f"mdwarf_zoo {__version__} build_training_set",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "phoenix_dir": str(Path(phoenix_dir).resolve()),
-            "grid": "PHOENIX-ACES-AGSS-COND-2011 HiRes (Husser et al. 2013)",
-            "interpolation": "linear in Teff, log g, [M/H] between native grid points",
-            "grid_points_used": sorted({p.relative_path for row in unique
-                                        for p, _ in grid.weights(row)}),
-            "labels": str(labels) if not isinstance(labels, np.ndarray) else "array",
-            "labels_sha256": hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest(),
-        }
-        with _create(out, table.shape[0], prep.grid.wavelength, kind="training", labels=table,
-                     label_names=LABEL_NAMES, label_units=LABEL_UNITS, identifiers=identifiers,
-                     preprocessing=prep, provenance=provenance, with_sigma=False) as handle:
-            handle.attrs["fingerprint"] = fingerprint
+        provenance = _build_provenance(phoenix_dir, labels, table, grid, unique)
+        _start_build(out, table, prep, provenance, fingerprint)
         done = np.zeros(table.shape[0], dtype=bool)
     tasks = []
     for g in range(unique.shape[0]):
@@ -422,12 +390,98 @@ def build_training_set(
         if rows:
             tasks.append((tuple(float(v) for v in unique[g]), rows,
                           [float(table[r, 3]) for r in rows]))
-    remaining = sum(len(t[1]) for t in tasks)
     n_workers = max(1, int(workers or os.cpu_count() or 1))
-    with h5py.File(out, "r+") as handle, tqdm(
-        total=table.shape[0], initial=table.shape[0] - remaining, unit="spectrum",
-        desc="build-set", disable=not progress,
-    ) as bar:
+    _run_tasks(out, tasks, table.shape[0], str(phoenix_dir), prep.to_json(), n_workers, progress)
+    _WORKER.clear()
+    return out
+
+
+def _resumable_rows(out: Path, fingerprint: str) -> np.ndarray:
+    """The ``done`` rows of an unfinished build of the same labels and configuration; an
+    error for any other file."""
+    try:
+        existing = h5py.File(out, "r")
+    except OSError as error:
+        raise FileExistsError(
+            f"{out} exists and is not a spectrum set (not HDF5); not touching it"
+        ) from error
+    with existing as handle:
+        if handle.attrs.get("format") != FORMAT:
+            raise FileExistsError(f"{out} exists and is not a spectrum set; not touching it")
+        if bool(handle.attrs["complete"]):
+            raise FileExistsError(f"{out} is a finished training set; refusing to overwrite")
+        if handle.attrs.get("fingerprint") != fingerprint:
+            raise FileExistsError(
+                f"{out} is an unfinished build of other labels or another configuration; "
+                "remove it or choose another --out"
+            )
+        return handle["done"][...]
+
+
+def _build_provenance(
+    phoenix_dir: str | os.PathLike,
+    labels: str | os.PathLike | np.ndarray,
+    table: np.ndarray,
+    grid: PhoenixGrid,
+    unique: np.ndarray,
+) -> dict:
+    return {
+        "created_by": f"mdwarf_zoo {__version__} build_training_set",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "phoenix_dir": str(Path(phoenix_dir).resolve()),
+        "grid": "PHOENIX-ACES-AGSS-COND-2011 HiRes (Husser et al. 2013)",
+        "interpolation": "linear in Teff, log g, [M/H] between native grid points",
+        "grid_points_used": sorted(
+            {p.relative_path for row in unique for p, _ in grid.weights(row)}
+        ),
+        "labels": str(labels) if not isinstance(labels, np.ndarray) else "array",
+        "labels_sha256": hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest(),
+    }
+
+
+def _start_build(
+    out: Path, table: np.ndarray, prep: Preprocessor, provenance: dict, fingerprint: str
+) -> None:
+    """An empty training set of ``table``'s rows, none done yet."""
+    identifiers = [f"teff{t:g}_logg{g:g}_mh{m:+g}_vsini{v:g}" for t, g, m, v in table.tolist()]
+    with _create(
+        out,
+        table.shape[0],
+        prep.grid.wavelength,
+        kind="training",
+        labels=table,
+        label_names=LABEL_NAMES,
+        label_units=LABEL_UNITS,
+        identifiers=identifiers,
+        preprocessing=prep,
+        provenance=provenance,
+        with_sigma=False,
+    ) as handle:
+        handle.attrs["fingerprint"] = fingerprint
+
+
+def _run_tasks(
+    out: Path,
+    tasks: list,
+    n_rows: int,
+    phoenix_dir: str,
+    config: str,
+    n_workers: int,
+    progress: bool,
+) -> None:
+    """Compute the groups (in a pool of ``n_workers`` processes when there are several) and
+    stream their rows into ``out``, marking each done; the set is complete when all are."""
+    remaining = sum(len(t[1]) for t in tasks)
+    with (
+        h5py.File(out, "r+") as handle,
+        tqdm(
+            total=n_rows,
+            initial=n_rows - remaining,
+            unit="spectrum",
+            desc="build-set",
+            disable=not progress,
+        ) as bar,
+    ):
         flux_ds, done_ds = handle["flux"], handle["done"]
         since_flush = 0
 
@@ -444,18 +498,16 @@ def build_training_set(
                 since_flush = 0
             bar.update(len(rows))
 
-        config = prep.to_json()
         if n_workers == 1 or len(tasks) < 2:
-            _init_worker(str(phoenix_dir), config)
+            _init_worker(phoenix_dir, config)
             for task in tasks:
                 store(*_compute_group(task))
         else:
             context = _pool_context()
-            with context.Pool(n_workers, initializer=_init_worker,
-                              initargs=(str(phoenix_dir), config)) as pool:
+            with context.Pool(
+                n_workers, initializer=_init_worker, initargs=(phoenix_dir, config)
+            ) as pool:
                 for rows, flux in pool.imap_unordered(_compute_group, tasks, chunksize=4):
                     store(rows, flux)
         if bool(np.all(done_ds[...])):
             handle.attrs["complete"] = True
-    _WORKER.clear()
-    return out

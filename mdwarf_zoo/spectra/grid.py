@@ -260,11 +260,18 @@ class Spectrum:
         )
 
 
-def _check_finite(values: np.ndarray, what: str, source: str) -> None:
+def _check_finite(
+    values: np.ndarray,
+    what: str,
+    source: str,
+    first: str = " (first: {value!r} at index {index}); expected finite numbers",
+) -> None:
+    """A ValueError that counts the non-finite ``values`` and names the first of them (the
+    ``first`` template, given ``value`` and ``index``), when there are any."""
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{source}: {what} has {int(bad.sum())} non-finite value(s) "
-            f"(first: {float(values[i])!r} at index {i}); expected finite numbers"
+            f"{source}: {what} has {int(bad.sum())} non-finite value(s)"
+            + first.format(value=float(values[i]), index=i)
         )

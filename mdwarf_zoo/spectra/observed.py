@@ -474,23 +474,8 @@ def read_spectrum(
         ...                   order=6)  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"spectrum file {path} does not exist")
-    if wave_file is not None:
-        wave_file = Path(wave_file)
-        if not wave_file.is_file():
-            raise FileNotFoundError(f"wave_file {wave_file} does not exist")
-    if medium not in (None, "vacuum", "air"):
-        raise ValueError(f"{path}: medium must be 'vacuum' or 'air', got {medium!r}")
-    if order is not None and window is not None:
-        raise ValueError(f"{path}: give order= or window=, not both")
-    try:
-        hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, VerifyError) as error:
-        raise SpectrumFileError(
-            f"{path}: not a readable FITS file ({type(error).__name__}: {error}); expected a "
-            "complete FITS file"
-        ) from error
+    wave_file = _check_arguments(path, wave_file, medium, order, window)
+    hdul = _open_fits(path)
     try:
         with hdul, warnings.catch_warnings():
             # A truncated file is an error here, not a warning and a half-read array.
@@ -507,19 +492,67 @@ def read_spectrum(
     except (OSError, TypeError, IndexError, KeyError, EOFError, AttributeError, VerifyError,
             Warning) as error:
         raise SpectrumFileError(_corrupt(path, error)) from error
-    if hpf or (flux_ext is not None and _is_hpf(header)):
+    hpf = hpf or (flux_ext is not None and _is_hpf(header))
+    extra.update(_instrument_facts(hpf, medium, resolving_power))
+    if window is not None:
+        _warn_partial_window(path, spectrum, window)
+    return spectrum.replace(metadata=extra) if extra else spectrum
+
+
+def _check_arguments(
+    path: Path,
+    wave_file: str | os.PathLike | None,
+    medium: str | None,
+    order: int | None,
+    window: tuple[float, float] | None,
+) -> Path | None:
+    """The ``wave_file`` as a path, once the files exist and the options agree."""
+    if not path.is_file():
+        raise FileNotFoundError(f"spectrum file {path} does not exist")
+    if wave_file is not None:
+        wave_file = Path(wave_file)
+        if not wave_file.is_file():
+            raise FileNotFoundError(f"wave_file {wave_file} does not exist")
+    if medium not in (None, "vacuum", "air"):
+        raise ValueError(f"{path}: medium must be 'vacuum' or 'air', got {medium!r}")
+    if order is not None and window is not None:
+        raise ValueError(f"{path}: give order= or window=, not both")
+    return wave_file
+
+
+def _open_fits(path: Path) -> fits.HDUList:
+    try:
+        return fits.open(path, memmap=False)
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, VerifyError) as error:
+        raise SpectrumFileError(
+            f"{path}: not a readable FITS file ({type(error).__name__}: {error}); expected a "
+            "complete FITS file"
+        ) from error
+
+
+def _instrument_facts(hpf: bool, medium: str | None, resolving_power: float | None) -> dict:
+    """``medium`` and ``resolving_power`` as given, else as an HPF file implies."""
+    if hpf:
         medium = medium or "vacuum"
         resolving_power = resolving_power or RESOLVING_POWER["hpf"]
+    facts: dict = {}
     if medium is not None:
-        extra["medium"] = medium
+        facts["medium"] = medium
     if resolving_power is not None:
-        extra["resolving_power"] = float(resolving_power)
-    if window is not None:
-        covered = spectrum.wavelength[0] <= window[0] and spectrum.wavelength[-1] >= window[1]
-        if not covered:
-            logger.warning("%s covers %.2f-%.2f A, not all of the window %g-%g A", path,
-                           spectrum.wavelength[0], spectrum.wavelength[-1], *window)
-    return spectrum.replace(metadata=extra) if extra else spectrum
+        facts["resolving_power"] = float(resolving_power)
+    return facts
+
+
+def _warn_partial_window(path: Path, spectrum: Spectrum, window: tuple[float, float]) -> None:
+    covered = spectrum.wavelength[0] <= window[0] and spectrum.wavelength[-1] >= window[1]
+    if not covered:
+        logger.warning(
+            "%s covers %.2f-%.2f A, not all of the window %g-%g A",
+            path,
+            spectrum.wavelength[0],
+            spectrum.wavelength[-1],
+            *window,
+        )
 
 
 class SpectrumFileError(ValueError):

@@ -32,7 +32,7 @@ import numpy as np
 from astropy.io import fits
 from tqdm.auto import tqdm
 
-from mdwarf_zoo.spectra.grid import Spectrum
+from mdwarf_zoo.spectra.grid import Spectrum, _check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +143,7 @@ def _validated_array(values: object, what: str, where: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{where}: {what} must be a non-empty 1-D array, got shape {array.shape}")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{where}: {what} has {int(bad.sum())} non-finite value(s), first "
-            f"{float(array[i])!r} at index {i}"
-        )
+    _check_finite(array, what, where, first=", first {value!r} at index {index}")
     return array
 
 

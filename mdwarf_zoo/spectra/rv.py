@@ -366,11 +366,68 @@ def radial_velocity(
     """
     spectrum = _in_vacuum(Spectrum.coerce(spectrum), Spectrum.coerce(template))
     template = Spectrum.coerce(template)
+    _check_velocity_range(rv_min, rv_max, rv_step)
+    prepared = _prepare(spectrum, template, rv_min, rv_max, window)
+    coarse_step = min(max(rv_step, 1.0), (rv_max - rv_min) / 4)
+    coarse = np.arange(rv_min, rv_max + 0.5 * coarse_step, coarse_step)
+    weights = np.array([p[0].size for p in prepared], dtype=np.float64)
+    ccfs, combined = _correlations(prepared, weights, coarse)
+    best = _coarse_peak(spectrum, template, coarse, combined, rv_min, rv_max)
+    guess = float(coarse[best])
+    ratio = _second_peak_ratio(coarse, combined, best)
+    fine = _fine_grid(guess, coarse_step, rv_step, rv_min, rv_max)
+    fine_ccfs, combined_fine = _correlations(prepared, weights, fine)
+    order_rvs, values, errors = _segment_velocities(
+        prepared, coarse, ccfs, fine, fine_ccfs, guess, coarse_step, rv_step
+    )
+    overall = _refine(fine, combined_fine, rv_step, int(weights.sum()))
+    peak = overall[1] if overall is not None else float(combined[best])
+    rv, uncertainty = _combined_velocity(values, errors, overall, guess)
+    flag = _flag(ratio, len(prepared), len(values), peak)
+    if flag != "ok" and warn:
+        _warn_flagged(spectrum, flag, rv, peak, ratio, len(values), order_rvs)
+    if not math.isfinite(uncertainty):
+        logger.warning(
+            "%s: correlation peak is not well defined; uncertainty is infinite", spectrum.source
+        )
+    berv = spectrum.metadata.get("berv")
+    berv = None if berv is None else float(berv)
+    velocities, ccf = _merged_ccf(coarse, combined, fine, combined_fine)
+    return RadialVelocity(
+        rv=rv,
+        uncertainty=float(uncertainty),
+        barycentric_rv=None if berv is None else rv + berv,
+        berv=berv,
+        peak=float(peak),
+        velocities=velocities,
+        ccf=ccf,
+        second_peak_ratio=float(ratio),
+        n_orders=len(prepared),
+        n_agreeing=len(values),
+        order_rvs=tuple(float(v) for v in order_rvs),
+        flag=flag,
+        berv_source=spectrum.metadata.get("berv_source") if berv is not None else None,
+    )
+
+
+def _check_velocity_range(rv_min: float, rv_max: float, rv_step: float) -> None:
     if not (math.isfinite(rv_min) and math.isfinite(rv_max) and rv_min < rv_max):
         raise ValueError(f"radial_velocity: need rv_min < rv_max, got {rv_min!r}, {rv_max!r}")
     if not (math.isfinite(rv_step) and 0 < rv_step <= (rv_max - rv_min) / 4):
-        raise ValueError(f"radial_velocity: rv_step must be > 0 and give >= 5 trial velocities, "
-                         f"got {rv_step!r}")
+        raise ValueError(
+            f"radial_velocity: rv_step must be > 0 and give >= 5 trial velocities, got {rv_step!r}"
+        )
+
+
+def _prepare(
+    spectrum: Spectrum,
+    template: Spectrum,
+    rv_min: float,
+    rv_max: float,
+    window: tuple[float, float] | None,
+) -> list[tuple[np.ndarray, ...]]:
+    """``(wave, data, template_wave, model)`` of every segment worth correlating: the segment
+    and the template around it, each divided by its upper envelope, minus one."""
     # The template shifted by any trial velocity must still cover the correlated range.
     low = template.wavelength[0] * (1 + rv_max / C_KMS)
     high = template.wavelength[-1] * (1 + rv_min / C_KMS)
@@ -387,8 +444,6 @@ def radial_velocity(
             f"{MIN_PIXELS} in one order"
         )
     kernel_r = _matching_resolution(spectrum, template)
-    coarse_step = min(max(rv_step, 1.0), (rv_max - rv_min) / 4)
-    coarse = np.arange(rv_min, rv_max + 0.5 * coarse_step, coarse_step)
     prepared = []
     for wave, flux in segments:
         data = flux / _upper_envelope(wave, flux) - 1.0
@@ -404,9 +459,19 @@ def radial_velocity(
             f"radial_velocity: spectrum {star_name(spectrum)} or template {template.source!r} "
             "is flat in every order; nothing to correlate"
         )
-    weights = np.array([p[0].size for p in prepared], dtype=np.float64)
-    ccfs = np.array([_correlate(w, d, tw, m, coarse) for w, d, tw, m in prepared])
-    combined = weights @ ccfs / weights.sum()
+    return prepared
+
+
+def _coarse_peak(
+    spectrum: Spectrum,
+    template: Spectrum,
+    coarse: np.ndarray,
+    combined: np.ndarray,
+    rv_min: float,
+    rv_max: float,
+) -> int:
+    """Index of the combined function's highest point; an error when it lies at an edge of the
+    velocity range or under the noise level."""
     best = int(np.argmax(combined))
     if best == 0 or best == coarse.size - 1:
         raise RadialVelocityError(
@@ -419,13 +484,21 @@ def radial_velocity(
             f"velocity: the correlation with template {template.source!r} peaks at "
             f"{combined[best]:.3f}, under the noise level {NOISE_PEAK}"
         )
-    guess = float(coarse[best])
-    ratio = _second_peak_ratio(coarse, combined, best)
-    # Fine grid around the guess, wide enough for every agreeing segment's own peak.
-    half = AGREEMENT_KMS + 3 * coarse_step
-    fine = np.arange(guess - half, guess + half + 0.5 * rv_step, rv_step)
-    fine = fine[(fine > rv_min) & (fine < rv_max)]
-    fine_ccfs = np.array([_correlate(w, d, tw, m, fine) for w, d, tw, m in prepared])
+    return best
+
+
+def _segment_velocities(
+    prepared: list,
+    coarse: np.ndarray,
+    ccfs: np.ndarray,
+    fine: np.ndarray,
+    fine_ccfs: np.ndarray,
+    guess: float,
+    coarse_step: float,
+    rv_step: float,
+) -> tuple[list[float], list[float], list[float]]:
+    """Each segment's own peak (refined where it agrees with ``guess``), and the refined
+    velocities and uncertainties of the agreeing segments."""
     order_rvs, values, errors = [], [], []
     for k, (wave, *_rest) in enumerate(prepared):
         own = float(coarse[int(np.argmax(ccfs[k]))])
@@ -437,63 +510,90 @@ def radial_velocity(
         if abs(refined[0] - guess) <= AGREEMENT_KMS + coarse_step:
             values.append(refined[0])
             errors.append(refined[2])
-    combined_fine = weights @ fine_ccfs / weights.sum()
-    overall = _refine(fine, combined_fine, rv_step, int(weights.sum()))
-    peak = overall[1] if overall is not None else float(combined[best])
-    if values:
-        values_a, errors_a = np.array(values), np.array(errors)
-        finite = np.isfinite(errors_a) & (errors_a > 0)
-        if finite.any():
-            w = 1.0 / errors_a[finite] ** 2
-            rv = float(np.sum(w * values_a[finite]) / w.sum())
-            uncertainty = math.sqrt(1.0 / w.sum())
-        else:
-            rv, uncertainty = float(np.mean(values_a)), math.inf
-        if values_a.size >= 2:
-            uncertainty = max(uncertainty, float(np.std(values_a, ddof=1)) / math.sqrt(
-                values_a.size))
-    else:
+    return order_rvs, values, errors
+
+
+def _combined_velocity(
+    values: list[float],
+    errors: list[float],
+    overall: tuple[float, float, float] | None,
+    guess: float,
+) -> tuple[float, float]:
+    """Inverse-variance weighted mean of the agreeing segments (uncertainty: the larger of the
+    formal one and their scatter over sqrt(n)); the combined function's peak when none agree."""
+    if not values:
         rv = overall[0] if overall is not None else guess
-        uncertainty = overall[2] if overall is not None else math.inf
+        return rv, overall[2] if overall is not None else math.inf
+    values_a, errors_a = np.array(values), np.array(errors)
+    finite = np.isfinite(errors_a) & (errors_a > 0)
+    if finite.any():
+        w = 1.0 / errors_a[finite] ** 2
+        rv = float(np.sum(w * values_a[finite]) / w.sum())
+        uncertainty = math.sqrt(1.0 / w.sum())
+    else:
+        rv, uncertainty = float(np.mean(values_a)), math.inf
+    if values_a.size >= 2:
+        uncertainty = max(uncertainty, float(np.std(values_a, ddof=1)) / math.sqrt(values_a.size))
+    return rv, uncertainty
+
+
+def _flag(ratio: float, n_orders: int, n_agreeing: int, peak: float) -> str:
+    """``"ok"`` or the problems joined by ``+`` (see :class:`RadialVelocity`)."""
     problems = []
     if ratio >= AMBIGUOUS_RATIO:
         problems.append("ambiguous")
-    if len(prepared) >= 2 and 2 * len(values) <= len(prepared):
+    if n_orders >= 2 and 2 * n_agreeing <= n_orders:
         problems.append("disagreeing")
     if peak < WEAK_PEAK:
         problems.append("weak")
-    flag = "+".join(problems) or "ok"
-    if flag != "ok" and warn:
-        warnings.warn(
-            f"radial velocity of {star_name(spectrum)} is flagged {flag!r}: {rv:+.2f} km/s, "
-            f"peak {peak:.3f}, second peak {ratio:.2f} of the first, {len(values)} of "
-            f"{len(prepared)} orders agree (order peaks "
-            f"{', '.join(f'{v:+.1f}' for v in order_rvs)} km/s); check it before use",
-            RadialVelocityWarning,
-            stacklevel=2,
-        )
-    if not math.isfinite(uncertainty):
-        logger.warning("%s: correlation peak is not well defined; uncertainty is infinite",
-                       spectrum.source)
-    berv = spectrum.metadata.get("berv")
-    berv = None if berv is None else float(berv)
+    return "+".join(problems) or "ok"
+
+
+def _correlations(
+    prepared: list, weights: np.ndarray, velocities: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's cross-correlation function, and their pixel-weighted mean."""
+    ccfs = np.array([_correlate(w, d, tw, m, velocities) for w, d, tw, m in prepared])
+    return ccfs, weights @ ccfs / weights.sum()
+
+
+def _fine_grid(
+    guess: float, coarse_step: float, rv_step: float, rv_min: float, rv_max: float
+) -> np.ndarray:
+    """The fine trial velocities around the guess, wide enough for every agreeing segment's
+    own peak."""
+    half = AGREEMENT_KMS + 3 * coarse_step
+    fine = np.arange(guess - half, guess + half + 0.5 * rv_step, rv_step)
+    return fine[(fine > rv_min) & (fine < rv_max)]
+
+
+def _merged_ccf(
+    coarse: np.ndarray, combined: np.ndarray, fine: np.ndarray, combined_fine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The combined function on the coarse and the fine grid together, by velocity."""
     velocities = np.concatenate([coarse, fine])
-    values_all = np.concatenate([combined, combined_fine])
+    values = np.concatenate([combined, combined_fine])
     order = np.argsort(velocities, kind="stable")
-    return RadialVelocity(
-        rv=rv,
-        uncertainty=float(uncertainty),
-        barycentric_rv=None if berv is None else rv + berv,
-        berv=berv,
-        peak=float(peak),
-        velocities=velocities[order],
-        ccf=values_all[order],
-        second_peak_ratio=float(ratio),
-        n_orders=len(prepared),
-        n_agreeing=len(values),
-        order_rvs=tuple(float(v) for v in order_rvs),
-        flag=flag,
-        berv_source=spectrum.metadata.get("berv_source") if berv is not None else None,
+    return velocities[order], values[order]
+
+
+def _warn_flagged(
+    spectrum: Spectrum,
+    flag: str,
+    rv: float,
+    peak: float,
+    ratio: float,
+    n_agreeing: int,
+    order_rvs: list[float],
+) -> None:
+    # stacklevel 3: the warning points at the caller of radial_velocity.
+    warnings.warn(
+        f"radial velocity of {star_name(spectrum)} is flagged {flag!r}: {rv:+.2f} km/s, "
+        f"peak {peak:.3f}, second peak {ratio:.2f} of the first, {n_agreeing} of "
+        f"{len(order_rvs)} orders agree (order peaks "
+        f"{', '.join(f'{v:+.1f}' for v in order_rvs)} km/s); check it before use",
+        RadialVelocityWarning,
+        stacklevel=3,
     )
 
 

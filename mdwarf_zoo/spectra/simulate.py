@@ -830,20 +830,15 @@ class GapConfig:
 
     @classmethod
     def none(cls) -> GapConfig:
-        """No gap at all: every knob at its neutral value."""
+        """No gap at all: every knob at its neutral value, 1 for the ratios of observed over
+        synthetic (the ``*_scale`` knobs) and 0 for the others, of the type of its default.
+        ``line_list_seed`` keeps its default: it only chooses what the other knobs change."""
         return cls(
-            missing_lines=0,
-            loggf_scatter=0.0,
-            loggf_bias=0.0,
-            damping_scale=1.0,
-            molecular_scale=1.0,
-            resolving_power_scale=1.0,
-            rv_residual=0.0,
-            continuum_error=0.0,
-            continuum_offset=0.0,
-            telluric_depth=0.0,
-            bad_pixel_fraction=0.0,
-            cosmic_rays=0.0,
+            **{
+                knob.name: type(knob.default)(1 if knob.name.endswith("_scale") else 0)
+                for knob in fields(cls)
+                if knob.name != "line_list_seed"
+            }
         )
 
     def to_dict(self) -> dict:
