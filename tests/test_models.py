@@ -8,6 +8,7 @@ import pytest
 
 import mdwarf_zoo
 from mdwarf_zoo.models import ContractiveDense, DenseAutoencoder, mb24_widths
+from mdwarf_zoo.models._base import zoo_constructor
 from mdwarf_zoo.registry import get_entry
 
 ALL_MODELS = mdwarf_zoo.list_models()
@@ -282,6 +283,15 @@ def test_penalties_enter_the_training_loss():
 def test_bad_constructor_arguments(name, overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         mdwarf_zoo.create_model(name, **overrides)
+
+
+def test_every_constructor_argument_has_a_check():
+    # A new argument must get a rule in ARGUMENT_CHECKS before it can pass unchecked.
+    def __init__(self, depth: int = 3, **kwargs):
+        super().__init__(**kwargs)
+
+    with pytest.raises(TypeError, match=r"__init__ has unchecked arguments \['depth'\]"):
+        zoo_constructor(__init__)
 
 
 def test_other_windows_and_latent_sizes():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -54,12 +56,29 @@ def check_choice(owner: str, name: str, value: Any, allowed: Sequence[str]) -> s
     return value
 
 
-def check_seed(owner: str, value: Any) -> int | None:
+def check_seed(owner: str, name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{owner}: seed must be None or an integer >= 0, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be None or an integer >= 0, got {value!r}")
     return int(value)
+
+
+#: How each constructor argument of the zoo is checked, by its name: one rule per name, so an
+#: argument means the same, and fails with the same message, in every family.
+ARGUMENT_CHECKS: dict[str, Callable[[str, str, Any], Any]] = {
+    **dict.fromkeys(
+        ("input_length", "latent_dim", "n_outputs", "kernel_size", "strides", "pool_size"),
+        check_positive_int,
+    ),
+    **dict.fromkeys(("nf1", "nf2", "nu", "filters_1", "filters_2"), check_positive_int),
+    **dict.fromkeys(("widths", "filters", "hidden"), check_widths),
+    **dict.fromkeys(("l1", "contractive", "kl_weight"), check_nonnegative_float),
+    "learning_rate": check_positive_float,
+    "activation": functools.partial(check_choice, allowed=ACTIVATIONS),
+    "contractive_form": functools.partial(check_choice, allowed=CONTRACTIVE_FORMS),
+    "seed": check_seed,
+}
 
 
 def initializer(seed: int | None, offset: int) -> keras.initializers.Initializer:
@@ -127,8 +146,14 @@ class ContractiveDense(keras.layers.Dense):
         **kwargs: the arguments of ``keras.layers.Dense``.
     """
 
-    def __init__(self, units: int, contractive: float = 1e-4, activation: str = "relu",
-                 form: str = "activation", **kwargs):
+    def __init__(
+        self,
+        units: int,
+        contractive: float = 1e-4,
+        activation: str = "relu",
+        form: str = "activation",
+        **kwargs,
+    ):
         check_choice("ContractiveDense", "activation", activation, ACTIVATIONS)
         super().__init__(units, activation=activation, **kwargs)
         self.contractive = check_nonnegative_float("ContractiveDense", "contractive", contractive)
@@ -148,7 +173,8 @@ class ContractiveDense(keras.layers.Dense):
             kernel = ops.stop_gradient(kernel)
         else:
             derivative = activation_derivative(
-                self.activation_name, ops.cast(pre_activation, "float32"),
+                self.activation_name,
+                ops.cast(pre_activation, "float32"),
                 ops.cast(output, "float32"),
             )
         column_norms = ops.sum(ops.square(kernel), axis=0)
@@ -185,7 +211,7 @@ class GaussianSampling(keras.layers.Layer):
     def __init__(self, kl_weight: float = 1e-5, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.kl_weight = check_nonnegative_float("GaussianSampling", "kl_weight", kl_weight)
-        self.seed = check_seed("GaussianSampling", seed)
+        self.seed = check_seed("GaussianSampling", "seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
@@ -208,25 +234,63 @@ class GaussianSampling(keras.layers.Layer):
         return config
 
 
+def zoo_constructor(init: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a zoo architecture's ``__init__`` with the steps every architecture shares.
+
+    Before ``init`` runs, each argument of its signature is checked by its name
+    (``ARGUMENT_CHECKS``; the message names the class, the argument and its value) and passed
+    on checked (``int``, ``float``, widths as a ``list``). ``init`` builds the layers and calls
+    ``super().__init__(inputs=..., outputs=..., **kwargs)``. After it, every argument is kept
+    as an attribute and for ``get_config()`` (except those in the class's
+    ``config_omits_defaults`` while at their default), and the model is compiled with
+    ``compile_default``.
+
+    Raises:
+        TypeError: when ``init`` has an argument without a rule in ``ARGUMENT_CHECKS``.
+    """
+    signature = inspect.signature(init)
+    parameters = list(signature.parameters.values())[1:]
+    names = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    extra = next((p.name for p in parameters if p.kind is p.VAR_KEYWORD), None)
+    unchecked = [name for name in names if name not in ARGUMENT_CHECKS]
+    if unchecked:
+        raise TypeError(f"zoo_constructor: {init.__qualname__} has unchecked arguments {unchecked}")
+
+    @functools.wraps(init)
+    def checked_init(self, *args, **kwargs) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        owner = type(self).__name__
+        config = {name: ARGUMENT_CHECKS[name](owner, name, bound.arguments[name]) for name in names}
+        init(self, **config, **bound.arguments.get(extra, {}))
+        for name, value in config.items():
+            setattr(self, name, value)
+        self._zoo_config = {
+            name: list(value) if isinstance(value, list) else value
+            for name, value in config.items()
+            if name not in self.config_omits_defaults or value != signature.parameters[name].default
+        }
+        self.compile_default()
+
+    # Keras reads the constructor's arguments with ``inspect.getfullargspec``, which does not
+    # follow ``__wrapped__``: give it the signature of ``init``.
+    checked_init.__signature__ = signature
+    return checked_init
+
+
 class ZooModel(keras.Model):
     """Behaviour shared by every zoo architecture (a functional ``keras.Model`` subclass).
 
-    Subclasses build their graph in ``__init__``, call ``super().__init__(inputs=...,
-    outputs=...)`` and pass every constructor argument to ``store_config``, which keeps each
-    under its own name for ``get_config()``.
+    Subclasses decorate ``__init__`` with :func:`zoo_constructor`, which checks the arguments,
+    keeps each under its own name for ``get_config()`` and compiles the model; ``__init__``
+    itself builds the graph and calls ``super().__init__(inputs=..., outputs=...)``.
     """
 
     #: ``"autoencoder"`` or ``"regressor"``.
     kind: str = ""
-
-    def store_config(self, **config: Any) -> None:
-        """Keep every constructor argument under its own name; ``get_config()`` returns them."""
-        for name, value in config.items():
-            setattr(self, name, value)
-        self._zoo_config = {
-            name: list(value) if isinstance(value, (list, tuple)) else value
-            for name, value in config.items()
-        }
+    #: Constructor arguments ``get_config()`` leaves out at their default value: options added
+    #: after models were saved without them, whose configs stay as they were.
+    config_omits_defaults: tuple[str, ...] = ()
 
     def compile_default(self) -> None:
         """Compile with Adam at ``self.learning_rate`` and MSE (extra terms are model losses).
@@ -288,14 +352,21 @@ class Autoencoder(ZooModel):
     """
 
     kind = "autoencoder"
+    #: The name of the bottleneck layer (what ``model.encoder`` returns).
+    bottleneck_name: str = "bottleneck"
+    #: The name of the last layer before the decoder.
+    encoder_end_name: str = "bottleneck"
 
     @property
     def bottleneck_index(self) -> int:
-        return self._bottleneck_index
+        return self._layer_index(self.bottleneck_name)
 
     @property
     def decoder_start(self) -> int:
-        return self._decoder_start
+        return self._layer_index(self.encoder_end_name) + 1
+
+    def _layer_index(self, name: str) -> int:
+        return [layer.name for layer in self.layers].index(name)
 
     @property
     def default_freeze(self) -> int:

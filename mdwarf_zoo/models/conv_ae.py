@@ -8,18 +8,8 @@ from collections.abc import Sequence
 
 import keras
 
-from mdwarf_zoo.models._base import (
-    ACTIVATIONS,
-    Autoencoder,
-    ContractiveDense,
-    check_choice,
-    check_nonnegative_float,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
-    check_widths,
-    initializer,
-)
+from mdwarf_zoo.models._base import Autoencoder, ContractiveDense, initializer, zoo_constructor
+from mdwarf_zoo.models._blocks import chain, conv, conv_stack, dense
 from mdwarf_zoo.registry import register_model
 
 
@@ -53,6 +43,7 @@ class ConvAutoencoder(Autoencoder):
         (None, 3501)
     """
 
+    @zoo_constructor
     def __init__(
         self,
         input_length: int = 3501,
@@ -66,100 +57,53 @@ class ConvAutoencoder(Autoencoder):
         seed: int | None = None,
         **kwargs,
     ):
-        owner = type(self).__name__
-        input_length = check_positive_int(owner, "input_length", input_length)
-        filters = check_widths(owner, "filters", filters)
-        kernel_size = check_positive_int(owner, "kernel_size", kernel_size)
-        strides = check_positive_int(owner, "strides", strides)
-        latent_dim = check_positive_int(owner, "latent_dim", latent_dim)
-        activation = check_choice(owner, "activation", activation, ACTIVATIONS)
-        contractive = check_nonnegative_float(owner, "contractive", contractive)
-        learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
-        seed = check_seed(owner, seed)
+        n = len(filters)
         reduced = input_length
         for _ in filters:
             reduced = math.ceil(reduced / strides)
-        restored = reduced * strides ** len(filters)
+        convs = {"strides": strides, "activation": activation, "seed": seed}
 
         # === Layers ===
-        offset = iter(range(4 * len(filters) + 8))
-        encoder_layers = [keras.layers.Reshape((input_length, 1), name="to_channels")]
-        encoder_layers += [
-            keras.layers.Conv1D(
-                n_filters,
-                kernel_size,
-                strides=strides,
-                padding="same",
-                activation=activation,
-                kernel_initializer=initializer(seed, next(offset)),
-                name=f"encoder_conv_{i + 1}",
-            )
-            for i, n_filters in enumerate(filters)
+        encoder_layers = [
+            keras.layers.Reshape((input_length, 1), name="to_channels"),
+            *conv_stack(filters, kernel_size, "encoder_conv", **convs),
+            keras.layers.Flatten(name="encoder_flatten"),
         ]
-        encoder_layers.append(keras.layers.Flatten(name="encoder_flatten"))
         bottleneck = ContractiveDense(
             latent_dim,
             contractive=contractive,
             activation=activation,
-            kernel_initializer=initializer(seed, next(offset)),
+            kernel_initializer=initializer(seed, n),
             name="bottleneck",
         )
         decoder_layers = [
-            keras.layers.Dense(
+            dense(
                 reduced * filters[-1],
+                "decoder_dense",
                 activation=activation,
-                kernel_initializer=initializer(seed, next(offset)),
-                name="decoder_dense",
+                seed=seed,
+                offset=n + 1,
             ),
             keras.layers.Reshape((reduced, filters[-1]), name="decoder_reshape"),
-        ]
-        decoder_layers += [
-            keras.layers.Conv1DTranspose(
-                n_filters,
-                kernel_size,
-                strides=strides,
-                padding="same",
-                activation=activation,
-                kernel_initializer=initializer(seed, next(offset)),
-                name=f"decoder_conv_{i + 1}",
-            )
-            for i, n_filters in enumerate(reversed(filters))
-        ]
-        decoder_layers += [
-            keras.layers.Conv1D(
+            *conv_stack(
+                filters[::-1], kernel_size, "decoder_conv", offset=n + 2, transpose=True, **convs
+            ),
+            conv(
                 1,
                 kernel_size,
-                padding="same",
+                "reconstruction_conv",
                 activation="sigmoid",
-                kernel_initializer=initializer(seed, next(offset)),
-                name="reconstruction_conv",
+                seed=seed,
+                offset=2 * n + 2,
             ),
-            keras.layers.Cropping1D((0, restored - input_length), name="crop"),
+            keras.layers.Cropping1D((0, reduced * strides**n - input_length), name="crop"),
             keras.layers.Flatten(name="reconstruction"),
         ]
 
         # === Functional model ===
         spectrum = keras.Input((input_length,), name="spectrum")
-        x = spectrum
-        for layer in [*encoder_layers, bottleneck, *decoder_layers]:
-            x = layer(x)
-        super().__init__(inputs=spectrum, outputs=x, **kwargs)
-
-        # === Config ===
-        self.store_config(
-            input_length=input_length,
-            filters=filters,
-            kernel_size=kernel_size,
-            strides=strides,
-            latent_dim=latent_dim,
-            activation=activation,
-            contractive=contractive,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
-        self._bottleneck_index = len(encoder_layers) + 1
-        self._decoder_start = self._bottleneck_index + 1
-        self.compile_default()
+        outputs = chain(spectrum, [*encoder_layers, bottleneck, *decoder_layers])
+        super().__init__(inputs=spectrum, outputs=outputs, **kwargs)
 
 
 @register_model("autoencoder")

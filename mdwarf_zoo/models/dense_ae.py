@@ -13,19 +13,13 @@ from collections.abc import Sequence
 import keras
 
 from mdwarf_zoo.models._base import (
-    ACTIVATIONS,
-    CONTRACTIVE_FORMS,
-    ActivityL1,
     Autoencoder,
     ContractiveDense,
-    check_choice,
-    check_nonnegative_float,
-    check_positive_float,
     check_positive_int,
-    check_seed,
-    check_widths,
     initializer,
+    zoo_constructor,
 )
+from mdwarf_zoo.models._blocks import chain, dense_decoder, dense_stack
 from mdwarf_zoo.registry import register_model
 
 MB24_INPUT_LENGTH = 3501
@@ -75,6 +69,9 @@ class DenseAutoencoder(Autoencoder):
         Mas-Buitrago et al. 2024, A&A 687, A205 (arXiv:2405.08703).
     """
 
+    config_omits_defaults = ("contractive_form",)
+
+    @zoo_constructor
     def __init__(
         self,
         input_length: int = MB24_INPUT_LENGTH,
@@ -88,32 +85,10 @@ class DenseAutoencoder(Autoencoder):
         contractive_form: str = "activation",
         **kwargs,
     ):
-        owner = type(self).__name__
-        input_length = check_positive_int(owner, "input_length", input_length)
-        widths = check_widths(owner, "widths", widths)
-        latent_dim = check_positive_int(owner, "latent_dim", latent_dim)
-        activation = check_choice(owner, "activation", activation, ACTIVATIONS)
-        l1 = check_nonnegative_float(owner, "l1", l1)
-        contractive = check_nonnegative_float(owner, "contractive", contractive)
-        contractive_form = check_choice(owner, "contractive_form", contractive_form,
-                                        CONTRACTIVE_FORMS)
-        learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
-        seed = check_seed(owner, seed)
-
         # === Layers ===
-        def regularizer(apply: bool):
-            return ActivityL1(l1) if apply and l1 > 0 else None
-
-        encoder_layers = [
-            keras.layers.Dense(
-                width,
-                activation=activation,
-                kernel_initializer=initializer(seed, i),
-                activity_regularizer=regularizer(i > 0),
-                name=f"encoder_{i + 1}",
-            )
-            for i, width in enumerate(widths)
-        ]
+        encoder_layers = dense_stack(
+            widths, "encoder", activation=activation, seed=seed, l1=l1, l1_from=1
+        )
         bottleneck = ContractiveDense(
             latent_dim,
             contractive=contractive,
@@ -122,46 +97,14 @@ class DenseAutoencoder(Autoencoder):
             kernel_initializer=initializer(seed, len(widths)),
             name="bottleneck",
         )
-        decoder_layers = [
-            keras.layers.Dense(
-                width,
-                activation=activation,
-                kernel_initializer=initializer(seed, len(widths) + 1 + i),
-                activity_regularizer=regularizer(True),
-                name=f"decoder_{i + 1}",
-            )
-            for i, width in enumerate(reversed(widths))
-        ]
-        output_layer = keras.layers.Dense(
-            input_length,
-            activation="sigmoid",
-            kernel_initializer=initializer(seed, 2 * len(widths) + 1),
-            name="reconstruction",
+        decoder_layers = dense_decoder(
+            input_length, widths, activation=activation, seed=seed, l1=l1
         )
 
         # === Functional model ===
         spectrum = keras.Input((input_length,), name="spectrum")
-        x = spectrum
-        for layer in [*encoder_layers, bottleneck, *decoder_layers, output_layer]:
-            x = layer(x)
-        super().__init__(inputs=spectrum, outputs=x, **kwargs)
-
-        # === Config ===
-        self.store_config(
-            input_length=input_length,
-            widths=widths,
-            latent_dim=latent_dim,
-            activation=activation,
-            l1=l1,
-            contractive=contractive,
-            learning_rate=learning_rate,
-            seed=seed,
-            **({"contractive_form": contractive_form}
-               if contractive_form != "activation" else {}),
-        )
-        self._bottleneck_index = len(widths) + 1
-        self._decoder_start = len(widths) + 2
-        self.compile_default()
+        outputs = chain(spectrum, [*encoder_layers, bottleneck, *decoder_layers])
+        super().__init__(inputs=spectrum, outputs=outputs, **kwargs)
 
 
 def _mb24(name: str, first_width: int, **overrides) -> DenseAutoencoder:

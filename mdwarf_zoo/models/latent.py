@@ -6,14 +6,8 @@ from collections.abc import Sequence
 
 import keras
 
-from mdwarf_zoo.models._base import (
-    ZooModel,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
-    check_widths,
-    initializer,
-)
+from mdwarf_zoo.models._base import ZooModel, zoo_constructor
+from mdwarf_zoo.models._blocks import chain, conv_stack, regression_head
 from mdwarf_zoo.registry import register_model
 
 
@@ -48,6 +42,7 @@ class LatentCNN(ZooModel):
 
     kind = "regressor"
 
+    @zoo_constructor
     def __init__(
         self,
         latent_dim: int = 32,
@@ -59,67 +54,17 @@ class LatentCNN(ZooModel):
         seed: int | None = None,
         **kwargs,
     ):
-        owner = type(self).__name__
-        latent_dim = check_positive_int(owner, "latent_dim", latent_dim)
-        nf1 = check_positive_int(owner, "nf1", nf1)
-        nf2 = check_positive_int(owner, "nf2", nf2)
-        nu = check_positive_int(owner, "nu", nu)
-        n_outputs = check_positive_int(owner, "n_outputs", n_outputs)
-        learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
-        seed = check_seed(owner, seed)
-
         # === Layers ===
         layers = [
             keras.layers.Reshape((latent_dim, 1), name="to_channels"),
-            keras.layers.Conv1D(
-                nf1,
-                2,
-                padding="same",
-                activation="relu",
-                kernel_initializer=initializer(seed, 0),
-                name="conv_1",
-            ),
-            keras.layers.Conv1D(
-                nf2,
-                2,
-                padding="same",
-                activation="relu",
-                kernel_initializer=initializer(seed, 1),
-                name="conv_2",
-            ),
+            *conv_stack((nf1, nf2), 2, "conv", seed=seed),
             keras.layers.Flatten(name="flatten"),
+            *regression_head((256, 128, nu), n_outputs, seed=seed, offset=2),
         ]
-        for i, units in enumerate((256, 128, nu)):
-            layers.append(
-                keras.layers.Dense(
-                    units,
-                    activation="relu",
-                    kernel_initializer=initializer(seed, 2 + i),
-                    name=f"dense_{i + 1}",
-                )
-            )
-        layers.append(
-            keras.layers.Dense(n_outputs, kernel_initializer=initializer(seed, 5), name="output")
-        )
 
         # === Functional model ===
         latent = keras.Input((latent_dim,), name="latent")
-        x = latent
-        for layer in layers:
-            x = layer(x)
-        super().__init__(inputs=latent, outputs=x, **kwargs)
-
-        # === Config ===
-        self.store_config(
-            latent_dim=latent_dim,
-            nf1=nf1,
-            nf2=nf2,
-            nu=nu,
-            n_outputs=n_outputs,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
-        self.compile_default()
+        super().__init__(inputs=latent, outputs=chain(latent, layers), **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="mdwarf_zoo")
@@ -144,6 +89,7 @@ class LatentMLP(ZooModel):
 
     kind = "regressor"
 
+    @zoo_constructor
     def __init__(
         self,
         latent_dim: int = 32,
@@ -153,45 +99,10 @@ class LatentMLP(ZooModel):
         seed: int | None = None,
         **kwargs,
     ):
-        owner = type(self).__name__
-        latent_dim = check_positive_int(owner, "latent_dim", latent_dim)
-        hidden = check_widths(owner, "hidden", hidden)
-        n_outputs = check_positive_int(owner, "n_outputs", n_outputs)
-        learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
-        seed = check_seed(owner, seed)
-
-        # === Layers ===
-        layers = [
-            keras.layers.Dense(
-                units,
-                activation="relu",
-                kernel_initializer=initializer(seed, i),
-                name=f"dense_{i + 1}",
-            )
-            for i, units in enumerate(hidden)
-        ]
-        layers.append(
-            keras.layers.Dense(
-                n_outputs, kernel_initializer=initializer(seed, len(hidden)), name="output"
-            )
-        )
-
         # === Functional model ===
         latent = keras.Input((latent_dim,), name="latent")
-        x = latent
-        for layer in layers:
-            x = layer(x)
-        super().__init__(inputs=latent, outputs=x, **kwargs)
-
-        # === Config ===
-        self.store_config(
-            latent_dim=latent_dim,
-            hidden=hidden,
-            n_outputs=n_outputs,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
-        self.compile_default()
+        outputs = chain(latent, regression_head(hidden, n_outputs, seed=seed))
+        super().__init__(inputs=latent, outputs=outputs, **kwargs)
 
 
 @register_model("regressor")

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import keras
 
-from mdwarf_zoo.models._base import (
-    ZooModel,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
-    initializer,
-)
+from mdwarf_zoo.models._base import ZooModel, zoo_constructor
+from mdwarf_zoo.models._blocks import chain, conv_stack, regression_head
 from mdwarf_zoo.registry import register_model
 
 
@@ -35,7 +30,8 @@ class SpectrumCNN(ZooModel):
         seed: seed of the weight initialisers.
 
     Raises:
-        ValueError: for an argument outside its allowed values; the message names it.
+        ValueError: for an argument outside its allowed values, or ``input_length`` below
+            ``kernel_size * pool_size``; the message names the argument.
 
     Examples:
         >>> import mdwarf_zoo
@@ -48,6 +44,7 @@ class SpectrumCNN(ZooModel):
 
     kind = "regressor"
 
+    @zoo_constructor
     def __init__(
         self,
         input_length: int = 3501,
@@ -60,70 +57,24 @@ class SpectrumCNN(ZooModel):
         seed: int | None = None,
         **kwargs,
     ):
-        owner = type(self).__name__
-        input_length = check_positive_int(owner, "input_length", input_length)
-        n_outputs = check_positive_int(owner, "n_outputs", n_outputs)
-        filters_1 = check_positive_int(owner, "filters_1", filters_1)
-        filters_2 = check_positive_int(owner, "filters_2", filters_2)
-        kernel_size = check_positive_int(owner, "kernel_size", kernel_size)
-        pool_size = check_positive_int(owner, "pool_size", pool_size)
-        learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
-        seed = check_seed(owner, seed)
         if input_length < kernel_size * pool_size:
             raise ValueError(
-                f"{owner}: input_length must be at least kernel_size * pool_size = "
+                f"{type(self).__name__}: input_length must be at least kernel_size * pool_size = "
                 f"{kernel_size * pool_size}, got {input_length}"
             )
 
         # === Layers ===
         layers = [
             keras.layers.Reshape((input_length, 1), name="to_channels"),
-            keras.layers.Conv1D(
-                filters_1,
-                kernel_size,
-                padding="same",
-                activation="relu",
-                kernel_initializer=initializer(seed, 0),
-                name="conv_1",
-            ),
-            keras.layers.Conv1D(
-                filters_2,
-                kernel_size,
-                padding="same",
-                activation="relu",
-                kernel_initializer=initializer(seed, 1),
-                name="conv_2",
-            ),
+            *conv_stack((filters_1, filters_2), kernel_size, "conv", seed=seed),
             keras.layers.MaxPooling1D(pool_size, name="pool"),
             keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(
-                256, activation="relu", kernel_initializer=initializer(seed, 2), name="dense_1"
-            ),
-            keras.layers.Dense(
-                128, activation="relu", kernel_initializer=initializer(seed, 3), name="dense_2"
-            ),
-            keras.layers.Dense(n_outputs, kernel_initializer=initializer(seed, 4), name="output"),
+            *regression_head((256, 128), n_outputs, seed=seed, offset=2),
         ]
 
         # === Functional model ===
         spectrum = keras.Input((input_length,), name="spectrum")
-        x = spectrum
-        for layer in layers:
-            x = layer(x)
-        super().__init__(inputs=spectrum, outputs=x, **kwargs)
-
-        # === Config ===
-        self.store_config(
-            input_length=input_length,
-            n_outputs=n_outputs,
-            filters_1=filters_1,
-            filters_2=filters_2,
-            kernel_size=kernel_size,
-            pool_size=pool_size,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
-        self.compile_default()
+        super().__init__(inputs=spectrum, outputs=chain(spectrum, layers), **kwargs)
 
 
 @register_model("regressor")

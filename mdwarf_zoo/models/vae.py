@@ -6,18 +6,8 @@ from collections.abc import Sequence
 
 import keras
 
-from mdwarf_zoo.models._base import (
-    ACTIVATIONS,
-    Autoencoder,
-    GaussianSampling,
-    check_choice,
-    check_nonnegative_float,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
-    check_widths,
-    initializer,
-)
+from mdwarf_zoo.models._base import Autoencoder, GaussianSampling, zoo_constructor
+from mdwarf_zoo.models._blocks import chain, dense, dense_decoder, dense_stack
 from mdwarf_zoo.models.dense_ae import mb24_widths
 from mdwarf_zoo.registry import register_model
 
@@ -49,6 +39,10 @@ class VariationalAutoencoder(Autoencoder):
         (None, 8)
     """
 
+    bottleneck_name = "latent_mean"
+    encoder_end_name = "sampling"
+
+    @zoo_constructor
     def __init__(
         self,
         input_length: int = 3501,
@@ -60,30 +54,10 @@ class VariationalAutoencoder(Autoencoder):
         seed: int | None = None,
         **kwargs,
     ):
-        owner = type(self).__name__
-        input_length = check_positive_int(owner, "input_length", input_length)
-        widths = check_widths(owner, "widths", widths)
-        latent_dim = check_positive_int(owner, "latent_dim", latent_dim)
-        activation = check_choice(owner, "activation", activation, ACTIVATIONS)
-        kl_weight = check_nonnegative_float(owner, "kl_weight", kl_weight)
-        learning_rate = check_positive_float(owner, "learning_rate", learning_rate)
-        seed = check_seed(owner, seed)
-        n = len(widths)
-
         # === Layers ===
-        encoder_layers = [
-            keras.layers.Dense(
-                width,
-                activation=activation,
-                kernel_initializer=initializer(seed, i),
-                name=f"encoder_{i + 1}",
-            )
-            for i, width in enumerate(widths)
-        ]
+        encoder_layers = dense_stack(widths, "encoder", activation=activation, seed=seed)
+        latent_mean = dense(latent_dim, "latent_mean", seed=seed, offset=len(widths))
         # Start the log-variance small so early samples stay close to the mean.
-        latent_mean = keras.layers.Dense(
-            latent_dim, kernel_initializer=initializer(seed, n), name="latent_mean"
-        )
         latent_log_var = keras.layers.Dense(
             latent_dim,
             kernel_initializer="zeros",
@@ -91,50 +65,13 @@ class VariationalAutoencoder(Autoencoder):
             name="latent_log_var",
         )
         sampling = GaussianSampling(kl_weight=kl_weight, seed=seed, name="sampling")
-        decoder_layers = [
-            keras.layers.Dense(
-                width,
-                activation=activation,
-                kernel_initializer=initializer(seed, n + 1 + i),
-                name=f"decoder_{i + 1}",
-            )
-            for i, width in enumerate(reversed(widths))
-        ]
-        decoder_layers.append(
-            keras.layers.Dense(
-                input_length,
-                activation="sigmoid",
-                kernel_initializer=initializer(seed, 2 * n + 1),
-                name="reconstruction",
-            )
-        )
+        decoder_layers = dense_decoder(input_length, widths, activation=activation, seed=seed)
 
         # === Functional model ===
         spectrum = keras.Input((input_length,), name="spectrum")
-        x = spectrum
-        for layer in encoder_layers:
-            x = layer(x)
-        mean = latent_mean(x)
-        log_var = latent_log_var(x)
-        x = sampling([mean, log_var])
-        for layer in decoder_layers:
-            x = layer(x)
-        super().__init__(inputs=spectrum, outputs=x, **kwargs)
-
-        # === Config ===
-        self.store_config(
-            input_length=input_length,
-            widths=widths,
-            latent_dim=latent_dim,
-            activation=activation,
-            kl_weight=kl_weight,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
-        names = [layer.name for layer in self.layers]
-        self._bottleneck_index = names.index("latent_mean")
-        self._decoder_start = names.index("sampling") + 1
-        self.compile_default()
+        x = chain(spectrum, encoder_layers)
+        x = sampling([latent_mean(x), latent_log_var(x)])
+        super().__init__(inputs=spectrum, outputs=chain(x, decoder_layers), **kwargs)
 
 
 @register_model("autoencoder")
