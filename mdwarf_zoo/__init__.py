@@ -28,7 +28,7 @@ _PUBLIC = {
     "push_to_hub": "mdwarf_zoo.hub",
     "save_pretrained": "mdwarf_zoo.hub",
     "transfer": "mdwarf_zoo.transfer",
-    "list_pretrained": "mdwarf_zoo.weights",
+    "list_pretrained": "mdwarf_zoo.hub.catalogue",
     "load_pipeline": "mdwarf_zoo.predict",
     "calibrate": "mdwarf_zoo.calibration",
     "Calibration": "mdwarf_zoo.calibration",

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
+from mdwarf_zoo.hub.catalogue import PIPELINE_FILE, PIPELINE_FORMAT
 
 __all__ = [
     "PretrainedPipeline",
@@ -732,8 +732,7 @@ def load_pipeline(source: str | os.PathLike) -> PretrainedPipeline:
                 f"{folder} holds no {PIPELINE_FILE}: not a pipeline folder "
                 "(a run folder gets one at its ensemble stage)"
             )
-        from mdwarf_zoo.hub import download
-        from mdwarf_zoo.weights import get_pretrained, list_pretrained
+        from mdwarf_zoo.hub import download, get_pretrained, list_pretrained
 
         if str(source) not in list_pretrained():
             raise FileNotFoundError(

@@ -643,7 +643,7 @@ def save_pretrained(
         ...                            label_units=["K", "dex", "dex", "km/s"])  # doctest: +SKIP
         PosixPath('dense_ae_1024_mb24')
     """
-    from mdwarf_zoo.cards import build_card
+    from mdwarf_zoo.hub.cards import build_card
 
     directory = Path(directory)
     _check_target(directory, overwrite)
@@ -702,7 +702,7 @@ class _Source:
 
 
 def _parse_source(source: str | os.PathLike, revision: str | None) -> _Source:
-    from mdwarf_zoo import weights
+    from mdwarf_zoo.hub import catalogue as weights
 
     if isinstance(source, os.PathLike) or Path(str(source)).is_dir():
         if revision is not None:

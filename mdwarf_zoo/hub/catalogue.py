@@ -142,7 +142,7 @@ class WeightsEntry:
 
     def card(self):
         """The entry's model card (``huggingface_hub.ModelCard``)."""
-        from mdwarf_zoo.cards import read_card
+        from mdwarf_zoo.hub.cards import read_card
 
         if self.card_path is None:
             raise FileNotFoundError(f"weights entry {self.name!r} has no README.md card")
