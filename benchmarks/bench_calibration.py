@@ -35,8 +35,8 @@ import time
 import numpy as np
 from astropy.table import Table
 
-from mdwarf_zoo.pipeline.calibration import calibrate
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.pipeline.calibration import calibrate
 from mdwarf_zoo.pipeline.pretrained import PretrainedPipeline, load_pipeline
 from mdwarf_zoo.spectra.grid import WavelengthGrid
 from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra

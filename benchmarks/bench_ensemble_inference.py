@@ -42,8 +42,8 @@ def main() -> None:
     import tensorflow as tf
 
     import mdwarf_zoo
-    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.pipeline import LabelScaler, LatentRegressor, encode, predict_ensemble
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.recipes import PARAMETERS
 
     print(

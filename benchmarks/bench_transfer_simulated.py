@@ -161,7 +161,6 @@ def main() -> None:
 
     import mdwarf_zoo
     from mdwarf_zoo.diagnostics import domain_gap_report
-    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.models import DenseAutoencoder, mb24_widths
     from mdwarf_zoo.pipeline import (
         LabelScaler,
@@ -171,6 +170,7 @@ def main() -> None:
         predict_ensemble,
         train_regressors,
     )
+    from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.spectra.grid import MB24_GRID
     from mdwarf_zoo.spectra.preprocess import continuum_normalize
     from mdwarf_zoo.spectra.preprocess import scale as clip_scale

@@ -61,8 +61,8 @@ def main() -> None:
                         help="replace the existing bundle and weights entry")
     args = parser.parse_args()
 
+    from mdwarf_zoo.hub import write_entry
     from mdwarf_zoo.pipeline.pretrained import export_pipeline, load_pipeline, write_rv_template
-    from mdwarf_zoo.weights import write_entry
 
     recipe = json.loads((args.run / "pipeline.json").read_text())["recipe"]["name"]
     if recipe != "quickstart":

@@ -33,7 +33,8 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
-_KINDS = ("autoencoder", "regressor")
+#: The kinds of architecture (a zoo model's ``kind``).
+KINDS = ("autoencoder", "regressor")
 
 
 def register_model(kind: str) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
@@ -48,8 +49,8 @@ def register_model(kind: str) -> Callable[[Callable[..., keras.Model]], Callable
     Raises:
         ValueError: for an unknown kind or a name registered twice.
     """
-    if kind not in _KINDS:
-        raise ValueError(f"register_model: kind must be one of {_KINDS}, got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"register_model: kind must be one of {KINDS}, got {kind!r}")
 
     def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         name = builder.__name__
@@ -77,8 +78,8 @@ def list_models(pattern: str | None = None, *, kind: str | None = None) -> list[
         >>> mdwarf_zoo.list_models("dense_ae_1*")
         ['dense_ae_1024', 'dense_ae_1280', 'dense_ae_1536', 'dense_ae_1792']
     """
-    if kind is not None and kind not in _KINDS:
-        raise ValueError(f"list_models: kind must be one of {_KINDS} or None, got {kind!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"list_models: kind must be one of {KINDS} or None, got {kind!r}")
     names = sorted(_REGISTRY)
     if pattern is not None:
         names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]

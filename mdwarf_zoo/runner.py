@@ -55,12 +55,12 @@ from tqdm.auto import tqdm
 
 from mdwarf_zoo._files import atomic_savez as _atomic_savez
 from mdwarf_zoo._version import __version__
+from mdwarf_zoo.hub.catalogue import PIPELINE_FILE, PIPELINE_FORMAT
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
 from mdwarf_zoo.pipeline.ensemble import write_table
 from mdwarf_zoo.pipeline.pretrained import load_pipeline
 from mdwarf_zoo.recipes import MEMBER_STAGES, STAGES, AutoencoderMember, Recipe, RecipeError
-from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT
 
 __all__ = ["STAGES", "Run", "fit_resumable", "join_cluster", "plan"]
 

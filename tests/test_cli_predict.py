@@ -42,7 +42,7 @@ def caracal_files(tmp_path_factory) -> list[Path]:
 
 def test_demo_pipeline_is_a_published_offline_entry():
     import mdwarf_zoo
-    from mdwarf_zoo.weights import get_pretrained
+    from mdwarf_zoo.hub import get_pretrained
 
     assert DEMO in mdwarf_zoo.list_pretrained()
     entry = get_pretrained(DEMO)

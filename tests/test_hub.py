@@ -16,7 +16,7 @@ from hubserver import FakeHub
 from huggingface_hub import ModelCard
 
 import mdwarf_zoo
-from mdwarf_zoo import cli, hub, weights
+from mdwarf_zoo import cli, hub
 from mdwarf_zoo.hub import (
     MANIFEST_NAME,
     ChecksumMismatchError,
@@ -26,6 +26,7 @@ from mdwarf_zoo.hub import (
     UnknownArchitectureError,
     sha256_file,
 )
+from mdwarf_zoo.hub import catalogue as hub_catalogue
 from mdwarf_zoo.models import DenseAutoencoder
 from mdwarf_zoo.spectra.grid import MB24_GRID, WavelengthGrid
 from mdwarf_zoo.spectra.preprocess import Preprocessor
@@ -494,8 +495,8 @@ def catalogue(tmp_path, monkeypatch):
     cards, bundled = tmp_path / "weights_cards", tmp_path / "bundled"
     cards.mkdir()
     bundled.mkdir()
-    monkeypatch.setattr(weights, "CARDS_ROOT", cards)
-    monkeypatch.setattr(weights, "BUNDLED_ROOT", bundled)
+    monkeypatch.setattr(hub_catalogue, "CARDS_ROOT", cards)
+    monkeypatch.setattr(hub_catalogue, "BUNDLED_ROOT", bundled)
     return cards, bundled
 
 
@@ -503,12 +504,12 @@ def test_bundled_and_hub_entries(server, hf, tiny, catalogue, capsys):
     cards, bundled = catalogue
     model, folder = tiny
     copy_folder(folder, bundled / "tiny_demo")
-    entry = weights.write_entry(
+    entry = hub_catalogue.write_entry(
         "tiny_demo", bundled / "tiny_demo", description="bundled test weights",
         license="cc-by-4.0", cards_root=cards, bundled="tiny_demo",
     )
     sha = server.commit_folder("acme/tiny_entry", folder)
-    weights.write_entry(
+    hub_catalogue.write_entry(
         "tiny_hub", folder, description="test weights on the hub", license="cc-by-4.0",
         cards_root=cards, repository="acme/tiny_entry", revision=sha,
     )
@@ -539,7 +540,7 @@ def test_bundled_and_hub_entries(server, hf, tiny, catalogue, capsys):
     with pytest.raises(ChecksumMismatchError, match="weights entry 'tiny_demo' pins"):
         mdwarf_zoo.from_pretrained("tiny_demo")
     with pytest.raises(FileExistsError, match="immutable"):
-        weights.write_entry("tiny_demo", folder, description="x", license="x",
+        hub_catalogue.write_entry("tiny_demo", folder, description="x", license="x",
                             cards_root=cards, bundled="tiny_demo")
 
 
@@ -548,13 +549,13 @@ def test_entry_records_are_validated():
     common = {"name": "x", "architecture": "dense_ae_tiny", "description": "d",
               "license": "mit", "wavelength_grid": grid}
     with pytest.raises(ValueError, match="pinned 40-hex commit sha"):
-        weights.WeightsEntry.from_dict({**common, "repository": "acme/x", "revision": "main"})
+        hub_catalogue.WeightsEntry.from_dict({**common, "repository": "acme/x", "revision": "main"})
     with pytest.raises(ValueError, match="either repository"):
-        weights.WeightsEntry.from_dict(common)
+        hub_catalogue.WeightsEntry.from_dict(common)
     with pytest.raises(ValueError, match="unknown keys"):
-        weights.WeightsEntry.from_dict({**common, "bundled": "x", "sha": "1"})
+        hub_catalogue.WeightsEntry.from_dict({**common, "bundled": "x", "sha": "1"})
     with pytest.raises(ValueError, match="unknown weights entry 'nope'"):
-        weights.get_pretrained("nope")
+        hub_catalogue.get_pretrained("nope")
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mdwarf_zoo.commands.models import format_table
-    from mdwarf_zoo.weights import get_pretrained, list_pretrained
+    from mdwarf_zoo.hub import get_pretrained, list_pretrained
 
     names = list_pretrained(args.pattern, kind=args.kind)
     if not names:

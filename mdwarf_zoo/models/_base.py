@@ -11,6 +11,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from mdwarf_zoo import hub
 from mdwarf_zoo.optimizers import FusedAdam
 
 # Activations whose derivative the contractive penalty knows in closed form.
@@ -331,9 +332,7 @@ class ZooModel(keras.Model):
             >>> source = "hf://acme/dense_ae_1024_mb24"
             >>> model = DenseAutoencoder.from_pretrained(source)  # doctest: +SKIP
         """
-        from mdwarf_zoo.hub import from_pretrained
-
-        model = from_pretrained(source, **kwargs)
+        model = hub.from_pretrained(source, **kwargs)
         if not isinstance(model, cls):
             raise TypeError(
                 f"{cls.__name__}.from_pretrained({source!r}): the checkpoint holds a "

@@ -63,7 +63,15 @@ import numpy as np
 from astropy.io import fits
 from tqdm.auto import tqdm
 
-from mdwarf_zoo.hub import download, from_pretrained, save_pretrained, sha256_file
+from mdwarf_zoo.hub import (
+    download,
+    from_pretrained,
+    get_pretrained,
+    list_pretrained,
+    save_pretrained,
+    sha256_file,
+)
+from mdwarf_zoo.hub.catalogue import PIPELINE_FILE, PIPELINE_FORMAT
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
 from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
@@ -79,7 +87,6 @@ from mdwarf_zoo.spectra.rv import doppler_shift, star_name, to_rest_frame
 from mdwarf_zoo.spectra.simulate import synthetic_spectra
 from mdwarf_zoo.transfer import clone_model
 from mdwarf_zoo.transfer import transfer as fine_tune
-from mdwarf_zoo.weights import PIPELINE_FILE, PIPELINE_FORMAT, get_pretrained, list_pretrained
 
 __all__ = [
     "PretrainedPipeline",

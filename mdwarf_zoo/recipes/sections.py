@@ -360,8 +360,8 @@ def read_regressors(c: Checker, strategy: str) -> Regressors:
 
 
 def read_ensemble(c: Checker, autoencoders: Autoencoders, regressors: Regressors) -> Ensemble:
-    from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
     from mdwarf_zoo.pipeline import ALIGNMENTS
+    from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
 
     alignment = c.choice("latent_alignment", ("none", *ALIGNMENTS), "none")
     if c.has("alignment_neighbours") and alignment != "coral_neighbours":

@@ -22,6 +22,17 @@ from types import MappingProxyType
 from typing import Any
 
 from mdwarf_zoo._resources import shipped_folder
+from mdwarf_zoo.hub.cards import read_card
+from mdwarf_zoo.hub.manifest import (
+    CARD_NAME,
+    COMMIT_SHA_PATTERN,
+    MANIFEST_NAME,
+    REPO_ID_PATTERN,
+    ChecksumMismatchError,
+    PretrainedError,
+    sha256_file,
+    verify_folder,
+)
 from mdwarf_zoo.spectra.grid import WavelengthGrid
 
 ENTRY_FILE = "entry.json"
@@ -32,8 +43,6 @@ CARDS_ROOT = shipped_folder("weights_cards")
 BUNDLED_ROOT = importlib.resources.files("mdwarf_zoo") / "data" / "weights"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: What an entry holds: one model (``from_pretrained``) or a whole pipeline (``load_pipeline``).
 KINDS = ("model", "pipeline")
@@ -101,10 +110,11 @@ class WeightsEntry:
                 f"repository={self.repository!r}, bundled={self.bundled!r}"
             )
         if self.repository is not None:
-            if not _REPO_ID.match(self.repository):
-                raise ValueError(f"{where}: repository must be 'owner/name', got "
-                                 f"{self.repository!r}")
-            if not isinstance(self.revision, str) or not _COMMIT_SHA.match(self.revision):
+            if not REPO_ID_PATTERN.match(self.repository):
+                raise ValueError(
+                    f"{where}: repository must be 'owner/name', got {self.repository!r}"
+                )
+            if not isinstance(self.revision, str) or not COMMIT_SHA_PATTERN.match(self.revision):
                 raise ValueError(
                     f"{where}: revision must be a pinned 40-hex commit sha, got {self.revision!r}"
                 )
@@ -142,8 +152,6 @@ class WeightsEntry:
 
     def card(self):
         """The entry's model card (``huggingface_hub.ModelCard``)."""
-        from mdwarf_zoo.cards import read_card
-
         if self.card_path is None:
             raise FileNotFoundError(f"weights entry {self.name!r} has no README.md card")
         return read_card(self.card_path)
@@ -155,8 +163,6 @@ class WeightsEntry:
             ChecksumMismatchError: when ``manifest_sha256`` is set and differs.
             PretrainedError: when the architecture or the wavelength grid differ.
         """
-        from mdwarf_zoo.hub import ChecksumMismatchError, PretrainedError, sha256_file
-
         if self.manifest_sha256 is not None:
             actual = sha256_file(path)
             if actual != self.manifest_sha256:
@@ -206,19 +212,33 @@ class WeightsEntry:
             ValueError: for unknown or missing keys.
         """
         known = {
-            "name", "kind", "architecture", "description", "license", "wavelength_grid",
-            "repository", "revision", "bundled", "metrics", "recipe", "recipe_sha256",
-            "manifest_sha256", "parameters", "paper",
+            "name",
+            "kind",
+            "architecture",
+            "description",
+            "license",
+            "wavelength_grid",
+            "repository",
+            "revision",
+            "bundled",
+            "metrics",
+            "recipe",
+            "recipe_sha256",
+            "manifest_sha256",
+            "parameters",
+            "paper",
         }
         unknown = set(record) - known
         if unknown:
-            raise ValueError(f"weights entry: unknown keys {sorted(unknown)}; allowed "
-                             f"{sorted(known)}")
+            raise ValueError(
+                f"weights entry: unknown keys {sorted(unknown)}; allowed {sorted(known)}"
+            )
         missing = {"name", "architecture", "description", "license", "wavelength_grid"}
         missing -= set(record)
         if missing:
-            raise ValueError(f"weights entry {record.get('name')!r}: missing keys "
-                             f"{sorted(missing)}")
+            raise ValueError(
+                f"weights entry {record.get('name')!r}: missing keys {sorted(missing)}"
+            )
         return cls(**record, **extra)
 
 
@@ -329,8 +349,6 @@ def write_entry(
         FileExistsError: when the entry already exists (entries are immutable).
         ValueError: when the folder fails verification or has no wavelength grid.
     """
-    from mdwarf_zoo.hub import CARD_NAME, MANIFEST_NAME, sha256_file, verify_folder
-
     folder = Path(folder)
     manifest = verify_folder(folder)
     if not manifest.get("wavelength_grid"):
@@ -358,10 +376,11 @@ def write_entry(
     )
     target = Path(cards_root) / name
     if target.exists():
-        raise FileExistsError(f"weights entry {name!r} already exists in {target}; entries are "
-                              "immutable, choose a new name")
+        raise FileExistsError(
+            f"weights entry {name!r} already exists in {target}; entries are "
+            "immutable, choose a new name"
+        )
     target.mkdir(parents=True)
-    (target / ENTRY_FILE).write_text(json.dumps(entry.to_dict(), indent=2) + "\n",
-                                     encoding="utf-8")
+    (target / ENTRY_FILE).write_text(json.dumps(entry.to_dict(), indent=2) + "\n", encoding="utf-8")
     (target / CARD_FILE).write_bytes((folder / CARD_NAME).read_bytes())
     return dataclasses.replace(entry, card_path=target / CARD_FILE)

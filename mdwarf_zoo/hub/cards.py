@@ -94,7 +94,7 @@ def build_card(manifest: Mapping[str, Any], *, repo_id: str | None = None) -> Mo
         A ``huggingface_hub.ModelCard``; ``str(card)`` is the ``README.md`` text.
 
     Examples:
-        >>> from mdwarf_zoo.cards import build_card
+        >>> from mdwarf_zoo.hub import build_card
         >>> card = build_card(manifest)  # doctest: +SKIP
         >>> card.data.library_name
         'keras'
