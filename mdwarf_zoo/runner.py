@@ -55,9 +55,18 @@ from tqdm.auto import tqdm
 
 from mdwarf_zoo._files import atomic_savez as _atomic_savez
 from mdwarf_zoo._version import __version__
+from mdwarf_zoo.hub import from_pretrained
 from mdwarf_zoo.hub.catalogue import PIPELINE_FILE, PIPELINE_FORMAT
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.pipeline import (
+    LabelScaler,
+    RegressorJob,
+    RegressorSpec,
+    RegressorStore,
+    predict_ensemble,
+    train_regressors,
+)
 from mdwarf_zoo.pipeline.ensemble import write_table
 from mdwarf_zoo.pipeline.pretrained import load_pipeline
 from mdwarf_zoo.recipes import MEMBER_STAGES, STAGES, AutoencoderMember, Recipe, RecipeError
@@ -929,9 +938,9 @@ class Run:
         }
 
     def _stage_regressors(self, member: AutoencoderMember) -> None:
-        from mdwarf_zoo.pipeline import LatentScaler, stratified_split
-        from mdwarf_zoo.registry import create_model
-
+        """Stage 3 through :func:`mdwarf_zoo.pipeline.train_regressors` (the member folder as
+        its store: resumable, each regressor saved when trained), then every regressor's
+        predictions of the observed stars with and without transfer (``predictions.npz``)."""
         folder = self.member_folder(member)
         # With "multi_worker" this is also where the other workers wait for the chief's latents.
         if self._agree((folder / "predictions.npz").is_file()):
@@ -940,181 +949,53 @@ class Run:
             folder / "latents.npz", f"encoding of {member.name}", f"--member {member.index}"
         )
         synthetic = self._read(self.synthetic_path)
-        scaling = self.label_scaling(synthetic.labels)
+        settings = self.recipe.regressors
+        parameters = settings.parameters
         with np.load(folder / "latents.npz") as saved:
             latents = {key: saved[key] for key in saved.files}
-        settings_all = self.recipe.regressors
-        results: dict[str, np.ndarray] = {}
-        extra: dict[str, Any] = {}
-        if settings_all.standardize_latents:
-            latent_scaler = LatentScaler.fit(latents["synthetic"])
-            for key in ("synthetic", "observed", "observed_no_transfer"):
-                latents[key] = latent_scaler.transform(latents[key])
-            # Kept with the predictions it produced, for pipeline.json: the regressors read
-            # these standardised latents.
-            results["latent_mean"], results["latent_std"] = latent_scaler.mean, latent_scaler.std
-            extra["extra"] = {"latent_scaling": latent_scaler.to_dict()}
         if self.chief:
             (folder / "regressors").mkdir(exist_ok=True)
         with self._lock(folder):
-            if settings_all.fused:
-                self._train_fused_regressors(member, folder, latents, synthetic.labels,
-                                             scaling, extra)
-            for p_index, name in enumerate(settings_all.parameters):
-                settings = settings_all.settings[name]
-                target = (synthetic.labels[:, _COLUMN[name]] - scaling[name]["mean"]) / scaling[
-                    name
-                ]["std"]
-                mse, observed, no_transfer = [], [], []
-                for k in range(settings_all.seeds):
-                    seed = _regressor_seed(member, p_index, k)
-                    out = folder / "regressors" / f"{name}_seed{k}"
-                    train, val = stratified_split(
-                        synthetic.labels[:, _COLUMN[name]], settings.validation_split, seed=seed
-                    )
-                    _determinism(seed)
-                    if self._agree(out.is_dir()):
-                        if not self.chief:
-                            continue
-                        from mdwarf_zoo.hub import from_pretrained
-
-                        model = from_pretrained(out)
-                    else:
-                        checkpoint = folder / "regressors" / f"{name}_seed{k}.ckpt"
-                        model, history = self._train(
-                            lambda settings=settings, seed=seed: create_model(
-                                settings.architecture,
-                                latent_dim=latents["synthetic"].shape[1],
-                                learning_rate=settings.learning_rate,
-                                seed=seed,
-                                **settings.overrides,
-                            ),
-                            latents["synthetic"][train],
-                            target[train],
-                            epochs=settings.epochs,
-                            batch_size=settings.batch_size,
-                            seed=seed,
-                            checkpoint=checkpoint,
-                            validation=(latents["synthetic"][val], target[val]),
-                            description=f"{member.name} {name} seed {k}",
-                        )
-                        if not self.chief:
-                            continue
-                        val_mse = float(
-                            np.mean(
-                                (
-                                    model.predict(latents["synthetic"][val], verbose=0)[:, 0]
-                                    - target[val]
-                                )
-                                ** 2
-                            )
-                        )
-                        self._save_regressor(member, model, out, name, scaling, val_mse,
-                                             _history_text(history, f"{name} regressor"), extra)
-                        _remove_checkpoint(checkpoint)
-                    val_pred = model.predict(latents["synthetic"][val], verbose=0)[:, 0]
-                    mse.append(float(np.mean((val_pred - target[val]) ** 2)))
-
-                    def physical(values: np.ndarray, name: str = name) -> np.ndarray:
-                        return values * scaling[name]["std"] + scaling[name]["mean"]
-
-                    observed.append(physical(model.predict(latents["observed"], verbose=0)[:, 0]))
-                    no_transfer.append(
-                        physical(model.predict(latents["observed_no_transfer"], verbose=0)[:, 0])
-                    )
-                if not self.chief:
-                    continue
-                results[f"{name}_validation_mse"] = np.array(mse)
-                results[f"{name}_observed"] = np.stack(observed)
-                results[f"{name}_observed_no_transfer"] = np.stack(no_transfer)
-            if self.chief:
-                _atomic_savez(folder / "predictions.npz", **results)
-
-    def _train_fused_regressors(
-        self,
-        member: AutoencoderMember,
-        folder: Path,
-        latents: dict[str, np.ndarray],
-        labels: np.ndarray,
-        scaling: dict[str, dict[str, float]],
-        extra: dict[str, Any],
-    ) -> None:
-        """``[regressors] fused = true``: the member's regressors not yet saved, trained as the
-        branches of one model per (architecture, overrides, batch size, epochs), with the
-        seeds, splits and batch order of the one-by-one path (so the same weights to float32
-        rounding), a checkpoint per group after every epoch, and saved where the one-by-one
-        path saves them (it then only loads them)."""
-        from mdwarf_zoo.fused import train_fused
-        from mdwarf_zoo.pipeline import stratified_split
-        from mdwarf_zoo.registry import create_model
-
-        settings_all = self.recipe.regressors
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for p_index, name in enumerate(settings_all.parameters):
-            settings = settings_all.settings[name]
-            for k in range(settings_all.seeds):
-                out = folder / "regressors" / f"{name}_seed{k}"
-                if out.is_dir():
-                    continue
-                seed = _regressor_seed(member, p_index, k)
-                train, val = stratified_split(
-                    labels[:, _COLUMN[name]], settings.validation_split, seed=seed
-                )
-                key = json.dumps(
-                    [settings.architecture, settings.overrides, settings.batch_size,
-                     settings.epochs], sort_keys=True, default=str,
-                )
-                groups.setdefault(key, []).append({
-                    "name": name, "k": k, "seed": seed, "out": out, "train": train, "val": val,
-                    "settings": settings,
-                    "target": (labels[:, _COLUMN[name]] - scaling[name]["mean"])
-                    / scaling[name]["std"],
-                })
-        for jobs in groups.values():
-            settings = jobs[0]["settings"]
-            models = []
-            for job in jobs:
-                _determinism(job["seed"])
-                models.append(create_model(
-                    job["settings"].architecture,
-                    latent_dim=latents["synthetic"].shape[1],
-                    learning_rate=job["settings"].learning_rate,
-                    seed=job["seed"],
-                    **job["settings"].overrides,
-                ))
-            # The checkpoint is named after its branches, so a group that lost members (saved
-            # before an interruption) never reads another group's checkpoint.
-            names = "-".join(f"{job['name']}{job['k']}" for job in jobs)
-            tag = hashlib.sha256(names.encode()).hexdigest()[:12]
-            checkpoint = folder / "regressors" / f"fused_{tag}.ckpt.npz"
-            results = train_fused(
-                models,
+            regressors = train_regressors(
                 latents["synthetic"],
-                np.stack([job["target"] for job in jobs]).astype(np.float32),
-                [job["train"] for job in jobs],
-                [job["val"] for job in jobs],
-                seeds=[job["seed"] for job in jobs],
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                checkpoint=checkpoint,
-                description=f"{member.name} fused regressors ({len(jobs)})",
+                synthetic.labels[:, [_COLUMN[n] for n in parameters]],
+                autoencoder=member.name,
+                parameters=parameters,
+                seeds={name: [_regressor_seed(member, p, k) for k in range(settings.seeds)]
+                       for p, name in enumerate(parameters)},
+                specs={name: _regressor_spec(settings.settings[name]) for name in parameters},
+                scaler=self._label_scaler(synthetic.labels),
+                standardize_latents=settings.standardize_latents,
+                fused=settings.fused,
                 progress=self.progress,
+                store=_MemberRegressors(self, member),
             )
-            for job, model, result in zip(jobs, models, results, strict=True):
-                name, val = job["name"], job["val"]
-                val_mse = float(np.mean(
-                    (model.predict(latents["synthetic"][val], verbose=0)[:, 0]
-                     - job["target"][val]) ** 2
-                ))
-                history = [
-                    {"loss": loss, "val_loss": val_loss}
-                    for loss, val_loss in zip(
-                        result.history["loss"], result.history["val_loss"], strict=True
-                    )
-                ]
-                self._save_regressor(member, model, job["out"], name, scaling, val_mse,
-                                     _history_text(history, f"{name} regressor (fused)"), extra)
-            checkpoint.unlink(missing_ok=True)
+            if not self.chief:
+                return
+            named = {member.name: latents["observed"]}
+            observed, _ = predict_ensemble(regressors, named, exact=True)
+            named = {member.name: latents["observed_no_transfer"]}
+            no_transfer, _ = predict_ensemble(regressors, named, exact=True)
+            results: dict[str, np.ndarray] = {}
+            scaler = regressors[0].latent_scaler
+            if scaler is not None:
+                # Kept with the predictions it produced, for pipeline.json: the regressors read
+                # these standardised latents.
+                results["latent_mean"], results["latent_std"] = scaler.mean, scaler.std
+            for name in parameters:
+                results[f"{name}_validation_mse"] = np.array(
+                    [r.validation_mse for r in regressors if r.parameter == name]
+                )
+                results[f"{name}_observed"] = observed[name]
+                results[f"{name}_observed_no_transfer"] = no_transfer[name]
+            _atomic_savez(folder / "predictions.npz", **results)
+
+    def _label_scaler(self, labels: np.ndarray) -> LabelScaler:
+        """The regressors' label standardisation (:meth:`label_scaling`) as a scaler."""
+        names = self.recipe.regressors.parameters
+        scaling = self.label_scaling(labels)
+        return LabelScaler(names, [scaling[n]["mean"] for n in names],
+                           [scaling[n]["std"] for n in names])
 
     def _save_regressor(self, member, model, out: Path, name: str,
                         scaling: dict[str, dict[str, float]], val_mse: float, training: str,
@@ -1337,7 +1218,6 @@ class Run:
 
     def report(self) -> tuple[Path, list[Path], Path]:
         """``diagnostics.json``, the plots and ``report.md``."""
-        import hashlib
 
         from astropy.table import Table
 
@@ -1606,6 +1486,67 @@ def _wait_for(paths: list[Path], what: str, poll_s: float = 0.5) -> None:
 def _regressor_seed(member: AutoencoderMember, p_index: int, k: int) -> int:
     """The seed of regressor ``k`` of parameter number ``p_index`` of ``member``."""
     return member.seed * 1000 + 100 * (p_index + 1) + k
+
+
+def _regressor_spec(settings) -> RegressorSpec:
+    """A recipe's ``RegressorSettings`` of one parameter as the pipeline's spec."""
+    return RegressorSpec(
+        settings.architecture,
+        {"learning_rate": settings.learning_rate, **settings.overrides},
+        settings.epochs,
+        settings.batch_size,
+        settings.validation_split,
+    )
+
+
+class _MemberRegressors(RegressorStore):
+    """A member's ``regressors/`` folder as :func:`train_regressors`' store: models built
+    under the recipe's strategy, checkpoints ``<name>.ckpt.npz``, a regressor saved (chief)
+    as a pretrained folder ``<parameter>_seed<k>`` as soon as it is trained, and loaded
+    instead of trained when that folder exists."""
+
+    def __init__(self, run: Run, member: AutoencoderMember) -> None:
+        self.run, self.member = run, member
+        self.folder = run.member_folder(member) / "regressors"
+        self.scaling = run.label_scaling(run._read(run.synthetic_path).labels)
+
+    def build(self, create):
+        with get_strategy(self.run.recipe.strategy).scope():
+            return create()
+
+    def trained(self, model):
+        if self.run.recipe.strategy == "multi_worker":
+            # Barrier: every worker has read the checkpoint (a resumed job that had finished
+            # all epochs trains no step, so no collective ordered it) before the chief saves
+            # the model and deletes the checkpoint. Then a copy outside the strategy, so
+            # evaluation and prediction are local.
+            self.run._agree(True)
+            return _inference_copy(model)
+        return model
+
+    def load(self, job: RegressorJob):
+        out = self.folder / job.name
+        if not self.run._agree(out.is_dir()):
+            return False, None
+        return True, (from_pretrained(out) if self.run.chief else None)
+
+    def checkpoint(self, name: str) -> Path:
+        return self.folder / f"{name}.ckpt.npz"
+
+    def save(self, regressor, job: RegressorJob, history, fused: bool) -> None:
+        if not self.run.chief:
+            return
+        extra = {}
+        if regressor.latent_scaler is not None:
+            extra["extra"] = {"latent_scaling": regressor.latent_scaler.to_dict()}
+        what = f"{job.parameter} regressor" + (" (fused)" if fused else "")
+        self.run._save_regressor(self.member, regressor.model, self.folder / job.name,
+                                 job.parameter, self.scaling, regressor.validation_mse,
+                                 _history_text(history, what), extra)
+
+    def release(self, name: str) -> None:
+        if self.run.chief:
+            self.checkpoint(name).unlink(missing_ok=True)
 
 
 def _accuracy(table, labels: np.ndarray, parameters) -> dict[str, dict[str, float]]:

@@ -20,6 +20,9 @@ from mdwarf_zoo.pipeline.alignment import (
 from mdwarf_zoo.pipeline.estimate import Alignment, Estimate, estimate
 from mdwarf_zoo.pipeline.regressors import (
     LatentRegressor,
+    RegressorJob,
+    RegressorSpec,
+    RegressorStore,
     predict_ensemble,
     stratified_split,
     train_regressors,
@@ -35,6 +38,9 @@ __all__ = [
     "LatentRegressor",
     "LatentScaler",
     "PipelineResult",
+    "RegressorJob",
+    "RegressorSpec",
+    "RegressorStore",
     "align_latents",
     "align_observed_latents",
     "alignment_uncertainty",

@@ -209,7 +209,10 @@ class RegressorStore:
 
     def save(self, regressor: LatentRegressor, job: RegressorJob,
              history: list[dict[str, float]], fused: bool) -> None:
-        """Keep a newly trained regressor (and drop its checkpoint)."""
+        """Keep a newly trained regressor."""
+
+    def release(self, name: str) -> None:
+        """The regressor or fused group ``name`` is saved: drop its checkpoint."""
 
 
 def regressor_jobs(
@@ -395,8 +398,9 @@ class _Training:
             description=f"{self.autoencoder} {job.parameter} seed {job.index}",
             progress=False, callbacks=callbacks,
         )
-        model = self.store.trained(model)
-        return self.regressor(job, model, history, fused=False)
+        regressor = self.regressor(job, self.store.trained(model), history, fused=False)
+        self.store.release(job.name)
+        return regressor
 
     def fused(self, pending: list[tuple[int, RegressorJob]]) -> dict[int, LatentRegressor]:
         """Train the pending jobs as fused groups (one per layer shapes, epochs, batch size)."""
@@ -427,6 +431,7 @@ class _Training:
                 history = [dict(zip(result.history, values, strict=True))
                            for values in zip(*result.history.values(), strict=True)]
                 out[i] = self.regressor(job, models[i], history, fused=True)
+            self.store.release(f"fused_{tag}")
         return out
 
     def regressor(self, job: RegressorJob, model: keras.Model,
