@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,18 +251,12 @@ def fit_resumable(
 ) -> list[dict[str, float]]:
     """Train a compiled model epoch by epoch, checkpointing after each epoch.
 
-    Epoch ``e`` visits the training rows in the order :func:`epoch_order` ``(n, seed, e)`` in
-    batches of ``batch_size`` (the GLOBAL batch: a ``tf.distribute`` strategy splits it between
-    its replicas). After it, :func:`write_checkpoint` saves the state to ``checkpoint``. Called
-    again with the same arguments, under this strategy or another, it restores the checkpoint
-    and continues with the next epoch, so an interrupted run ends with the same weights as an
-    uninterrupted one.
-
-    The model's strategy (``model.distribute_strategy``: the scope it was built in) decides how
-    the batches are fed: on the default strategy batch by batch from Python (any input, see
-    ``x``); under another, as a ``tf.data`` pipeline of the same global batches
-    (:func:`mdwarf_zoo.training.distribute.make_dataset`, arrays only), checkpoints written by
-    the chief only.
+    Epoch ``e`` visits the rows in the order :func:`epoch_order` ``(n, seed, e)``, in GLOBAL
+    batches of ``batch_size`` (a strategy splits each between its replicas): from Python on the
+    default strategy, through :func:`mdwarf_zoo.training.distribute.make_dataset` under the
+    strategy the model was built in (``model.distribute_strategy``). After each epoch
+    :func:`write_checkpoint` saves the state (chief only); called again, under any strategy, it
+    resumes after the checkpoint's epoch, to the weights of an uninterrupted run.
 
     Args:
         model: a compiled ``keras.Model``.
@@ -292,14 +286,6 @@ def fit_resumable(
     import keras
 
     strategy = model.distribute_strategy
-    distributed = _is_distributed(strategy)
-    if distributed and hasattr(x, "batch"):
-        raise ValueError(
-            f"{description}: inputs drawn per batch ({type(x).__name__}) train on the default "
-            "strategy only"
-        )
-    if y is None and not hasattr(x, "batch"):
-        y = x
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
     n = _length(x)
@@ -316,33 +302,9 @@ def fit_resumable(
         logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
     if start >= epochs:
         return history
-    steps = steps_per_epoch(n, batch_size, drop_remainder)
-    if validation is not None and validation[1] is None:
-        validation = (validation[0], validation[0])
-    if validation is not None and not _length(validation[0]):
-        validation = None
-
-    if distributed:
-        from mdwarf_zoo.training.distribute import _distributed_validation, is_chief, make_dataset
-
-        chief = is_chief(strategy)
-        batches = make_dataset(
-            x,
-            y,
-            global_batch_size=batch_size,
-            seed=seed,
-            first_epoch=start,
-            num_epochs=epochs - start,
-            drop_remainder=drop_remainder,
-        )
-        validate = _distributed_validation(model, validation, batch_size)
-    else:
-        chief = True
-        batches = _python_batches(x, y, batch_size, seed, range(start, epochs), drop_remainder)
-
-        def validate() -> float | None:
-            return None if validation is None else _evaluate(model, *validation)
-
+    batches, validate, chief = _feed(
+        model, x, y, validation, batch_size, seed, range(start, epochs), drop_remainder
+    )
     bar = tqdm(
         total=epochs,
         initial=start,
@@ -371,12 +333,49 @@ def fit_resumable(
         epochs=epochs,
         initial_epoch=start,
         shuffle=False,  # the batches are already in their (seed, epoch) order
-        steps_per_epoch=steps,
+        steps_per_epoch=steps_per_epoch(n, batch_size, drop_remainder),
         verbose=verbose,
         callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end), *callbacks],
     )
     bar.close()
     return history
+
+
+def _feed(
+    model, x, y, validation, batch_size: int, seed: int, epochs: range, drop_remainder: bool
+) -> tuple[Any, Callable[[], float | None], bool]:
+    """How ``model``'s strategy gets the batches of ``epochs`` and the validation loss, and
+    whether this process writes checkpoints: ``(batches, validate, chief)``."""
+    if y is None and not hasattr(x, "batch"):
+        y = x
+    if validation is not None and validation[1] is None:
+        validation = (validation[0], validation[0])
+    if validation is not None and not _length(validation[0]):
+        validation = None
+    strategy = model.distribute_strategy
+    if not _is_distributed(strategy):
+        batches = _python_batches(x, y, batch_size, seed, epochs, drop_remainder)
+        return (
+            batches,
+            lambda: None if validation is None else _evaluate(model, *validation),
+            True,
+        )
+    if hasattr(x, "batch"):
+        raise ValueError(
+            f"inputs drawn per batch ({type(x).__name__}) train on the default strategy only"
+        )
+    from mdwarf_zoo.training.distribute import _distributed_validation, is_chief, make_dataset
+
+    batches = make_dataset(
+        x,
+        y,
+        global_batch_size=batch_size,
+        seed=seed,
+        first_epoch=epochs.start,
+        num_epochs=len(epochs),
+        drop_remainder=drop_remainder,
+    )
+    return batches, _distributed_validation(model, validation, batch_size), is_chief(strategy)
 
 
 def _python_batches(
