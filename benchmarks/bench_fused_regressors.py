@@ -84,7 +84,7 @@ def part_matmul() -> dict:
 
 def part_separate(batch_size: int, epochs: int) -> dict:
     import mdwarf_zoo as mz
-    from mdwarf_zoo.runner import fit_resumable
+    from mdwarf_zoo.training.loop import fit_resumable
 
     x, targets, seeds, train, val = _problem()
     times = []

@@ -1,4 +1,5 @@
-"""Single-machine training throughput through ``mdwarf_zoo.distribute.fit_distributed`` (issue 9).
+"""Single-machine training throughput through
+``mdwarf_zoo.training.distribute.fit_distributed`` (issue 9).
 
 The numbers behind the scale-out plan in ``benchmarks/RESULTS.md``. Measured, in one process,
 at the MB24 batch size (128) on the default strategy:
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import mdwarf_zoo  # noqa: E402
-from mdwarf_zoo.distribute import fit_distributed, make_dataset  # noqa: E402
+from mdwarf_zoo.training.distribute import fit_distributed, make_dataset  # noqa: E402
 
 BATCH = 128
 

@@ -295,14 +295,8 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     from mdwarf_zoo.hub import from_pretrained, save_pretrained
     from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.registry import create_model
-    from mdwarf_zoo.runner import (
-        _accuracy,
-        _determinism,
-        _inference_copy,
-        _remove_checkpoint,
-        fit_resumable,
-        split_indices,
-    )
+    from mdwarf_zoo.runner import _accuracy, _inference_copy, _remove_checkpoint
+    from mdwarf_zoo.training.loop import _determinism, fit_resumable, split_indices
 
     cached = _read_json(folder / "compare_row.json")
     if cached is not None:

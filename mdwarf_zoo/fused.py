@@ -25,7 +25,7 @@ and each branch's optimizer (the one its model was compiled with, Adam) updates 
 variables. Each branch reads its *own* batch: branch ``k`` (training rows ``train_k``, seed
 ``seed_k``) visits, in epoch ``e``, the rows
 ``train_k[default_rng([seed_k, e]).permutation(len(train_k))]`` in consecutive batches of
-``batch_size``: the order of :func:`mdwarf_zoo.runner.fit_resumable`, which the recipe runner
+``batch_size``: the order of :func:`mdwarf_zoo.training.loop.fit_resumable`, which the recipe runner
 uses for every regressor. Its loss is the mean squared error over those rows (Keras' ``"mse"``).
 A branch with fewer training rows (another parameter's stratified split) has fewer steps in an
 epoch; in the remaining steps its rows carry weight 0 and its optimizer step is skipped (step
@@ -54,6 +54,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._files import atomic_savez as _atomic_savez
+from mdwarf_zoo.training.loop import epoch_order
 
 __all__ = ["FusedRegressors", "can_fuse", "predict_fused", "train_fused"]
 
@@ -441,9 +442,7 @@ def train_fused(
         weights = np.zeros((n_steps, k_branches, batch_size), np.float32)
         active = np.zeros((n_steps, k_branches), np.float32)
         for k in np.flatnonzero(training):
-            order = train_indices[k][
-                np.random.default_rng([int(seeds[k]), epoch]).permutation(counts[k])
-            ]
+            order = train_indices[k][epoch_order(counts[k], int(seeds[k]), epoch)]
             rows = np.zeros(steps[k] * batch_size, np.int32)
             rows[: counts[k]] = order
             flags = np.zeros(steps[k] * batch_size, np.float32)

@@ -45,7 +45,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ from mdwarf_zoo.pipeline import (
 from mdwarf_zoo.pipeline.ensemble import write_table
 from mdwarf_zoo.pipeline.pretrained import load_pipeline
 from mdwarf_zoo.recipes import MEMBER_STAGES, STAGES, AutoencoderMember, Recipe, RecipeError
+from mdwarf_zoo.training.distribute import get_strategy
+from mdwarf_zoo.training.loop import _determinism, fit_resumable, split_indices
 
 __all__ = ["STAGES", "Run", "fit_resumable", "join_cluster", "plan"]
 
@@ -80,155 +82,11 @@ ALIGNMENT_REFERENCE = "alignment_reference.npz"
 _RUN_FORMAT = "mdwarf_zoo.Run/1"
 
 
-# --------------------------------------------------------------------------------------------
-# Resumable, deterministic training
-# --------------------------------------------------------------------------------------------
-def _determinism(seed: int) -> None:
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(int(seed))
-    tf.config.experimental.enable_op_determinism()
-
-
 def _atomic_text(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         stream.write(text)
     os.replace(temporary, path)
-
-
-def fit_resumable(
-    model,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    checkpoint: Path,
-    validation: tuple[np.ndarray, np.ndarray] | None = None,
-    description: str = "training",
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Train a compiled model epoch by epoch, checkpointing after each epoch.
-
-    Epoch ``e`` visits the training rows in the order ``default_rng([seed, e]).permutation``;
-    after it, the model variables, the optimizer variables (moments and iteration count) and
-    the history are written atomically to ``checkpoint``. Called again with the same
-    arguments, it restores the checkpoint and continues with the next epoch, so an
-    interrupted run ends with the same weights as an uninterrupted one.
-
-    Args:
-        model: a compiled ``keras.Model``.
-        x, y: training inputs and targets (arrays, or lists of arrays for a model with several
-            inputs); or ``x`` an object with ``len(x)`` rows and ``x.batch(epoch, rows)`` that
-            returns a batch's ``(inputs, targets)`` (``mdwarf_zoo.transfer.AnchorReplay``),
-            with ``y`` unused.
-        epochs: total number of epochs.
-        batch_size: batch size.
-        seed: seed of the batch order.
-        checkpoint: the ``.npz`` checkpoint file (its folder must exist).
-        validation: optional ``(x, y)`` evaluated after each epoch.
-        description: the progress bar's label.
-        progress: show a tqdm bar over epochs.
-
-    Returns:
-        One dict per epoch: ``loss`` and, with validation, ``val_loss``.
-
-    Raises:
-        ValueError: for a checkpoint that does not match the model (other variable shapes).
-    """
-    model.optimizer.build(model.trainable_variables)
-    variables = list(model.variables)
-    optimizer_variables = list(model.optimizer.variables)
-    start, history = 0, []
-    if checkpoint.is_file():
-        with np.load(checkpoint, allow_pickle=False) as saved:
-            names_model = sorted(
-                (k for k in saved.files if k.startswith("m")), key=lambda k: int(k[1:])
-            )
-            names_opt = sorted(
-                (k for k in saved.files if k.startswith("o")), key=lambda k: int(k[1:])
-            )
-            if len(names_model) != len(variables) or len(names_opt) != len(optimizer_variables):
-                raise ValueError(
-                    f"checkpoint {checkpoint} does not match the model "
-                    f"{model.name!r}; delete it to restart this model"
-                )
-            for variable, key in zip(variables, names_model, strict=True):
-                variable.assign(saved[key])
-            for variable, key in zip(optimizer_variables, names_opt, strict=True):
-                variable.assign(saved[key])
-            start = int(saved["epoch"])
-            history = json.loads(str(saved["history"]))
-        logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
-    n = _length(x)
-    if start >= epochs:
-        return history
-    steps = -(-n // batch_size)
-
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # The order of every epoch is fixed by (seed, epoch) alone, so a resumed run draws the
-        # same batches whatever was prefetched before an interruption.
-        for epoch in range(start, epochs):
-            order = np.random.default_rng([seed, epoch]).permutation(n)
-            for first in range(0, n, batch_size):
-                rows = order[first : first + batch_size]
-                if hasattr(x, "batch"):  # inputs drawn per (epoch, rows): AnchorReplay
-                    inputs, targets = x.batch(epoch, rows)
-                else:
-                    inputs, targets = _rows(x, rows), _rows(y, rows)
-                # Keras' generator adapter takes several inputs as tuples, not lists.
-                yield _tupled(inputs), _tupled(targets)
-
-    bar = tqdm(
-        total=epochs,
-        initial=start,
-        desc=description,
-        unit="epoch",
-        disable=not progress,
-        leave=False,
-    )
-
-    def epoch_end(epoch: int, logs: dict | None) -> None:
-        record = {"loss": float((logs or {}).get("loss", float("nan")))}
-        if validation is not None and _length(validation[0]):
-            record["val_loss"] = _evaluate(model, validation[0], validation[1])
-        history.append(record)
-        arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(variables)}
-        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer_variables)})
-        _atomic_savez(
-            checkpoint, epoch=np.array(epoch + 1), history=np.array(json.dumps(history)), **arrays
-        )
-        bar.update(1)
-        bar.set_postfix(record)
-
-    import keras
-
-    model.fit(
-        batches(),
-        epochs=epochs,
-        initial_epoch=start,
-        shuffle=False,
-        steps_per_epoch=steps,
-        verbose=0,
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)],
-    )
-    bar.close()
-    return history
-
-
-# --------------------------------------------------------------------------------------------
-# Splits and label scaling
-# --------------------------------------------------------------------------------------------
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random ``(train, validation)`` split of ``n`` rows, each sorted."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(fraction * n))) if fraction > 0 else 0
-    if n - n_val < 1:
-        raise ValueError(f"{n} spectra leave none to train on with validation split {fraction}")
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +217,7 @@ class Run:
         """
         started = time.perf_counter()
         if self.recipe.strategy == "multi_worker":
-            from mdwarf_zoo.distribute import get_strategy
+            from mdwarf_zoo.training.distribute import get_strategy
 
             get_strategy("multi_worker")  # without TF_CONFIG: a clear error before any work
         members = self.recipe.members()
@@ -656,7 +514,7 @@ class Run:
             return done
         import tensorflow as tf
 
-        from mdwarf_zoo.distribute import get_strategy
+        from mdwarf_zoo.training.distribute import get_strategy
 
         strategy = get_strategy("multi_worker")
 
@@ -684,40 +542,24 @@ class Run:
         validation: tuple[np.ndarray, np.ndarray] | None,
         description: str,
     ) -> tuple[Any, list[dict[str, float]]]:
-        """Build a compiled model and train it resumably under the recipe's strategy.
+        """Build a compiled model under the recipe's strategy and train it resumably with
+        :func:`~mdwarf_zoo.training.loop.fit_resumable`, the one loop of every strategy: the
+        same batches, and the checkpoint ``<checkpoint>.npz`` (written by the chief only)."""
+        from mdwarf_zoo.training.distribute import get_strategy
 
-        ``"default"``: :func:`fit_resumable` with the checkpoint ``<checkpoint>.npz``. Other
-        strategies: ``mdwarf_zoo.distribute.fit_distributed`` (data-parallel, the batch split
-        across replicas, chief-only checkpoints in the folder ``<checkpoint>``); its history
-        holds the epochs trained in this call only.
-        """
-        if self.recipe.strategy == "default":
+        with get_strategy(self.recipe.strategy).scope():
             model = build()
-            history = fit_resumable(
-                model,
-                x,
-                y,
-                epochs=epochs,
-                batch_size=batch_size,
-                seed=seed,
-                checkpoint=checkpoint.with_name(checkpoint.name + ".npz"),
-                validation=validation,
-                description=description,
-                progress=self.progress,
-            )
-            return model, history
-        from mdwarf_zoo.distribute import fit_distributed
-
-        model, result = fit_distributed(
-            build,
+        history = fit_resumable(
+            model,
             x,
             y,
-            strategy=self.recipe.strategy,
             epochs=epochs,
-            global_batch_size=batch_size,
+            batch_size=batch_size,
             seed=seed,
-            validation_data=validation,
-            checkpoint_dir=checkpoint,
+            checkpoint=checkpoint.with_name(checkpoint.name + ".npz"),
+            validation=validation,
+            description=description,
+            progress=self.progress,
         )
         if self.recipe.strategy == "multi_worker":
             # Barrier: every worker has read the checkpoint (a resumed job that had finished
@@ -728,12 +570,6 @@ class Run:
             # strategy (the weights are mirrored on write, so every worker reads its own equal
             # copy without a collective), so no worker waits for another in predict().
             model = _inference_copy(model)
-        losses = result.history.get("loss", [])
-        validation_losses = result.history.get("val_loss", [None] * len(losses))
-        history = [
-            {"loss": float(loss), **({} if val is None else {"val_loss": float(val)})}
-            for loss, val in zip(losses, validation_losses, strict=True)
-        ]
         return model, history
 
     def _stage_pretrain(self, member: AutoencoderMember) -> None:
@@ -1442,7 +1278,8 @@ class Run:
 
 def join_cluster(recipe: Recipe) -> bool:
     """Join the ``TF_CONFIG`` cluster if the recipe's strategy is ``"multi_worker"``; return
-    whether this process writes the run folder (the chief: ``mdwarf_zoo.distribute.is_chief``).
+    whether this process writes the run folder (the chief:
+    ``mdwarf_zoo.training.distribute.is_chief``).
 
     TensorFlow configures its collective ops once, before its first op, so this must run
     before anything builds a model: ``mdwarf-zoo train`` reads the recipe without building
@@ -1456,7 +1293,7 @@ def join_cluster(recipe: Recipe) -> bool:
     """
     if recipe.strategy != "multi_worker" or not os.environ.get("TF_CONFIG", "").strip():
         return True
-    from mdwarf_zoo.distribute import get_strategy, is_chief
+    from mdwarf_zoo.training.distribute import get_strategy, is_chief
 
     try:
         strategy = get_strategy("multi_worker")
@@ -1583,31 +1420,6 @@ def _inference_copy(model):
     from mdwarf_zoo.transfer import clone_model
 
     return clone_model(model)
-
-
-def _length(x) -> int:
-    """Rows of a training input: an array, or a list of arrays of one length (a model with
-    several inputs)."""
-    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
-
-
-def _tupled(x):
-    return tuple(x) if isinstance(x, list) else x
-
-
-def _rows(x, rows):
-    """``x[rows]`` of an array or of each array of a list."""
-    return [part[rows] for part in x] if isinstance(x, (list, tuple)) else x[rows]
-
-
-def _evaluate(model, x, y, chunk: int = 1024) -> float:
-    """The model's loss (with its internal penalties) on ``(x, y)``, in chunks."""
-    total, n = 0.0, _length(x)
-    for first in range(0, n, chunk):
-        part = slice(first, first + chunk)
-        loss = model.test_on_batch(_rows(x, part), _rows(y, part))
-        total += float(loss[0] if isinstance(loss, list) else loss) * _length(_rows(x, part))
-    return total / n
 
 
 def _mse(model, flux: np.ndarray) -> float:

@@ -30,6 +30,7 @@ from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.optimizers import FusedAdam
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
+from mdwarf_zoo.training.loop import epoch_order
 
 __all__ = [
     "TRANSFER_MODES",
@@ -426,7 +427,7 @@ class AnchorReplay:
 
 class _ReplayBatches(keras.utils.PyDataset):
     """Batches of an :class:`AnchorReplay` for ``Model.fit``, shuffled per epoch by
-    ``default_rng([seed, epoch])`` (as the recipe runner's resumable loop)."""
+    :func:`mdwarf_zoo.training.loop.epoch_order` (as the recipe runner's resumable loop)."""
 
     def __init__(self, replay: AnchorReplay, batch_size: int, seed: int) -> None:
         super().__init__()
@@ -434,7 +435,7 @@ class _ReplayBatches(keras.utils.PyDataset):
         self._shuffle()
 
     def _shuffle(self) -> None:
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.replay))
+        self.order = epoch_order(len(self.replay), self.seed, self.epoch)
 
     def __len__(self) -> int:
         return -(-len(self.replay) // self.batch_size)

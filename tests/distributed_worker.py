@@ -6,9 +6,9 @@ cluster, because TF_CONFIG and the device layout are fixed when TensorFlow start
         --out result.npz --split-out split.json
 
 ``train`` fits a tiny MB24-shaped autoencoder (``dense_ae_tiny``, seeded) on fixed synthetic
-spectra through ``mdwarf_zoo.distribute.fit_distributed`` and saves the per-epoch losses and the
-final weights. With ``--split-out`` (and two logical CPU devices mirrored) it also records how
-the input pipeline's global batches are split between the two replicas.
+spectra through ``mdwarf_zoo.training.distribute.fit_distributed`` and saves the per-epoch
+losses and the final weights. With ``--split-out`` (and two logical CPU devices mirrored) it
+also records how the input pipeline's global batches are split between the two replicas.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def synthetic_spectra(count: int, seed: int) -> np.ndarray:
 
 def train(args: argparse.Namespace) -> None:
     import mdwarf_zoo
-    from mdwarf_zoo.distribute import fit_distributed, get_strategy
+    from mdwarf_zoo.training.distribute import fit_distributed, get_strategy
 
     devices = None
     if args.strategy == "mirrored" and args.logical_cpus > 1:
@@ -72,7 +72,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def record_split(strategy, path: str) -> None:
-    from mdwarf_zoo.distribute import make_dataset
+    from mdwarf_zoo.training.distribute import make_dataset
 
     x = np.arange(20 * 3, dtype=np.float32).reshape(20, 3)
     dataset = make_dataset(x, global_batch_size=8, seed=4, num_epochs=2)

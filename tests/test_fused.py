@@ -15,7 +15,7 @@ from mdwarf_zoo.pipeline import (  # noqa: E402
     predict_ensemble,
     stratified_split,
 )
-from mdwarf_zoo.runner import fit_resumable  # noqa: E402
+from mdwarf_zoo.training.loop import fit_resumable  # noqa: E402
 
 SMALL = {"nf1": 8, "nf2": 4, "nu": 8}
 

@@ -12,16 +12,15 @@ Batches are always given at the GLOBAL batch size (MB24: 128); the strategy spli
 batch between the replicas, so a run on N replicas takes the same optimisation steps as a run on
 one device, up to float32 rounding.
 
-Every worker builds the same input pipeline and keeps its own slice of each global batch, so the
-order of the examples must be identical on all workers and must not depend on how far a random
-generator has advanced: the order of epoch ``e`` is a function of ``(seed, e)`` only
-(:func:`epoch_order`). That is also what makes a resumed run take exactly the steps of an
-uninterrupted one.
-
-Checkpoints (:class:`EpochCheckpoint`) are written once per epoch by the chief worker only,
-into a directory every worker can read (a shared file system on a cluster); they hold the model
-weights, the optimizer state (Adam moments and step count) and the epoch, so that
-:func:`fit_distributed` resumes a killed job at the next epoch with the same result.
+Training runs through the one loop of the package
+(:func:`mdwarf_zoo.training.loop.fit_resumable`): the same batch order on every strategy (epoch
+``e`` visits the examples in the order :func:`~mdwarf_zoo.training.loop.epoch_order`
+``(n, seed, e)``, a function of ``(seed, e)`` only, so identical on all workers and after a
+resume), and the same ``.npz`` checkpoint, written after every epoch by the chief worker only
+into a directory every worker can read (a shared file system on a cluster), from which a killed
+job resumes at the next epoch with the same result. :func:`make_dataset` feeds that order to the
+strategy as global batches: every worker builds the same pipeline and keeps its own slice of
+each global batch.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ import json
 import logging
 import numbers
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +37,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mdwarf_zoo.training.loop import (
+    _check_positive_int,
+    _check_seed,
+    epoch_order,
+    fit_resumable,
+    steps_per_epoch,
+)
+
 __all__ = [
+    "CHECKPOINT_FILE",
     "STRATEGY_NAMES",
-    "EpochCheckpoint",
     "epoch_order",
     "fit_distributed",
     "get_strategy",
@@ -55,6 +60,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STRATEGY_NAMES = ("default", "mirrored", "multi_worker")
+
+#: The checkpoint file :func:`fit_distributed` keeps in its ``checkpoint_dir``.
+CHECKPOINT_FILE = "checkpoint.npz"
 
 TF_CONFIG_EXAMPLE = json.dumps(
     {
@@ -171,7 +179,7 @@ def get_strategy(name: str = "default", *, devices: Sequence[str] | None = None)
             or ``"multi_worker"`` without a valid ``TF_CONFIG`` (see :func:`read_tf_config`).
 
     Examples:
-        >>> from mdwarf_zoo.distribute import get_strategy
+        >>> from mdwarf_zoo.training.distribute import get_strategy
         >>> get_strategy("default").num_replicas_in_sync
         1
     """
@@ -227,65 +235,6 @@ def is_chief(strategy) -> bool:
     if task_type == "chief":
         return True
     return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool = False) -> int:
-    """Optimisation steps in one epoch of ``num_examples`` at ``global_batch_size``.
-
-    Raises:
-        ValueError: for a non-positive size, or when ``drop_remainder`` leaves no batch.
-    """
-    num_examples = _check_positive_int("num_examples", num_examples)
-    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
-    steps = num_examples // global_batch_size
-    if not drop_remainder and num_examples % global_batch_size:
-        steps += 1
-    if steps == 0:
-        raise ValueError(
-            f"drop_remainder=True with {num_examples} examples and global_batch_size "
-            f"{global_batch_size} leaves no batch; lower global_batch_size"
-        )
-    return steps
-
-
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch ``epoch`` visits the examples: a permutation of
-    ``range(num_examples)`` that depends on ``(seed, epoch)`` only.
-
-    Args:
-        num_examples: number of examples.
-        seed: the shuffling seed (an integer >= 0).
-        epoch: the epoch index (0-based, an integer >= 0).
-
-    Returns:
-        An ``int64`` array holding each index once.
-    """
-    num_examples = _check_positive_int("num_examples", num_examples)
-    seed = _check_seed(seed)
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-    return _shuffled_indices(num_examples, seed, tf.constant(int(epoch), tf.int64)).numpy()
-
-
-def _shuffled_indices(num_examples: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
-    # A stateless shuffle keyed by (seed, epoch): no generator state carries over from earlier
-    # epochs or differs between workers; the same op serves the pipeline and epoch_order().
-    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.random.experimental.stateless_shuffle(
-        tf.range(num_examples, dtype=tf.int64), seed=key
-    )
 
 
 def _as_arrays(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -383,7 +332,7 @@ def make_dataset(
 
     Examples:
         >>> import numpy as np
-        >>> from mdwarf_zoo.distribute import make_dataset
+        >>> from mdwarf_zoo.training.distribute import make_dataset
         >>> dataset = make_dataset(np.zeros((10, 3)), global_batch_size=4, seed=0)
         >>> [int(x.shape[0]) for x, _ in dataset]
         [4, 4, 2]
@@ -407,18 +356,24 @@ def make_dataset(
     inputs = tf.constant(x)
     targets = inputs if y is None else tf.constant(y)
 
-    def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
-        if seed is None:
-            order = tf.range(num_examples, dtype=tf.int64)
-        else:
-            order = _shuffled_indices(num_examples, seed, epoch)
+    # The orders come from epoch_order(), the one batch order of the package, computed here
+    # once: no generator state carries over between epochs or differs between workers.
+    epochs = range(first_epoch, first_epoch + num_epochs)
+    orders = np.stack(
+        [
+            np.arange(num_examples) if seed is None else epoch_order(num_examples, seed, epoch)
+            for epoch in epochs
+        ]
+    ).astype(np.int64)
+
+    def epoch_batches(order: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices(order).batch(
             global_batch_size, drop_remainder=drop_remainder
         )
 
     dataset = (
-        tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
-        .flat_map(epoch_indices)
+        tf.data.Dataset.from_tensor_slices(orders)
+        .flat_map(epoch_batches)
         .map(lambda index: (tf.gather(inputs, index), tf.gather(targets, index)))
         .apply(tf.data.experimental.assert_cardinality(steps * num_epochs))
     )
@@ -428,110 +383,6 @@ def make_dataset(
     # each global batch; there are no files to shard by.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Per-epoch checkpoint of weights, optimizer state and epoch, written by the chief only.
-
-    After every epoch the chief writes ``epoch-NNNN.weights.h5`` (``model.save_weights``: the
-    model weights and the optimizer variables, so Adam's moments and step count resume too),
-    then replaces ``checkpoint.json`` (``{"epoch": N, "weights": ..., **fingerprint}``) in one
-    atomic rename and deletes the older weights file, so a job killed at any moment leaves a
-    complete checkpoint. The other workers save into a scratch directory that they delete at
-    once: saving reads the distributed variables, which every worker must take part in, but
-    only one copy may land in the shared directory.
-
-    Keras' own ``BackupAndRestore`` is not used: in Keras 3 every worker writes into the same
-    directory (a race on a shared file system), and it restores the epoch through
-    ``fit(initial_epoch=...)`` only, after the input pipeline was built, while ours must know
-    the epoch first to lay out the shuffling order.
-
-    Args:
-        directory: where the checkpoint lives; on a cluster a directory all workers can read.
-        chief: whether this process writes (see :func:`is_chief`).
-        fingerprint: JSON values that must match on resume (seed, global batch size, number
-            of examples): resuming with others would not continue the same run.
-    """
-
-    STATE_FILE = "checkpoint.json"
-
-    def __init__(
-        self, directory: str | os.PathLike, *, chief: bool = True, fingerprint: dict | None = None
-    ):
-        super().__init__()
-        self.directory = Path(directory)
-        self.chief = bool(chief)
-        self.fingerprint = dict(fingerprint or {})
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.save(epoch + 1, logs)
-
-    def save(self, epoch: int, logs: dict | None = None) -> None:
-        """Save the state after ``epoch`` finished epochs."""
-        name = f"epoch-{epoch:04d}.weights.h5"
-        if not self.chief:
-            scratch = tempfile.mkdtemp(prefix="mdwarf_zoo_checkpoint_")
-            try:
-                self.model.save_weights(os.path.join(scratch, name))
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_weights(self.directory / name, overwrite=True)
-        state = {
-            "epoch": int(epoch),
-            "weights": name,
-            "logs": {key: float(value) for key, value in (logs or {}).items()},
-            **self.fingerprint,
-        }
-        partial = self.directory / f".{self.STATE_FILE}.partial"
-        partial.write_text(json.dumps(state, indent=1) + "\n")
-        os.replace(partial, self.directory / self.STATE_FILE)
-        for old in self.directory.glob("epoch-*.weights.h5"):
-            if old.name != name:
-                old.unlink()
-
-    def read_state(self) -> dict | None:
-        """The saved state, or ``None`` when the directory holds no checkpoint."""
-        path = self.directory / self.STATE_FILE
-        if not path.is_file():
-            return None
-        try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"checkpoint state {path} is not valid JSON: {error}") from None
-        if not isinstance(state, dict) or "epoch" not in state or "weights" not in state:
-            raise ValueError(f"checkpoint state {path} lacks 'epoch' or 'weights': {state!r}")
-        return state
-
-    def restore(self, model: keras.Model) -> int | None:
-        """Load the checkpoint into ``model`` (under the strategy's scope); return its epoch.
-
-        Returns:
-            The number of finished epochs, or ``None`` when there is no checkpoint.
-
-        Raises:
-            ValueError: when the checkpoint was written with another fingerprint, or its
-                weights file is missing.
-        """
-        state = self.read_state()
-        if state is None:
-            return None
-        path = self.directory / self.STATE_FILE
-        for key, value in self.fingerprint.items():
-            if state.get(key) != value:
-                raise ValueError(
-                    f"checkpoint {path} was written with {key}={state.get(key)!r} but this run "
-                    f"has {key}={value!r}; resume with the same settings or use a new directory"
-                )
-        weights = self.directory / state["weights"]
-        if not weights.is_file():
-            raise ValueError(f"checkpoint {path} names {weights.name}, which is missing")
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(weights)
-        logger.info("resumed from %s after epoch %d", weights, state["epoch"])
-        return int(state["epoch"])
 
 
 def fit_distributed(
@@ -566,11 +417,13 @@ def fit_distributed(
         global_batch_size: examples per step over all replicas (MB24: 128).
         seed: seed of the per-epoch shuffling (see :func:`epoch_order`).
         validation_data: ``x_val`` (autoencoder) or ``(x_val, y_val)``; evaluated after every
-            epoch at the global batch size, in its own order.
+            epoch in its own order (on the default strategy in chunks of 1024 rows, as the
+            recipe runner does; under another at the global batch size).
         initial_epoch: the epoch to start at when there is no checkpoint to resume.
         callbacks: more Keras callbacks (they run on every worker).
-        checkpoint_dir: where to keep an :class:`EpochCheckpoint`; when it already holds one,
-            training resumes after its epoch (and ``initial_epoch`` is ignored).
+        checkpoint_dir: where the chief keeps the checkpoint :data:`CHECKPOINT_FILE` (the
+            format of :func:`mdwarf_zoo.training.loop.write_checkpoint`); when it already
+            holds one, training resumes after its epoch (and ``initial_epoch`` is ignored).
         drop_remainder: drop the last partial batch of every epoch. Keep it ``False`` to train
             like single-device MB24; the partial batch is then split unevenly between replicas,
             which weights its examples slightly unequally (each replica's mean counts the same).
@@ -587,7 +440,7 @@ def fit_distributed(
 
     Examples:
         >>> import mdwarf_zoo
-        >>> from mdwarf_zoo.distribute import fit_distributed
+        >>> from mdwarf_zoo.training.distribute import fit_distributed
         >>> model, history = fit_distributed(
         ...     lambda: mdwarf_zoo.create_model("dense_ae_tiny", seed=0),
         ...     spectra, strategy="mirrored", epochs=120, global_batch_size=128, seed=0)
@@ -609,7 +462,7 @@ def fit_distributed(
     if not 0 <= initial_epoch <= epochs:
         raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
     x, y = _as_arrays(x, y)
-    steps = steps_per_epoch(x.shape[0], global_batch_size, drop_remainder)
+    steps_per_epoch(x.shape[0], global_batch_size, drop_remainder)  # raises if no batch is left
     replicas = strategy.num_replicas_in_sync
     if global_batch_size < replicas:
         raise ValueError(
@@ -646,41 +499,6 @@ def fit_distributed(
             "create the model, not return one made earlier"
         )
 
-    all_callbacks = list(callbacks or [])
-    if checkpoint_dir is not None:
-        checkpoint = EpochCheckpoint(
-            checkpoint_dir,
-            chief=is_chief(strategy),
-            fingerprint={
-                "seed": seed,
-                "global_batch_size": global_batch_size,
-                "num_examples": int(x.shape[0]),
-                "drop_remainder": bool(drop_remainder),
-            },
-        )
-        with strategy.scope():
-            resumed = checkpoint.restore(model)
-        if resumed is not None:
-            initial_epoch = min(resumed, epochs)
-        all_callbacks.append(checkpoint)
-
-    history = keras.callbacks.History()
-    if initial_epoch == epochs:
-        history.set_model(model)
-        history.history = {}
-        history.epoch = []
-        return model, history
-
-    dataset = make_dataset(
-        x,
-        y,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        first_epoch=int(initial_epoch),
-        num_epochs=epochs - int(initial_epoch),
-        drop_remainder=drop_remainder,
-    )
-    validation = None
     if validation_data is not None:
         if isinstance(validation_data, tuple):
             if len(validation_data) != 2:
@@ -688,23 +506,51 @@ def fit_distributed(
                     "validation_data must be x_val or (x_val, y_val), got a sequence of "
                     f"{len(validation_data)} items"
                 )
-            x_val, y_val = validation_data
+            validation_data = _as_arrays(*validation_data)
         else:
-            x_val, y_val = validation_data, None
-        x_val, y_val = _as_arrays(x_val, y_val)
-        validation = make_dataset(
-            x_val,
-            y_val,
-            global_batch_size=_validation_batch_size(x_val.shape[0], global_batch_size, replicas),
-        )
-    history = model.fit(
-        dataset,
+            validation_data = _as_arrays(validation_data, None)
+        # Cut (and check) on every replica layout before any training step.
+        _validation_batch_size(validation_data[0].shape[0], global_batch_size, replicas)
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch = []
+    fit_resumable(
+        model,
+        x,
+        y,
         epochs=epochs,
+        batch_size=global_batch_size,
+        seed=seed,
+        checkpoint=None if checkpoint_dir is None else _checkpoint_file(checkpoint_dir, strategy),
+        validation=validation_data,
+        progress=False,
         initial_epoch=int(initial_epoch),
-        steps_per_epoch=steps,
-        validation_data=validation,
-        callbacks=all_callbacks,
-        shuffle=False,  # the dataset is already in its (seed, epoch) order
+        drop_remainder=drop_remainder,
+        callbacks=[*(callbacks or []), history],
         verbose=verbose,
     )
     return model, history
+
+
+def _checkpoint_file(directory: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
+    directory = Path(directory)
+    if is_chief(strategy):
+        directory.mkdir(parents=True, exist_ok=True)
+    return directory / CHECKPOINT_FILE
+
+
+def _distributed_validation(
+    model: keras.Model, validation: tuple[Any, Any] | None, global_batch_size: int
+) -> Callable[[], float | None]:
+    """The per-epoch validation of a model under a strategy: ``model.evaluate`` on global
+    batches that give every replica a slice (:func:`_validation_batch_size`)."""
+    if validation is None:
+        return lambda: None
+    x_val, y_val = _as_arrays(*validation)
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    dataset = make_dataset(
+        x_val,
+        y_val,
+        global_batch_size=_validation_batch_size(x_val.shape[0], global_batch_size, replicas),
+    )
+    return lambda: float(model.evaluate(dataset, verbose=0, return_dict=True)["loss"])

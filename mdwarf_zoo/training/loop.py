@@ -1,0 +1,396 @@
+"""The training loop: batch order, checkpoints, resume, validation and progress, for every
+strategy.
+
+One function fixes the batches: epoch ``e`` visits the training rows in the order
+:func:`epoch_order` ``(n, seed, e)``, that is
+``numpy.random.default_rng([seed, e]).permutation(n)``, a function of ``(seed, e)`` alone. On
+the default strategy :func:`fit_resumable` cuts that order into batches in Python; under a
+``tf.distribute`` strategy it feeds the same global batches through
+:func:`mdwarf_zoo.training.distribute.make_dataset` (every worker builds the same pipeline and
+keeps its slice of each global batch). So a model sees the same batches on one device, on the
+GPUs of one machine or across machines, and a resumed run takes exactly the steps of an
+uninterrupted one.
+
+One checkpoint format: after every epoch the model variables, the optimizer variables (moments
+and step count), the epoch, the history and the settings that fix the batches are written to one
+``.npz`` file in one atomic rename (:func:`write_checkpoint`), by the chief worker only;
+:func:`read_checkpoint` restores it under any strategy, so a run checkpointed on one device can
+resume on several.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mdwarf_zoo._files import atomic_savez
+
+__all__ = [
+    "epoch_order",
+    "fit_resumable",
+    "read_checkpoint",
+    "split_indices",
+    "steps_per_epoch",
+    "write_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+# The evaluation chunk of the default strategy (rows per test_on_batch call).
+_EVALUATION_CHUNK = 1024
+
+
+def _determinism(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random ``(train, validation)`` split of ``n`` rows, each sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(fraction * n))) if fraction > 0 else 0
+    if n - n_val < 1:
+        raise ValueError(f"{n} spectra leave none to train on with validation split {fraction}")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the examples: a permutation of
+    ``range(num_examples)`` that depends on ``(seed, epoch)`` only
+    (``numpy.random.default_rng([seed, epoch]).permutation(num_examples)``).
+
+    Args:
+        num_examples: number of examples.
+        seed: the shuffling seed (an integer >= 0).
+        epoch: the epoch index (0-based, an integer >= 0).
+
+    Returns:
+        An ``int64`` array holding each index once.
+
+    Examples:
+        >>> from mdwarf_zoo.training.loop import epoch_order
+        >>> sorted(epoch_order(4, seed=0, epoch=1).tolist())
+        [0, 1, 2, 3]
+    """
+    num_examples = _check_positive_int("num_examples", num_examples)
+    seed = _check_seed(seed)
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    return np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool = False) -> int:
+    """Optimisation steps in one epoch of ``num_examples`` at ``global_batch_size``.
+
+    Raises:
+        ValueError: for a non-positive size, or when ``drop_remainder`` leaves no batch.
+    """
+    num_examples = _check_positive_int("num_examples", num_examples)
+    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
+    steps = num_examples // global_batch_size
+    if not drop_remainder and num_examples % global_batch_size:
+        steps += 1
+    if steps == 0:
+        raise ValueError(
+            f"drop_remainder=True with {num_examples} examples and global_batch_size "
+            f"{global_batch_size} leaves no batch; lower global_batch_size"
+        )
+    return steps
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def _state_variables(model) -> tuple[list, list]:
+    return list(model.variables), list(model.optimizer.variables)
+
+
+def write_checkpoint(
+    path: Path,
+    model,
+    *,
+    epoch: int,
+    history: list[dict[str, float]],
+    settings: dict[str, Any],
+    chief: bool = True,
+) -> None:
+    """Write the state after ``epoch`` finished epochs to the ``.npz`` file ``path``, atomically.
+
+    The file holds ``m<i>`` (the model variables), ``o<i>`` (the optimizer variables), ``epoch``,
+    ``history`` (JSON) and ``settings`` (JSON: what fixes the batches, checked on resume). Every
+    worker reads the variables (a distributed variable may need all of them); only the chief
+    (``chief=True``) writes.
+    """
+    variables, optimizer_variables = _state_variables(model)
+    arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(variables)}
+    arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer_variables)})
+    if not chief:
+        return
+    atomic_savez(
+        path,
+        epoch=np.array(epoch),
+        history=np.array(json.dumps(history)),
+        settings=np.array(json.dumps(settings, sort_keys=True)),
+        **arrays,
+    )
+
+
+def read_checkpoint(
+    path: Path, model, *, settings: dict[str, Any] | None = None
+) -> tuple[int, list[dict[str, float]]]:
+    """Restore the checkpoint ``path`` into ``model`` (built, with a built optimizer).
+
+    Returns:
+        ``(finished epochs, history)``; ``(0, [])`` when there is no checkpoint.
+
+    Raises:
+        ValueError: for a checkpoint of another model (other variables), or one written with
+            other ``settings`` (a checkpoint without settings, from before they were recorded,
+            is not checked).
+    """
+    if not path.is_file():
+        return 0, []
+    variables, optimizer_variables = _state_variables(model)
+    with np.load(path, allow_pickle=False) as saved:
+        if settings is not None and "settings" in saved.files:
+            written = json.loads(str(saved["settings"]))
+            for key, value in settings.items():
+                if written.get(key) != value:
+                    raise ValueError(
+                        f"checkpoint {path} was written with {key}={written.get(key)!r} but this "
+                        f"run has {key}={value!r}; resume with the same settings or delete it"
+                    )
+        names_model = sorted(
+            (k for k in saved.files if k.startswith("m")), key=lambda k: int(k[1:])
+        )
+        names_opt = sorted((k for k in saved.files if k.startswith("o")), key=lambda k: int(k[1:]))
+        if len(names_model) != len(variables) or len(names_opt) != len(optimizer_variables):
+            raise ValueError(
+                f"checkpoint {path} does not match the model {model.name!r}; delete it to "
+                "restart this model"
+            )
+        for variable, key in zip(variables, names_model, strict=True):
+            variable.assign(saved[key])
+        for variable, key in zip(optimizer_variables, names_opt, strict=True):
+            variable.assign(saved[key])
+        return int(saved["epoch"]), json.loads(str(saved["history"]))
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+def _length(x) -> int:
+    """Rows of a training input: an array, or a list of arrays of one length (a model with
+    several inputs)."""
+    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
+
+
+def _tupled(x):
+    return tuple(x) if isinstance(x, list) else x
+
+
+def _rows(x, rows):
+    """``x[rows]`` of an array or of each array of a list."""
+    return [part[rows] for part in x] if isinstance(x, (list, tuple)) else x[rows]
+
+
+def _evaluate(model, x, y, chunk: int = _EVALUATION_CHUNK) -> float:
+    """The model's loss (with its internal penalties) on ``(x, y)``, in chunks."""
+    total, n = 0.0, _length(x)
+    for first in range(0, n, chunk):
+        part = slice(first, first + chunk)
+        loss = model.test_on_batch(_rows(x, part), _rows(y, part))
+        total += float(loss[0] if isinstance(loss, list) else loss) * _length(_rows(x, part))
+    return total / n
+
+
+def _is_distributed(strategy) -> bool:
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
+
+
+def fit_resumable(
+    model,
+    x,
+    y=None,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    checkpoint: Path | None,
+    validation: tuple[Any, Any] | None = None,
+    description: str = "training",
+    progress: bool = True,
+    initial_epoch: int = 0,
+    drop_remainder: bool = False,
+    callbacks: Sequence[Any] = (),
+    verbose: int | str = 0,
+) -> list[dict[str, float]]:
+    """Train a compiled model epoch by epoch, checkpointing after each epoch.
+
+    Epoch ``e`` visits the rows in the order :func:`epoch_order` ``(n, seed, e)``, in GLOBAL
+    batches of ``batch_size`` (a strategy splits each between its replicas): from Python on the
+    default strategy, through :func:`mdwarf_zoo.training.distribute.make_dataset` under the
+    strategy the model was built in (``model.distribute_strategy``). After each epoch
+    :func:`write_checkpoint` saves the state (chief only); called again, under any strategy, it
+    resumes after the checkpoint's epoch, to the weights of an uninterrupted run.
+
+    Args:
+        model: a compiled ``keras.Model``.
+        x, y: training inputs and targets (arrays, or lists of arrays for a model with several
+            inputs; ``y=None``: the target is ``x``); or, on the default strategy, ``x`` an
+            object with ``len(x)`` rows and ``x.batch(epoch, rows)`` that returns a batch's
+            ``(inputs, targets)`` (``mdwarf_zoo.transfer.AnchorReplay``), with ``y`` unused.
+        epochs: total number of epochs.
+        batch_size: (global) batch size.
+        seed: seed of the batch order.
+        checkpoint: the ``.npz`` checkpoint file (its folder must exist); ``None``: none.
+        validation: optional ``(x, y)`` evaluated after each epoch (``y=None``: ``x``).
+        description: the progress bar's label.
+        progress: show a tqdm bar over epochs.
+        initial_epoch: the epoch to start at when there is no checkpoint.
+        drop_remainder: drop the last partial batch of every epoch.
+        callbacks: more Keras callbacks; their ``on_epoch_end`` logs hold ``val_loss``.
+        verbose: Keras' ``fit`` verbosity.
+
+    Returns:
+        One dict per epoch (restored and trained): ``loss`` and, with validation, ``val_loss``.
+
+    Raises:
+        ValueError: for a checkpoint that does not match the model (other variable shapes) or
+            was written with another seed, batch size, number of rows or ``drop_remainder``.
+    """
+    import keras
+
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    n = _length(x)
+    settings = {
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "num_examples": int(n),
+        "drop_remainder": bool(drop_remainder),
+    }
+    start, history = int(initial_epoch), []
+    if checkpoint is not None and checkpoint.is_file():
+        with strategy.scope():
+            start, history = read_checkpoint(checkpoint, model, settings=settings)
+        logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
+    if start >= epochs:
+        return history
+    batches, validate, chief = _feed(
+        model, x, y, validation, batch_size, seed, range(start, epochs), drop_remainder
+    )
+    bar = tqdm(
+        total=epochs,
+        initial=start,
+        desc=description,
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
+
+    def epoch_end(epoch: int, logs: dict | None) -> None:
+        logs = {} if logs is None else logs
+        record = {"loss": float(logs.get("loss", float("nan")))}
+        validation_loss = validate()
+        if validation_loss is not None:
+            record["val_loss"] = logs["val_loss"] = validation_loss
+        history.append(record)
+        if checkpoint is not None:
+            write_checkpoint(
+                checkpoint, model, epoch=epoch + 1, history=history, settings=settings, chief=chief
+            )
+        bar.update(1)
+        bar.set_postfix(record)
+
+    model.fit(
+        batches,
+        epochs=epochs,
+        initial_epoch=start,
+        shuffle=False,  # the batches are already in their (seed, epoch) order
+        steps_per_epoch=steps_per_epoch(n, batch_size, drop_remainder),
+        verbose=verbose,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end), *callbacks],
+    )
+    bar.close()
+    return history
+
+
+def _feed(
+    model, x, y, validation, batch_size: int, seed: int, epochs: range, drop_remainder: bool
+) -> tuple[Any, Callable[[], float | None], bool]:
+    """How ``model``'s strategy gets the batches of ``epochs`` and the validation loss, and
+    whether this process writes checkpoints: ``(batches, validate, chief)``."""
+    if y is None and not hasattr(x, "batch"):
+        y = x
+    if validation is not None and validation[1] is None:
+        validation = (validation[0], validation[0])
+    if validation is not None and not _length(validation[0]):
+        validation = None
+    strategy = model.distribute_strategy
+    if not _is_distributed(strategy):
+        batches = _python_batches(x, y, batch_size, seed, epochs, drop_remainder)
+        return (
+            batches,
+            lambda: None if validation is None else _evaluate(model, *validation),
+            True,
+        )
+    if hasattr(x, "batch"):
+        raise ValueError(
+            f"inputs drawn per batch ({type(x).__name__}) train on the default strategy only"
+        )
+    from mdwarf_zoo.training.distribute import _distributed_validation, is_chief, make_dataset
+
+    batches = make_dataset(
+        x,
+        y,
+        global_batch_size=batch_size,
+        seed=seed,
+        first_epoch=epochs.start,
+        num_epochs=len(epochs),
+        drop_remainder=drop_remainder,
+    )
+    return batches, _distributed_validation(model, validation, batch_size), is_chief(strategy)
+
+
+def _python_batches(
+    x, y, batch_size: int, seed: int, epochs: range, drop_remainder: bool
+) -> Iterator[tuple[Any, Any]]:
+    """The batches of ``epochs`` for the default strategy, from Python."""
+    n = _length(x)
+    last = n - n % batch_size if drop_remainder else n
+    for epoch in epochs:
+        order = epoch_order(n, seed, epoch)
+        for first in range(0, last, batch_size):
+            rows = order[first : first + batch_size]
+            if hasattr(x, "batch"):  # inputs drawn per (epoch, rows): AnchorReplay
+                inputs, targets = x.batch(epoch, rows)
+            else:
+                inputs, targets = _rows(x, rows), _rows(y, rows)
+            # Keras' generator adapter takes several inputs as tuples, not lists.
+            yield _tupled(inputs), _tupled(targets)
