@@ -29,7 +29,8 @@ def test_runner_pipeline_folder_and_run_pipeline_give_one_table(tmp_path):
     recipe = write_recipe(
         tmp_path,
         {"autoencoders": {"members": 1}, "transfer": {"enabled": False},
-         "ensemble": {"best": 3, "error_model": "spread+validation"}},
+         "regressors": {"seeds": 3},
+         "ensemble": {"best": 2, "error_model": "spread+validation"}},
     )
     run = tmp_path / "run"
     assert main(["train", str(recipe), "--out", str(run)]) == 0
@@ -48,8 +49,8 @@ def test_runner_pipeline_folder_and_run_pipeline_give_one_table(tmp_path):
         {member["name"]: from_pretrained(run / member["autoencoder"])},
         synthetic.flux, synthetic.labels[:, :2], observed.flux,
         observed_encoder="original", parameters=PARAMETERS,
-        seeds={p: [5000 + 100 * (i + 1) + k for k in range(2)] for i, p in enumerate(PARAMETERS)},
-        keep=3, identifiers=observed.identifiers, error_model="spread+validation",
+        seeds={p: [5000 + 100 * (i + 1) + k for k in range(3)] for i, p in enumerate(PARAMETERS)},
+        keep=2, identifiers=observed.identifiers, error_model="spread+validation",
         epochs=2, batch_size=16, validation_fraction=0.3,
         regressor_kwargs={p: {"nf1": 4, "nf2": 4, "nu": 8, "learning_rate": 1e-3}
                           for p in PARAMETERS},

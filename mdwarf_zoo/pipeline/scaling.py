@@ -172,7 +172,10 @@ class LatentScaler:
 
 
 def check_labels(labels: Any, n_columns: int, what: str) -> np.ndarray:
-    labels = np.asarray(labels, dtype=np.float64)
+    """``labels`` as a C-contiguous float64 (n, n_columns) copy, checked. A copy, because
+    numpy's sums (mean, std) over a strided view can differ in the last bit from those over
+    contiguous memory, and the scaling must not depend on how the caller sliced its table."""
+    labels = np.array(labels, dtype=np.float64, order="C")
     if labels.ndim != 2 or labels.shape[1] != n_columns or labels.shape[0] == 0:
         raise ValueError(f"{what}: expected shape (n, {n_columns}), got {labels.shape}")
     if not np.all(np.isfinite(labels)):
