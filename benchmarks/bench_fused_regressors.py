@@ -1,5 +1,5 @@
-"""Stage-3 throughput: one member's latent CNNs trained fused (``mdwarf_zoo.fused``) versus one
-after the other, at the shape of ``training_recipes/mb24_reference.toml``.
+"""Stage-3 throughput: one member's latent CNNs trained fused (``mdwarf_zoo.training.fused``) versus
+one after the other, at the shape of ``training_recipes/mb24_reference.toml``.
 
 MB24 shape: 16,053 synthetic latents of 32 dimensions (70 % of 22,933; each regressor's
 stratified 70/30 split of them), latent_cnn nf1 64 / nf2 32 / nu 64, Adam 0.01, 20 branches
@@ -110,7 +110,7 @@ def part_separate(batch_size: int, epochs: int) -> dict:
 
 def part_fused(batch_size: int, epochs: int) -> dict:
     import mdwarf_zoo as mz
-    from mdwarf_zoo.fused import train_fused
+    from mdwarf_zoo.training.fused import train_fused
 
     x, targets, seeds, train, val = _problem()
     seconds = []
@@ -120,7 +120,7 @@ def part_fused(batch_size: int, epochs: int) -> dict:
             if "epoch" in record.msg:
                 seconds.append(float(record.args[2]))
 
-    logger = logging.getLogger("mdwarf_zoo.fused")
+    logger = logging.getLogger("mdwarf_zoo.training.fused")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(Epochs())
     models = [mz.create_model("latent_cnn", latent_dim=LATENT_DIM, seed=s, **SETTINGS)

@@ -9,8 +9,6 @@ first, so ``keras.saving.load_model`` reads zoo models once ``mdwarf_zoo`` is im
 import importlib
 import importlib.util
 import os
-import sys
-import types
 
 # TensorFlow's C++ INFO/WARNING chatter drowns the command line; users can still override.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,7 +25,7 @@ _PUBLIC = {
     "from_pretrained": "mdwarf_zoo.hub.load",
     "push_to_hub": "mdwarf_zoo.hub.push",
     "save_pretrained": "mdwarf_zoo.hub.save",
-    "transfer": "mdwarf_zoo.transfer",
+    "transfer": "mdwarf_zoo.training.transfer",
     "list_pretrained": "mdwarf_zoo.hub.catalogue",
     "load_pipeline": "mdwarf_zoo.pipeline.pretrained",
     "calibrate": "mdwarf_zoo.pipeline.calibration",
@@ -53,21 +51,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
-
-
-class _Package(types.ModuleType):
-    """The package's module type: importing the submodule ``mdwarf_zoo.transfer`` (which the
-    import system then sets as the package's attribute ``transfer``) must not hide the public
-    function of the same name."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if (
-            isinstance(value, types.ModuleType)
-            and _PUBLIC.get(name) == value.__name__
-            and hasattr(value, name)
-        ):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -626,7 +626,7 @@ class Run:
         from mdwarf_zoo.diagnostics import latent_drift
         from mdwarf_zoo.hub import from_pretrained, save_pretrained
         from mdwarf_zoo.optimizers import FusedAdam
-        from mdwarf_zoo.transfer import (
+        from mdwarf_zoo.training.transfer import (
             AnchorReplay,
             anchor_targets,
             anchored_trainer,
@@ -1417,7 +1417,7 @@ def _mmd_or_reason(mmd, x: np.ndarray, y: np.ndarray) -> float | str:
 def _inference_copy(model):
     """A copy of ``model`` with the same weights and a fresh, unbuilt optimizer, so the saved
     folder holds the weights only (no Adam moments: a third of the size)."""
-    from mdwarf_zoo.transfer import clone_model
+    from mdwarf_zoo.training.transfer import clone_model
 
     return clone_model(model)
 

@@ -97,7 +97,7 @@ def test_command_line_hides_tensorflow_noise():
 
 def test_python_dash_m_runs_the_cli_and_submodules_never_hide_public_functions():
     """``python -m mdwarf_zoo.cli`` goes through the package's import hook (runpy asks the loader
-    for the module's code), and importing the submodule ``mdwarf_zoo.transfer`` leaves
+    for the module's code), and importing the module ``mdwarf_zoo.transfer`` leaves
     ``mdwarf_zoo.transfer`` the function."""
     run = subprocess.run(
         [sys.executable, "-m", "mdwarf_zoo.cli", "--help"],
@@ -108,8 +108,8 @@ def test_python_dash_m_runs_the_cli_and_submodules_never_hide_public_functions()
     result = _python(
         """
         import mdwarf_zoo
-        import mdwarf_zoo.transfer
-        from mdwarf_zoo.transfer import transfer
+        import mdwarf_zoo.training.transfer
+        from mdwarf_zoo.training.transfer import transfer
         assert mdwarf_zoo.transfer is transfer, mdwarf_zoo.transfer
         import mdwarf_zoo.hub
         assert callable(mdwarf_zoo.from_pretrained)

@@ -21,7 +21,7 @@ from mdwarf_zoo.diagnostics import (
     read_table,
     reconstruction_mse,
 )
-from mdwarf_zoo.transfer import clone_model
+from mdwarf_zoo.training.transfer import clone_model
 
 
 def test_nearest_neighbour_distances_known_offsets():

@@ -1,4 +1,4 @@
-"""Fused latent regressors (mdwarf_zoo.fused): the same trajectories as separate training,
+"""Fused latent regressors (mdwarf_zoo.training.fused): the same trajectories as separate training,
 the same predictions, and the pipeline's regressors unchanged."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import mdwarf_zoo as mz  # noqa: E402
-from mdwarf_zoo.fused import can_fuse, predict_fused, train_fused  # noqa: E402
 from mdwarf_zoo.pipeline import (  # noqa: E402
     LatentRegressor,
     predict_ensemble,
     stratified_split,
 )
+from mdwarf_zoo.training.fused import can_fuse, predict_fused, train_fused  # noqa: E402
 from mdwarf_zoo.training.loop import fit_resumable  # noqa: E402
 
 SMALL = {"nf1": 8, "nf2": 4, "nu": 8}

@@ -173,7 +173,7 @@ def test_cli_build_set_and_prepare_observed(tmp_path, grid_dir, capsys):
 def test_spectra_never_imports_a_higher_layer():
     """Workers and light users rely on the spectra modules importing no Keras/TensorFlow."""
     forbidden = ("keras", "tensorflow", "mdwarf_zoo.models", "mdwarf_zoo.hub",
-                 "mdwarf_zoo.pipeline", "mdwarf_zoo.registry", "mdwarf_zoo.transfer")
+                 "mdwarf_zoo.training", "mdwarf_zoo.pipeline", "mdwarf_zoo.registry")
     folder = Path(__file__).resolve().parents[1] / "mdwarf_zoo" / "spectra"
     for name in ("grid", "phoenix", "observed", "preprocess", "rv", "barycentric", "datasets",
                  "__init__"):

@@ -9,7 +9,7 @@ import pytest
 import mdwarf_zoo
 from mdwarf_zoo.spectra.grid import MB24_GRID, Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
-from mdwarf_zoo.transfer import clone_model, resolve_freeze, transfer
+from mdwarf_zoo.training.transfer import clone_model, resolve_freeze, transfer
 
 TINY_AUTOENCODERS = [
     name for name in mdwarf_zoo.list_models(kind="autoencoder") if name.endswith("_tiny")

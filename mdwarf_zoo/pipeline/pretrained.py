@@ -85,8 +85,8 @@ from mdwarf_zoo.spectra.phoenix import GRID_NAME, read_phoenix_spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
 from mdwarf_zoo.spectra.rv import doppler_shift, star_name, to_rest_frame
 from mdwarf_zoo.spectra.simulate import synthetic_spectra
-from mdwarf_zoo.transfer import clone_model
-from mdwarf_zoo.transfer import transfer as fine_tune
+from mdwarf_zoo.training.transfer import clone_model
+from mdwarf_zoo.training.transfer import transfer as fine_tune
 
 __all__ = [
     "PretrainedPipeline",

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from mdwarf_zoo.fused import predict_fused, train_fused
 from mdwarf_zoo.labels import PARAMETERS
 from mdwarf_zoo.models.inference import call_in_batches
 from mdwarf_zoo.pipeline.ensemble import PARAMETER_UNITS
 from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler, check_labels
 from mdwarf_zoo.registry import create_model
+from mdwarf_zoo.training.fused import predict_fused, train_fused
 from mdwarf_zoo.training.loop import fit_resumable
 
 __all__ = [
@@ -276,10 +276,10 @@ def train_regressors(
             deviation of ``synthetic_latents`` (:class:`LatentScaler`, stored in every
             regressor and applied by :meth:`LatentRegressor.predict`). Not in MB24.
         progress: show a tqdm bar over regressors (over epochs with ``fused``).
-        fused: train the regressors of one layer shape, epoch count and batch size as the
-            branches of one model (:func:`mdwarf_zoo.fused.train_fused`: one traced step trains
-            all; several times faster for the small latent CNNs): the same seeds, splits, batch
-            order and Adam as one by one, so the same weights to float32 rounding.
+        fused: train the regressors of one layer shape, epoch count and batch size as the branches
+            of one model (:func:`mdwarf_zoo.training.fused.train_fused`: one traced step trains all;
+            several times faster for the small latent CNNs): the same seeds, splits, batch order and
+            Adam as one by one, so the same weights to float32 rounding.
         specs: per parameter, a :class:`RegressorSpec` (overrides the five arguments above).
         store: where regressors are kept between calls (:class:`RegressorStore`; the recipe
             runner's member folder).
@@ -495,7 +495,7 @@ def predict_ensemble(
                 f"{regressor.autoencoder!r}; have {sorted(observed_latents)}"
             )
     # Regressors reading the same latents are evaluated in one fused call
-    # (mdwarf_zoo.fused.predict_fused: every layer one batched operation over all of them).
+    # (mdwarf_zoo.training.fused.predict_fused: every layer one batched operation over all of them).
     groups: dict[tuple[str, int], list[int]] = {}
     for i, regressor in enumerate(regressors):
         groups.setdefault((regressor.autoencoder, id(regressor.latent_scaler)), []).append(i)

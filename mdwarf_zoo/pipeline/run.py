@@ -27,7 +27,7 @@ from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
 from mdwarf_zoo.pipeline.estimate import Alignment, estimate
 from mdwarf_zoo.pipeline.regressors import LatentRegressor, train_regressors
 from mdwarf_zoo.pipeline.scaling import LabelScaler, check_labels
-from mdwarf_zoo.transfer import FreezeSpec, prepare_spectra, transfer
+from mdwarf_zoo.training.transfer import FreezeSpec, prepare_spectra, transfer
 
 __all__ = ["PipelineResult", "latents", "run_pipeline"]
 

@@ -172,10 +172,10 @@ class Regressors:
     standardised with the mean and standard deviation of its synthetic latents
     (``mdwarf_zoo.pipeline.LatentScaler``).
 
-    ``fused``: a member's regressors of one architecture, batch size and epoch count are
-    trained together as the branches of one model (``mdwarf_zoo.fused.train_fused``), with the
-    same seeds, splits, batch order and Adam as one by one, so the same weights to float32
-    rounding; needs ``strategy = "default"``.
+    ``fused``: a member's regressors of one architecture, batch size and epoch count are trained
+    together as the branches of one model (``mdwarf_zoo.training.fused.train_fused``), with the same
+    seeds, splits, batch order and Adam as one by one, so the same weights to float32 rounding;
+    needs ``strategy = "default"``.
     """
 
     parameters: tuple[str, ...]

@@ -263,7 +263,8 @@ def fit_resumable(
         x, y: training inputs and targets (arrays, or lists of arrays for a model with several
             inputs; ``y=None``: the target is ``x``); or, on the default strategy, ``x`` an
             object with ``len(x)`` rows and ``x.batch(epoch, rows)`` that returns a batch's
-            ``(inputs, targets)`` (``mdwarf_zoo.transfer.AnchorReplay``), with ``y`` unused.
+            ``(inputs, targets)`` (``mdwarf_zoo.training.transfer.AnchorReplay``), with ``y``
+            unused.
         epochs: total number of epochs.
         batch_size: (global) batch size.
         seed: seed of the batch order.

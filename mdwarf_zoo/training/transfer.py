@@ -90,7 +90,7 @@ def resolve_freeze(model: keras.Model, freeze: FreezeSpec) -> list[int]:
 
     Examples:
         >>> import mdwarf_zoo
-        >>> from mdwarf_zoo.transfer import resolve_freeze
+        >>> from mdwarf_zoo.training.transfer import resolve_freeze
         >>> model = mdwarf_zoo.create_model("dense_ae_tiny")
         >>> resolve_freeze(model, 5)
         [0, 1, 2, 3, 4]

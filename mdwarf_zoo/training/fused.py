@@ -171,7 +171,7 @@ class FusedRegressors(keras.Model):
 
     Examples:
         >>> import mdwarf_zoo
-        >>> from mdwarf_zoo.fused import FusedRegressors
+        >>> from mdwarf_zoo.training.fused import FusedRegressors
         >>> fused = FusedRegressors([mdwarf_zoo.create_model("latent_cnn", seed=s)
         ...                          for s in range(3)])
         >>> fused.branches
@@ -227,7 +227,7 @@ def predict_fused(
 
     Examples:
         >>> import numpy as np, mdwarf_zoo
-        >>> from mdwarf_zoo.fused import predict_fused
+        >>> from mdwarf_zoo.training.fused import predict_fused
         >>> models = [mdwarf_zoo.create_model("latent_cnn", seed=s) for s in range(3)]
         >>> predict_fused(models, np.zeros((5, 32))).shape
         (3, 5, 1)
