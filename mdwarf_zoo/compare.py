@@ -296,7 +296,7 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     from mdwarf_zoo.pipeline.ensemble import ensemble_table
     from mdwarf_zoo.registry import create_model
     from mdwarf_zoo.runner import _accuracy, _inference_copy, _remove_checkpoint
-    from mdwarf_zoo.training.loop import _determinism, fit_resumable, split_indices
+    from mdwarf_zoo.training.loop import determinism, fit_resumable, split_indices
 
     cached = _read_json(folder / "compare_row.json")
     if cached is not None:
@@ -316,7 +316,7 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     for k in range(recipe.regressors.seeds):
         seed = recipe.seed * 1000 + k
         out = folder / f"seed_{k}"
-        _determinism(seed)
+        determinism(seed)
         if out.is_dir():
             model = from_pretrained(out)
         else:

@@ -50,30 +50,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+from astropy.table import Table
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._files import atomic_savez as _atomic_savez
 from mdwarf_zoo._version import __version__
-from mdwarf_zoo.hub import from_pretrained
+from mdwarf_zoo.diagnostics import drift_of_latents, ks_statistics, mmd, nearest_neighbour_distances
+from mdwarf_zoo.hub import from_pretrained, read_manifest, save_pretrained
 from mdwarf_zoo.hub.catalogue import PIPELINE_FILE, PIPELINE_FORMAT
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS
+from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline import (
     LabelScaler,
+    LatentScaler,
     RegressorJob,
     RegressorSpec,
     RegressorStore,
     predict_ensemble,
     train_regressors,
 )
-from mdwarf_zoo.pipeline.ensemble import write_table
-from mdwarf_zoo.pipeline.pretrained import load_pipeline
+from mdwarf_zoo.pipeline.calibration import calibrate, load_labels_table
+from mdwarf_zoo.pipeline.ensemble import ensemble_table, select_best, write_table
+from mdwarf_zoo.pipeline.pretrained import load_pipeline, read_template, rest_frame
 from mdwarf_zoo.recipes import MEMBER_STAGES, STAGES, AutoencoderMember, Recipe, RecipeError
-from mdwarf_zoo.training.distribute import get_strategy
-from mdwarf_zoo.training.loop import _determinism, fit_resumable, split_indices
+from mdwarf_zoo.registry import create_model
+from mdwarf_zoo.spectra.datasets import (
+    SpectrumSet,
+    build_training_set,
+    load_labels,
+    read_set,
+    write_set,
+)
+from mdwarf_zoo.spectra.grid import WavelengthGrid
+from mdwarf_zoo.spectra.observed import read_spectrum
+from mdwarf_zoo.spectra.preprocess import scale
+from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+from mdwarf_zoo.training.distribute import agree, get_strategy, is_chief
+from mdwarf_zoo.training.loop import determinism, fit_resumable, split_indices
+from mdwarf_zoo.training.transfer import clone_model, transfer
 
-__all__ = ["STAGES", "Run", "fit_resumable", "join_cluster", "plan"]
+__all__ = ["STAGES", "Run", "join_cluster", "plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +236,6 @@ class Run:
         """
         started = time.perf_counter()
         if self.recipe.strategy == "multi_worker":
-            from mdwarf_zoo.training.distribute import get_strategy
 
             get_strategy("multi_worker")  # without TF_CONFIG: a clear error before any work
         members = self.recipe.members()
@@ -288,7 +306,6 @@ class Run:
                 self._write_set(self.observed_path, self._observed_set())
 
     def _write_set(self, path: Path, spectrum_set) -> None:
-        from mdwarf_zoo.spectra.datasets import write_set
 
         partial = path.with_name(f".{path.name}.partial.h5")
         if partial.exists():
@@ -305,9 +322,6 @@ class Run:
 
     def _simulated_flux(self, labels: np.ndarray, *, observed: bool) -> np.ndarray:
         """Simulator flux on the window, through the recipe's normalisation and scaling."""
-        from mdwarf_zoo.spectra.grid import WavelengthGrid
-        from mdwarf_zoo.spectra.preprocess import scale
-        from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
 
         prep = self.recipe.preprocessing
         preprocessor = prep.preprocessor()
@@ -346,12 +360,6 @@ class Run:
         )
 
     def _synthetic_set(self):
-        from mdwarf_zoo.spectra.datasets import (
-            SpectrumSet,
-            build_training_set,
-            load_labels,
-            read_set,
-        )
 
         source = self.recipe.synthetic
         preprocessor = self.recipe.preprocessing.preprocessor()
@@ -395,7 +403,6 @@ class Run:
         )
 
     def _observed_set(self):
-        from mdwarf_zoo.spectra.datasets import SpectrumSet, load_labels, read_set
 
         source = self.recipe.observed
         preprocessor = self.recipe.preprocessing.preprocessor()
@@ -428,9 +435,6 @@ class Run:
         )
 
     def _observed_files(self, preprocessor):
-        from mdwarf_zoo.pipeline.pretrained import read_template, rest_frame
-        from mdwarf_zoo.spectra.datasets import SpectrumSet, load_labels
-        from mdwarf_zoo.spectra.observed import read_spectrum
 
         source = self.recipe.observed
         low, high = preprocessor.span
@@ -475,7 +479,6 @@ class Run:
             raise ValueError(f"{key} = {str(path)!r} has no labels; a training set needs them")
 
     def _read(self, path: Path):
-        from mdwarf_zoo.spectra.datasets import read_set
 
         self._require(path, "the sets stage", "--stage sets")
         return read_set(path)
@@ -512,22 +515,7 @@ class Run:
         """
         if self.recipe.strategy != "multi_worker":
             return done
-        import tensorflow as tf
-
-        from mdwarf_zoo.training.distribute import get_strategy
-
-        strategy = get_strategy("multi_worker")
-
-        def reduce(value):
-            context = tf.distribute.get_replica_context()
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-        # Eager: inside a tf.function the all-reduce of a plain tensor has no device to reduce
-        # to ("destinations can not be empty"). Each local replica adds the flag, so the sum is
-        # positive exactly when the chief's flag is set.
-        flag = tf.constant(1.0 if (done and self.chief) else 0.0, tf.float32)
-        total = strategy.experimental_local_results(strategy.run(reduce, args=(flag,)))[0]
-        return bool(float(total) > 0.5)
+        return agree(get_strategy("multi_worker"), done and self.chief)
 
     def _train(
         self,
@@ -545,7 +533,6 @@ class Run:
         """Build a compiled model under the recipe's strategy and train it resumably with
         :func:`~mdwarf_zoo.training.loop.fit_resumable`, the one loop of every strategy: the
         same batches, and the checkpoint ``<checkpoint>.npz`` (written by the chief only)."""
-        from mdwarf_zoo.training.distribute import get_strategy
 
         with get_strategy(self.recipe.strategy).scope():
             model = build()
@@ -573,8 +560,6 @@ class Run:
         return model, history
 
     def _stage_pretrain(self, member: AutoencoderMember) -> None:
-        from mdwarf_zoo.hub import save_pretrained
-        from mdwarf_zoo.registry import create_model
 
         folder = self.member_folder(member)
         if self._agree((folder / "pretrained").is_dir()):
@@ -585,7 +570,7 @@ class Run:
             synthetic = self._read(self.synthetic_path)
             settings = self.recipe.autoencoders
             train, val = split_indices(len(synthetic), settings.validation_split, member.seed)
-            _determinism(member.seed)
+            determinism(member.seed)
             flux = synthetic.flux
             model, history = self._train(
                 lambda: create_model(
@@ -621,19 +606,9 @@ class Run:
             _remove_checkpoint(folder / "pretrain.ckpt")
 
     def _stage_transfer(self, member: AutoencoderMember) -> None:
-        import keras
-
-        from mdwarf_zoo.diagnostics import latent_drift
-        from mdwarf_zoo.hub import from_pretrained, save_pretrained
-        from mdwarf_zoo.optimizers import FusedAdam
-        from mdwarf_zoo.training.transfer import (
-            AnchorReplay,
-            anchor_targets,
-            anchored_trainer,
-            clone_model,
-            transfer_layers,
-        )
-
+        """Stage 2 through :func:`mdwarf_zoo.transfer` (resumable: its checkpoint in the member
+        folder), saved as ``transferred`` with the observed reconstruction error before and
+        after and the drift of the synthetic latents."""
         folder = self.member_folder(member)
         settings = self.recipe.transfer
         if not settings.enabled or self._agree((folder / "transferred").is_dir()):
@@ -642,94 +617,63 @@ class Run:
             folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
         )
         with self._lock(folder):
-            observed = self._read(self.observed_path)
-            seed = member.seed + 100_000
-            train, val = split_indices(len(observed), settings.validation_split, seed)
-            _determinism(seed)
+            flux = self._read(self.observed_path).flux
             source = from_pretrained(folder / "pretrained")
-            freeze = (
-                source.default_freeze
-                if settings.freeze == "default"
-                else (
-                    list(settings.freeze) if isinstance(settings.freeze, tuple) else settings.freeze
-                )
-            )
-            frozen = set(transfer_layers(source, freeze, settings.mode))
-            learning_rate = settings.learning_rate or source.learning_rate
-            flux = observed.flux
             # The synthetic spectra: replayed by the anchored mode, and (chief) the drift.
-            anchors = (self._read(self.synthetic_path).flux
-                       if settings.mode == "anchored" or self.chief else None)
-            x, y = flux[train], flux[train]
-            validation = (flux[val], flux[val]) if len(val) else None
-            if settings.mode == "anchored":
-                targets, scale = anchor_targets(source, anchors)
-                x, y = AnchorReplay(flux[train], anchors, targets / scale, seed), None
-                if len(val):
-                    validation = AnchorReplay(flux[val], anchors, targets / scale, seed).all()
-
-            def build() -> keras.Model:
-                tuned = clone_model(source)
-                for index, layer in enumerate(tuned.layers):
-                    layer.trainable = index not in frozen
-                if settings.mode != "anchored":
-                    # Flags before compile: the TensorFlow backend ignores later changes.
-                    tuned.compile(optimizer=FusedAdam(learning_rate), loss="mse")
-                    return tuned
-                trainer = anchored_trainer(tuned, scale, anchor_weight=settings.anchor_weight,
-                                           loss="mse")
-                trainer.compile(optimizer=FusedAdam(learning_rate), loss=["mse", "mse"],
-                                loss_weights=[1.0, settings.anchor_weight])
-                object.__setattr__(trainer, "autoencoder", tuned)
-                return trainer
-
+            anchored = settings.mode == "anchored"
+            anchors = self._read(self.synthetic_path).flux if anchored or self.chief else None
             before = _mse(source, flux) if self.chief else None
-            tuned, history = self._train(
-                build,
-                x,
-                y,
+            tuned = transfer(
+                source,
+                flux,
+                freeze=(source.default_freeze if settings.freeze == "default"
+                        else list(settings.freeze) if isinstance(settings.freeze, tuple)
+                        else settings.freeze),
                 epochs=settings.epochs,
                 batch_size=settings.batch_size,
-                seed=seed,
-                checkpoint=folder / "transfer.ckpt",
-                validation=validation,
-                description=f"{member.name} transfer",
+                learning_rate=settings.learning_rate,
+                validation_split=settings.validation_split,
+                seed=member.seed + 100_000,
+                mode=settings.mode,
+                anchor_spectra=anchors,
+                anchor_weight=settings.anchor_weight if anchored else None,
+                checkpoint=folder / "transfer.ckpt.npz",
+                strategy=self.recipe.strategy,
+                progress=self.progress,
             )
-            tuned = getattr(tuned, "autoencoder", tuned)
             if not self.chief:
                 return
+            info = tuned.transfer_info
             metrics = {
                 "reconstruction_mse_observed_before": before,
                 "reconstruction_mse_observed_after": _mse(tuned, flux),
-                "latent_drift": latent_drift(source, tuned, anchors),
-                "frozen_layers": sorted(frozen),
+                "latent_drift": info["latent_drift"],
             }
+            records = [dict(zip(tuned.history.history, values, strict=True))
+                       for values in zip(*tuned.history.history.values(), strict=True)]
             save_pretrained(
                 _inference_copy(tuned),
                 folder / "transferred",
                 **self._metadata(
                     member,
-                    metrics={k: v for k, v in metrics.items() if k != "frozen_layers"},
+                    metrics=metrics,
                     extra={
                         "transfer": {
                             "mode": settings.mode,
-                            **({"anchor_weight": settings.anchor_weight}
-                               if settings.mode == "anchored" else {}),
-                            "frozen_layers": sorted(frozen),
-                            "learning_rate": learning_rate,
+                            **({"anchor_weight": settings.anchor_weight} if anchored else {}),
+                            "frozen_layers": info["frozen_layers"],
+                            "learning_rate": info["learning_rate"],
                             "epochs": settings.epochs,
                             "batch_size": settings.batch_size,
                             "validation_split": settings.validation_split,
                         }
                     },
-                    training=_history_text(history, "transfer learning"),
+                    training=_history_text(records, "transfer learning"),
                 ),
             )
             _remove_checkpoint(folder / "transfer.ckpt")
 
     def _stage_encode(self, member: AutoencoderMember) -> None:
-        from mdwarf_zoo.hub import from_pretrained
-        from mdwarf_zoo.models.inference import encode
 
         folder = self.member_folder(member)
         if not self.chief or (folder / "latents.npz").is_file():
@@ -764,7 +708,6 @@ class Run:
     def label_scaling(self, labels: np.ndarray) -> dict[str, dict[str, float]]:
         """Per parameter the mean and standard deviation of the synthetic labels
         (``mdwarf_zoo.pipeline.LabelScaler``); regressors learn ``(label - mean) / std``."""
-        from mdwarf_zoo.pipeline import LabelScaler
 
         names = self.recipe.regressors.parameters
         scaler = LabelScaler.fit(labels[:, [_COLUMN[n] for n in names]], names)
@@ -837,7 +780,6 @@ class Run:
                         scaling: dict[str, dict[str, float]], val_mse: float, training: str,
                         extra: dict[str, Any]) -> None:
         """A trained latent regressor as a pretrained folder (one-by-one and fused paths)."""
-        from mdwarf_zoo.hub import save_pretrained
 
         save_pretrained(
             _inference_copy(model),
@@ -922,7 +864,6 @@ class Run:
     def _calibrated(self, table):
         """``table`` corrected by the recipe's ``[calibration]`` (its known labels of some
         observed stars); the calibration is kept as ``calibration.json`` in the run folder."""
-        from mdwarf_zoo.pipeline.calibration import calibrate, load_labels_table
 
         settings = self.recipe.calibration
         where = f"recipe {self._recipe_argument()}: [calibration] labels = {str(settings.labels)!r}"
@@ -949,7 +890,6 @@ class Run:
 
     def _chosen(self, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, set[int]]:
         """Per parameter, the rows of ``gathered`` the best-K selection keeps."""
-        from mdwarf_zoo.pipeline.ensemble import select_best
 
         keep = self._keep()
         return {
@@ -960,7 +900,6 @@ class Run:
     def _latent_scaler(self, member: AutoencoderMember):
         """The member's ``LatentScaler`` (``None`` without ``standardize_latents``), as its
         regressors stage fitted it."""
-        from mdwarf_zoo.pipeline import LatentScaler
 
         if not self.recipe.regressors.standardize_latents:
             return None
@@ -1055,7 +994,6 @@ class Run:
     def report(self) -> tuple[Path, list[Path], Path]:
         """``diagnostics.json``, the plots and ``report.md``."""
 
-        from astropy.table import Table
 
         self._require(self.table_path, "the ensemble stage", "--stage ensemble")
         gathered = self._gather()
@@ -1069,7 +1007,6 @@ class Run:
         }
         for member in self.recipe.members():
             folder = self.member_folder(member)
-            from mdwarf_zoo.hub import read_manifest
 
             entry = {"pretrained": read_manifest(folder / "pretrained").get("metrics", {})}
             if self.recipe.transfer.enabled:
@@ -1153,12 +1090,6 @@ class Run:
         distance of the observed spectra in flux space and, per member, in latent space before
         and after transfer (MB24: 2.72 and 0.086), with the mean per-dimension KS statistic and
         the MMD of the latents."""
-        from mdwarf_zoo.diagnostics import (
-            drift_of_latents,
-            ks_statistics,
-            mmd,
-            nearest_neighbour_distances,
-        )
 
         synthetic = self._read(self.synthetic_path)
         observed = self._read(self.observed_path)
@@ -1213,7 +1144,6 @@ class Run:
         )
 
     def _no_transfer_accuracy(self, gathered, observed) -> dict[str, dict[str, float]]:
-        from mdwarf_zoo.pipeline.ensemble import ensemble_table
 
         scaling = self.label_scaling(self._read(self.synthetic_path).labels)
         table = ensemble_table(
@@ -1293,7 +1223,6 @@ def join_cluster(recipe: Recipe) -> bool:
     """
     if recipe.strategy != "multi_worker" or not os.environ.get("TF_CONFIG", "").strip():
         return True
-    from mdwarf_zoo.training.distribute import get_strategy, is_chief
 
     try:
         strategy = get_strategy("multi_worker")
@@ -1417,7 +1346,6 @@ def _mmd_or_reason(mmd, x: np.ndarray, y: np.ndarray) -> float | str:
 def _inference_copy(model):
     """A copy of ``model`` with the same weights and a fresh, unbuilt optimizer, so the saved
     folder holds the weights only (no Adam moments: a third of the size)."""
-    from mdwarf_zoo.training.transfer import clone_model
 
     return clone_model(model)
 
@@ -1496,9 +1424,7 @@ def _alive(pid: int) -> bool:
 def plan(recipe: Recipe, folder: Path | None = None) -> list[dict[str, Any]]:
     """One row per member: architecture, overrides, seed, parameters, epochs and the work it
     needs (spectra x epochs), plus what a run folder already holds."""
-    import keras
 
-    from mdwarf_zoo.registry import create_model
 
     state = None
     if folder is not None and (folder / "run.json").is_file():

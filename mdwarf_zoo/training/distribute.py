@@ -49,6 +49,7 @@ __all__ = [
     "CHECKPOINT_FILE",
     "STRATEGY_NAMES",
     "epoch_order",
+    "agree",
     "fit_distributed",
     "get_strategy",
     "is_chief",
@@ -218,6 +219,24 @@ def get_strategy(name: str = "default", *, devices: Sequence[str] | None = None)
         logger.info("strategy %s: %d replica(s) in sync", name, strategy.num_replicas_in_sync)
         _STRATEGY_CACHE[key] = strategy
     return _STRATEGY_CACHE[key]
+
+
+def agree(strategy, flag: bool) -> bool:
+    """Whether any worker of ``strategy``'s cluster passes ``flag``: an all-reduce, so also a
+    barrier (every worker must call it the same number of times in the same order).
+
+    Run eagerly: inside a ``tf.function`` the all-reduce of a plain tensor has no device to
+    reduce to ("destinations can not be empty"). Each local replica adds the flag, so the sum
+    is positive exactly when some worker's flag is set.
+    """
+
+    def reduce(value):
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    value = tf.constant(1.0 if flag else 0.0, tf.float32)
+    total = strategy.experimental_local_results(strategy.run(reduce, args=(value,)))[0]
+    return bool(float(total) > 0.5)
 
 
 def is_chief(strategy) -> bool:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from mdwarf_zoo._files import atomic_savez
 
 __all__ = [
+    "determinism",
     "epoch_order",
     "fit_resumable",
     "read_checkpoint",
@@ -47,7 +48,9 @@ logger = logging.getLogger(__name__)
 _EVALUATION_CHUNK = 1024
 
 
-def _determinism(seed: int) -> None:
+def determinism(seed: int) -> None:
+    """Seed Python, numpy and Keras with ``seed`` and switch TensorFlow's op determinism on (a
+    process-wide setting): the same seed then gives the same weights on the same machine."""
     import keras
     import tensorflow as tf
 

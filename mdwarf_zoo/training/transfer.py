@@ -14,6 +14,7 @@ Freezing in Keras 3 (TensorFlow backend) only takes effect if the ``trainable`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import os
@@ -23,14 +24,14 @@ from typing import Any
 
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
 from mdwarf_zoo.labels import TRANSFER_MODES
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.optimizers import FusedAdam
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
-from mdwarf_zoo.training.loop import epoch_order
+from mdwarf_zoo.training.distribute import agree, get_strategy
+from mdwarf_zoo.training.loop import determinism, fit_resumable
 
 __all__ = [
     "TRANSFER_MODES",
@@ -425,46 +426,6 @@ class AnchorReplay:
         return self.batch(0, np.arange(len(self.flux)))
 
 
-class _ReplayBatches(keras.utils.PyDataset):
-    """Batches of an :class:`AnchorReplay` for ``Model.fit``, shuffled per epoch by
-    :func:`mdwarf_zoo.training.loop.epoch_order` (as the recipe runner's resumable loop)."""
-
-    def __init__(self, replay: AnchorReplay, batch_size: int, seed: int) -> None:
-        super().__init__()
-        self.replay, self.batch_size, self.seed, self.epoch = replay, batch_size, seed, 0
-        self._shuffle()
-
-    def _shuffle(self) -> None:
-        self.order = epoch_order(len(self.replay), self.seed, self.epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.replay) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        x, y = self.replay.batch(self.epoch, rows)
-        return tuple(x), tuple(y)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._shuffle()
-
-
-class _EpochBar(keras.callbacks.Callback):
-    """A tqdm bar over epochs, with the current losses."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.bar = tqdm(total=epochs, desc="transfer", unit="epoch")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.bar.set_postfix({k: f"{v:.3g}" for k, v in (logs or {}).items()})
-        self.bar.update(1)
-
-    def on_train_end(self, logs=None):
-        self.bar.close()
-
-
 def transfer(
     model: keras.Model,
     spectra: Any,
@@ -480,6 +441,8 @@ def transfer(
     mode: str = "mb24",
     anchor_spectra: Any = None,
     anchor_weight: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    strategy: str | None = None,
 ) -> keras.Model:
     """Fine-tune a copy of an autoencoder on observed spectra (deep transfer learning, MB24).
 
@@ -528,6 +491,14 @@ def transfer(
             (:func:`mdwarf_zoo.diagnostics.latent_drift`), recorded in ``transfer_info`` and
             warned about above 0.1 sigma (:class:`~mdwarf_zoo.diagnostics.LatentDriftWarning`).
         anchor_weight: the anchor penalty's weight (``"anchored"``; default 1.0).
+        checkpoint: an ``.npz`` file written after every epoch; called again with the same
+            arguments, the fine-tuning resumes from it and ends with the same weights as an
+            uninterrupted one (:func:`mdwarf_zoo.training.loop.fit_resumable`, the loop every
+            stage trains with: epoch ``e`` visits the spectra in the order
+            ``default_rng([seed, e]).permutation``).
+        strategy: a ``tf.distribute`` strategy name (:func:`mdwarf_zoo.training.distribute.
+            get_strategy`) to train under; ``None``: the current one. Under
+            ``"multi_worker"`` every worker calls ``transfer`` alike and gets its own copy.
 
     Returns:
         The fine-tuned copy. ``copy.history`` is the Keras ``History`` of the fine-tuning
@@ -561,43 +532,45 @@ def transfer(
     anchors, anchor_weight = _check_anchors(model, mode, anchor_spectra, anchor_weight)
     train, val = _split(flux.shape[0], validation_split, seed)
 
-    if seed is not None:
-        import tensorflow as tf
-
-        keras.utils.set_random_seed(int(seed))
-        tf.config.experimental.enable_op_determinism()
-
-    tuned = clone_model(model)
-    frozen_set = set(frozen)
-    for index, layer in enumerate(tuned.layers):
-        layer.trainable = index not in frozen_set
-    if not tuned.trainable_weights:
-        raise ValueError(
-            f"transfer: freeze={freeze!r} leaves no trainable weight in model {model.name!r}; "
-            f"it has {len(tuned.layers)} layers:\n{describe_layers(tuned)}"
-        )
-    logger.info(
-        "transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, %d epochs, "
-        "lr %g", model.name, mode, [tuned.layers[i].name for i in frozen], len(train), len(val),
-        epochs, learning_rate,
-    )
-    all_callbacks = list(callbacks or [])
-    if progress:
-        all_callbacks.append(_EpochBar(int(epochs)))
-    optimizer = FusedAdam(float(learning_rate))
-    if mode == "anchored":
-        trainer, data = _anchored_fit(model, tuned, flux, train, val, anchors, anchor_weight,
-                                      int(batch_size), seed, optimizer)
+    if seed is None:
+        seed_order = int(np.random.default_rng().integers(2**31))
     else:
-        # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
-        tuned.compile(optimizer=optimizer, loss=_model_loss(model))
-        trainer = tuned
-        data = {"x": flux[train], "y": flux[train], "batch_size": int(batch_size),
-                "shuffle": True, "validation_data": (flux[val], flux[val]) if len(val) else None}
-    history = trainer.fit(epochs=int(epochs), callbacks=all_callbacks, verbose=0, **data)
-    if trainer is not tuned:
-        # The trainer fitted tuned's own layers; give tuned a compiled state of its own.
+        determinism(int(seed))
+        seed_order = int(seed)
+    with get_strategy(strategy or "default").scope() if strategy else contextlib.nullcontext():
+        tuned = clone_model(model)
+        frozen_set = set(frozen)
+        for index, layer in enumerate(tuned.layers):
+            layer.trainable = index not in frozen_set
+        if not tuned.trainable_weights:
+            raise ValueError(
+                f"transfer: freeze={freeze!r} leaves no trainable weight in model "
+                f"{model.name!r}; it has {len(tuned.layers)} layers:\n{describe_layers(tuned)}"
+            )
+        logger.info(
+            "transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, %d "
+            "epochs, lr %g", model.name, mode, [tuned.layers[i].name for i in frozen],
+            len(train), len(val), epochs, learning_rate,
+        )
+        trainer, x, y, validation = _trainer(model, tuned, flux, train, val, mode, anchors,
+                                             anchor_weight, seed_order, learning_rate)
+    records = fit_resumable(
+        trainer, x, y, epochs=int(epochs), batch_size=int(batch_size), seed=seed_order,
+        checkpoint=None if checkpoint is None else Path(checkpoint), validation=validation,
+        description=f"transfer ({model.name})", progress=progress, callbacks=list(callbacks or []),
+    )
+    if strategy == "multi_worker":
+        # Every worker has trained (and read any checkpoint) before any goes on; then a copy
+        # outside the strategy, so what follows (drift, saving) is local.
+        agree(get_strategy("multi_worker"), True)
+        tuned = clone_model(tuned)
+    if trainer is not tuned or strategy == "multi_worker":
+        # Give tuned a compiled state of its own (the trainer fitted tuned's own layers).
         tuned.compile(optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model))
+    history = keras.callbacks.History()
+    history.epoch = list(range(len(records)))
+    history.history = {key: [record[key] for record in records] for key in records[0]} \
+        if records else {}
     tuned.history = history
     tuned.transfer_info = {
         "mode": mode,
@@ -685,19 +658,23 @@ def _split(n: int, validation_split: float, seed: int | None) -> tuple[np.ndarra
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _anchored_fit(model, tuned, flux, train, val, anchors, anchor_weight, batch_size, seed,
-                  optimizer):
-    """The compiled anchored trainer of ``tuned`` and the ``fit`` arguments that replay the
-    anchors beside the training spectra (a new seeded pairing every epoch)."""
+def _trainer(model, tuned, flux, train, val, mode, anchors, anchor_weight, seed, learning_rate):
+    """The compiled model that fine-tunes ``tuned`` (``tuned`` itself, or for ``"anchored"``
+    its two-input trainer) and the loop's training inputs, targets and validation: for
+    ``"anchored"`` the anchors replayed beside the training spectra, a new seeded pairing every
+    epoch."""
+    optimizer = FusedAdam(float(learning_rate))
+    if mode != "anchored":
+        # Flags first, compile second: the TensorFlow backend ignores flags changed afterwards.
+        tuned.compile(optimizer=optimizer, loss=_model_loss(model))
+        validation = (flux[val], flux[val]) if len(val) else None
+        return tuned, flux[train], flux[train], validation
     targets, scale = anchor_targets(model, anchors)
     trainer = anchored_trainer(tuned, scale, anchor_weight=anchor_weight, loss=_model_loss(model))
-    pairing = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
-    replay = AnchorReplay(flux[train], anchors, targets / scale, pairing)
+    replay = AnchorReplay(flux[train], anchors, targets / scale, seed)
     validation = None
     if len(val):
-        validation = tuple(AnchorReplay(flux[val], anchors, targets / scale, pairing).all())
-    # Flags first (set on tuned's layers), compile second.
+        validation = AnchorReplay(flux[val], anchors, targets / scale, seed).all()
     trainer.compile(optimizer=optimizer, loss=[_model_loss(model), "mse"],
                     loss_weights=[1.0, anchor_weight])
-    data = {"x": _ReplayBatches(replay, batch_size, pairing), "validation_data": validation}
-    return trainer, data
+    return trainer, replay, None, validation
