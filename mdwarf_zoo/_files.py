@@ -20,3 +20,12 @@ def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def atomic_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a
+    rename, so a reader never sees a half-written file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(temporary, path)

@@ -190,7 +190,7 @@ def test_bad_labels_are_refused_with_their_names(tmp_path: Path):
 
 def test_recipe_calibration_section(tmp_path: Path):
     from mdwarf_zoo.recipes import RecipeError, parse_recipe
-    from mdwarf_zoo.runner import Run
+    from mdwarf_zoo.recipes.run import Run
 
     base = (Path(__file__).parent.parent / "training_recipes" / "quickstart.toml").read_text()
     truth = _truth(12, seed=9)

@@ -431,7 +431,7 @@ def test_predict_latent_alignment_flag(aligned_run, tmp_path, capsys):
 
 def test_a_changed_non_mb24_key_never_reuses_a_run_folder(tmp_path: Path):
     from mdwarf_zoo.recipes import load_recipe
-    from mdwarf_zoo.runner import Run
+    from mdwarf_zoo.recipes.run import Run
 
     first = tmp_path / "coral.toml"
     first.write_text(aligned_recipe_text())

@@ -12,7 +12,7 @@ import pytest
 from recipe_builder import write_recipe
 
 from mdwarf_zoo.cli import main
-from mdwarf_zoo.compare import COLUMNS
+from mdwarf_zoo.recipes.compare import COLUMNS
 
 ARCHITECTURES = ["dense_ae_tiny", "conv_ae_tiny"]
 

@@ -10,7 +10,7 @@ from recipe_builder import write_recipe
 
 from mdwarf_zoo.cli import main
 from mdwarf_zoo.recipes import load_recipe
-from mdwarf_zoo.runner import Run
+from mdwarf_zoo.recipes.run import Run
 from mdwarf_zoo.spectra.datasets import read_set
 
 # The tiny recipe reading a PHOENIX-layout grid and CARACAL files, defaults elsewhere.

@@ -28,8 +28,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mdwarf_zoo.compare import compare
     from mdwarf_zoo.recipes import load_recipe
+    from mdwarf_zoo.recipes.compare import compare
 
     recipe = load_recipe(args.recipe)
     out = Path(args.out) if args.out else Path("runs") / recipe.name

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mdwarf_zoo.commands.train import print_result
     from mdwarf_zoo.recipes import load_recipe
-    from mdwarf_zoo.runner import Run
+    from mdwarf_zoo.recipes.run import Run
 
     recipe = load_recipe("quickstart")
     print(f"mdwarf-zoo demo: recipe 'quickstart' (simulated spectra; offline) into {args.out}")

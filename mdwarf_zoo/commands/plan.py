@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mdwarf_zoo.recipes import load_recipe
-    from mdwarf_zoo.runner import plan
+    from mdwarf_zoo.recipes.cluster import plan
 
     # plan() builds every grid point itself, so the recipe check does not build them twice.
     recipe = load_recipe(args.recipe, check_files=not args.no_check_files, check_models=False)

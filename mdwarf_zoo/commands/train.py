@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mdwarf_zoo.recipes import load_recipe
-    from mdwarf_zoo.runner import Run, join_cluster
+    from mdwarf_zoo.recipes.cluster import join_cluster
+    from mdwarf_zoo.recipes.run import Run
 
     # strategy "multi_worker" joins its cluster before TensorFlow's first op, which validating
     # the recipe's models would run: read the recipe, join, then validate fully.

@@ -5,7 +5,7 @@ where the synthetic and observed spectra come from, the preprocessing, the autoe
 architectures and their hyper-parameter grid, transfer learning, the latent regressors, the
 ensemble and the outputs. :func:`load_recipe` checks all of it (unknown keys with close-name
 suggestions, types, ranges, architecture names against the registry, files on disk) *before*
-any training starts and returns a :class:`Recipe`; :mod:`mdwarf_zoo.runner` executes it.
+any training starts and returns a :class:`Recipe`; :mod:`mdwarf_zoo.recipes.run` executes it.
 
 Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
 

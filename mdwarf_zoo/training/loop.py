@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import numbers
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "epoch_order",
     "fit_resumable",
     "read_checkpoint",
+    "remove_checkpoint",
     "split_indices",
     "steps_per_epoch",
     "write_checkpoint",
@@ -46,6 +48,16 @@ logger = logging.getLogger(__name__)
 
 # The evaluation chunk of the default strategy (rows per test_on_batch call).
 _EVALUATION_CHUNK = 1024
+
+
+def remove_checkpoint(checkpoint: Path) -> None:
+    """Delete a finished model's checkpoint: ``<checkpoint>.npz``, or a folder ``<checkpoint>``
+    left by an older version."""
+    npz = checkpoint.with_name(checkpoint.name + ".npz")
+    if npz.is_file():
+        npz.unlink()
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint)
 
 
 def determinism(seed: int) -> None:

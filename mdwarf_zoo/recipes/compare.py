@@ -3,7 +3,7 @@
 A comparison lives in one folder::
 
     compare.json             recipe name and sha256 (the folder's identity)
-    NN_<architecture>/       a run folder (mdwarf_zoo.runner.Run) of the recipe restricted to
+    NN_<architecture>/       a run folder (mdwarf_zoo.recipes.run.Run) of the recipe restricted to
                              grid point NN: one member, seed = recipe seed, so every
                              architecture sees the same split, batch order seeds and label seeds
         data/*.h5            the sets, built once by the first architecture and hard-linked
@@ -13,7 +13,7 @@ A comparison lives in one folder::
     spectrum_cnn/            the direct baseline: seed_<k>/ save_pretrained folders, row json
     comparison.csv, comparison.md, comparison.png
 
-Every run resumes (stages, members and checkpoints of ``mdwarf_zoo.runner``), so re-running the
+Every run resumes (stages, members and checkpoints of ``mdwarf_zoo.recipes.run``), so re-running the
 same command skips finished work and rewrites identical tables from the cached rows.
 """
 
@@ -34,9 +34,16 @@ from typing import Any
 import numpy as np
 
 from mdwarf_zoo._version import __version__
+from mdwarf_zoo.hub import from_pretrained, read_manifest, save_pretrained
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS
-from mdwarf_zoo.recipes import Recipe, RecipeError, parse_recipe
+from mdwarf_zoo.models.inference import encode
+from mdwarf_zoo.pipeline.ensemble import ensemble_table
+from mdwarf_zoo.recipes import Recipe, RecipeError, parse_recipe, report
+from mdwarf_zoo.recipes.run import Run
+from mdwarf_zoo.registry import create_model
+from mdwarf_zoo.training.loop import determinism, fit_resumable, remove_checkpoint, split_indices
+from mdwarf_zoo.training.transfer import clone_model
 
 __all__ = ["COLUMNS", "ComparisonResult", "compare", "single_point_recipe"]
 
@@ -227,8 +234,6 @@ def _throughput(call, n: int, repeats: int = 3) -> float:
 # --------------------------------------------------------------------------------------------
 def _architecture_rows(run, label: str, seconds_per_epoch: float) -> list[dict[str, Any]]:
     """The transfer row and the no-transfer row of one architecture's finished run."""
-    from mdwarf_zoo.hub import from_pretrained, read_manifest
-    from mdwarf_zoo.models.inference import encode
 
     recipe = run.recipe
     member = recipe.members()[0]
@@ -292,11 +297,6 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     """Train (resumably) ``[regressors] seeds`` direct spectrum CNNs on the synthetic set with
     standardised labels, all parameters at once, and evaluate their ensemble on the observed
     set. Split seed and batch-order seeds follow the autoencoders' (``recipe.seed``)."""
-    from mdwarf_zoo.hub import from_pretrained, save_pretrained
-    from mdwarf_zoo.pipeline.ensemble import ensemble_table
-    from mdwarf_zoo.registry import create_model
-    from mdwarf_zoo.runner import _accuracy, _inference_copy, _remove_checkpoint
-    from mdwarf_zoo.training.loop import determinism, fit_resumable, split_indices
 
     cached = _read_json(folder / "compare_row.json")
     if cached is not None:
@@ -346,7 +346,7 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
                 timing[f"seed_{k}"] = (time.perf_counter() - started) / (settings.epochs - start)
                 _write_json(folder / "timing.json", timing)
             save_pretrained(
-                _inference_copy(model),
+                clone_model(model),
                 out,
                 preprocessor=recipe.preprocessing.preprocessor(),
                 recipe={"name": recipe.name, "sha256": recipe.sha256},
@@ -356,7 +356,7 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
                 provenance={"baseline": "spectrum_cnn", "seed": seed},
                 training=f"direct spectrum CNN: {len(history)} epochs",
             )
-            _remove_checkpoint(checkpoint.with_suffix(""))
+            remove_checkpoint(checkpoint.with_suffix(""))
         scaled = np.asarray(model.predict(synthetic.flux[val], verbose=0))
         mse.append(np.mean((scaled - target[val]) ** 2, axis=0))
         predictions.append(np.asarray(model.predict(observed.flux, verbose=0)) * std + mean)
@@ -366,7 +366,7 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     )
     if observed.labels is None:
         raise ValueError(f"{run.observed_path} has no true labels to compare against")
-    accuracy = _accuracy(table, observed.labels, names)
+    accuracy = report.accuracy(table, observed.labels, names)
     flux = observed.flux
     row: dict[str, Any] = {
         "model": "spectrum_cnn",
@@ -400,7 +400,7 @@ def compare(
 
     Each grid point (an architecture, with any other grid arguments) runs as its own run folder
     ``NN_<architecture>`` of :func:`single_point_recipe` (one member with the recipe's seed),
-    through every stage of :class:`mdwarf_zoo.runner.Run`. The sets are built once and shared.
+    through every stage of :class:`mdwarf_zoo.recipes.run.Run`. The sets are built once and shared.
     The ``[compare] baselines`` add, per architecture, its ensemble without transfer learning
     (``no_transfer``) and a direct spectrum CNN trained on the synthetic spectra
     (``spectrum_cnn``).
@@ -420,11 +420,10 @@ def compare(
         ValueError: for an observed set without true labels.
 
     Examples:
-        >>> from mdwarf_zoo.compare import compare  # doctest: +SKIP
+        >>> from mdwarf_zoo.recipes.compare import compare  # doctest: +SKIP
         >>> from mdwarf_zoo.recipes import load_recipe  # doctest: +SKIP
         >>> compare(load_recipe("compare_quick"), "runs/compare").csv  # doctest: +SKIP
     """
-    from mdwarf_zoo.runner import Run
 
     started = time.perf_counter()
     folder = Path(folder)

@@ -1,0 +1,238 @@
+"""The data sets of a run folder: the synthetic training set and the observed set, simulated,
+read from files, or built from observed spectrum files (``data/synthetic.h5``,
+``data/observed.h5``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mdwarf_zoo.labels import PARAMETERS
+from mdwarf_zoo.pipeline.pretrained import read_template, rest_frame
+from mdwarf_zoo.recipes import (
+    cluster,
+)
+from mdwarf_zoo.spectra.datasets import (
+    SpectrumSet,
+    build_training_set,
+    load_labels,
+    read_set,
+    write_set,
+)
+from mdwarf_zoo.spectra.grid import WavelengthGrid
+from mdwarf_zoo.spectra.observed import read_spectrum
+from mdwarf_zoo.spectra.preprocess import scale
+from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
+
+if TYPE_CHECKING:
+    from mdwarf_zoo.recipes.run import Run
+
+logger = logging.getLogger(__name__)
+
+
+# -- stage: sets ---------------------------------------------------------------------------
+def build_sets(run: Run) -> None:
+    """Write ``data/synthetic.h5`` and ``data/observed.h5`` unless they exist."""
+    if not run.chief:
+        # The other workers of a multi-worker job read the chief's files instead of building
+        # the sets themselves: every worker must feed the data-parallel steps the very same
+        # arrays, and a set built elsewhere (another CPU, numpy or BLAS build; PHOENIX files
+        # or observed FITS files read through a per-node mount) may differ in its last bits,
+        # or, for a PHOENIX build, would race the chief on data/phoenix_build.h5. Waiting
+        # costs nothing: training cannot start before the sets exist anyway.
+        cluster.wait_for(
+            [run.synthetic_path, run.observed_path], "the chief worker to build the sets"
+        )
+        return
+    (run.folder / "data").mkdir(exist_ok=True)
+    # Member jobs started together wait for the one that builds the sets.
+    with cluster.MemberLock(run.folder / "data" / ".lock", wait=True):
+        if not run.synthetic_path.is_file():
+            _write_set(run, run.synthetic_path, _synthetic_set(run))
+        if not run.observed_path.is_file():
+            _write_set(run, run.observed_path, _observed_set(run))
+
+
+def _write_set(run: Run, path: Path, spectrum_set) -> None:
+
+    partial = path.with_name(f".{path.name}.partial.h5")
+    if partial.exists():
+        partial.unlink()
+    write_set(partial, spectrum_set)
+    os.replace(partial, path)
+    logger.info("wrote %s (%d spectra)", path, len(spectrum_set))
+
+
+def _random_labels(
+    self, n: int, ranges: dict[str, tuple[float, float]], seed: int
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(*ranges[name], n) for name in PARAMETERS])
+
+
+def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarray:
+    """Simulator flux on the window, through the recipe's normalisation and scaling."""
+
+    prep = run.recipe.preprocessing
+    preprocessor = prep.preprocessor()
+    grid = preprocessor.grid
+    if prep.normalisation != "none":
+        # The continuum fit needs the margin: simulate window + margin, then finish().
+        low, high = preprocessor.span
+        grid = WavelengthGrid(low, high, prep.window[2])
+    synthetic = run.recipe.synthetic
+    flux = synthetic_spectra(
+        labels,
+        grid,
+        seed=synthetic.line_list_seed,
+        resolving_power=prep.resolving_power,
+        workers=synthetic.workers,
+        progress=run.progress,
+    )
+    if observed:
+        source = run.recipe.observed
+        flux = observe(
+            flux,
+            labels,
+            snr=source.snr,
+            seed=source.seed,
+            grid=grid,
+            resolving_power=prep.resolving_power,
+            synthetic_seed=synthetic.line_list_seed,
+            workers=synthetic.workers,
+            progress=run.progress,
+            **source.gap,
+        )
+    if prep.normalisation == "none":
+        return scale(flux, prep.scaling).astype(np.float32)
+    return np.stack([preprocessor.finish(grid.wavelength, row)[0] for row in flux]).astype(
+        np.float32
+    )
+
+
+def _synthetic_set(run: Run):
+
+    source = run.recipe.synthetic
+    preprocessor = run.recipe.preprocessing.preprocessor()
+    if source.source == "set":
+        spectrum_set = read_set(source.path)
+        _check_set(run, spectrum_set, source.path, "[data.synthetic] path", labelled=True)
+        return spectrum_set
+    if source.labels is not None:
+        labels = load_labels(source.labels)
+        if source.limit is not None:
+            labels = labels[: source.limit]
+    else:
+        labels = _random_labels(run, source.n, source.label_ranges, run.recipe.seed)
+    if source.source == "phoenix":
+        # build_training_set resumes an interrupted build of the same file.
+        partial = run.folder / "data" / "phoenix_build.h5"
+        build_training_set(
+            source.grid,
+            labels,
+            partial,
+            preprocessor=preprocessor,
+            workers=source.workers,
+            progress=run.progress,
+        )
+        return read_set(partial)
+    flux = _simulated_flux(run, labels, observed=False)
+    return SpectrumSet(
+        flux=flux,
+        wavelength=preprocessor.grid.wavelength,
+        labels=labels,
+        identifiers=[f"synthetic_{i:06d}" for i in range(len(labels))],
+        preprocessing=preprocessor,
+        provenance={
+            "source": "mdwarf_zoo.spectra.simulate (toy simulator; not PHOENIX)",
+            "recipe": run.recipe.name,
+            "line_list_seed": source.line_list_seed,
+            "labels": str(source.labels) if source.labels else "uniform random",
+            "seed": run.recipe.seed,
+        },
+        kind="training",
+    )
+
+
+def _observed_set(run: Run):
+
+    source = run.recipe.observed
+    preprocessor = run.recipe.preprocessing.preprocessor()
+    if source.source == "set":
+        spectrum_set = read_set(source.path)
+        _check_set(run, spectrum_set, source.path, "[data.observed] path", labelled=False)
+        if source.labels is not None:
+            spectrum_set.labels = load_labels(source.labels)
+        return spectrum_set
+    if source.source == "files":
+        return _observed_files(run, preprocessor)
+    # Its own stream, so the observed labels never repeat the synthetic ones.
+    labels = _random_labels(run, source.n, source.label_ranges, source.seed + 7919)
+    flux = _simulated_flux(run, labels, observed=True)
+    return SpectrumSet(
+        flux=flux,
+        wavelength=preprocessor.grid.wavelength,
+        labels=labels,
+        identifiers=[f"observed_{i:05d}" for i in range(len(labels))],
+        preprocessing=preprocessor,
+        provenance={
+            "source": "mdwarf_zoo.spectra.simulate observe() (toy simulator)",
+            "recipe": run.recipe.name,
+            "snr": source.snr,
+            "seed": source.seed,
+            "gap": dict(source.gap),
+            "labels": "true labels of the simulation",
+        },
+        kind="observed",
+    )
+
+
+def _observed_files(run: Run, preprocessor):
+
+    source = run.recipe.observed
+    low, high = preprocessor.span
+    template = None
+    if not source.no_rv:
+        template = read_template(
+            source.template, (low, high), max(map(abs, source.rv_range[:2]))
+        )
+    fluxes, names, velocities = [], [], []
+    for path in tqdm(source.files, desc="observed files", disable=not run.progress):
+        spectrum = read_spectrum(path, window=(low, high))
+        if template is not None:
+            rv_min, rv_max, rv_step = source.rv_range
+            spectrum, velocity = rest_frame(
+                path, spectrum, template, preprocessor, (rv_min, rv_max), rv_step=rv_step
+            )
+            velocities.append({"file": str(path), **velocity.record()})
+        fluxes.append(preprocessor(spectrum).flux)
+        names.append(str(spectrum.metadata.get("object") or Path(path).name))
+    labels = load_labels(source.labels) if source.labels is not None else None
+    return SpectrumSet(
+        flux=np.stack(fluxes),
+        wavelength=preprocessor.grid.wavelength,
+        labels=labels,
+        identifiers=names,
+        preprocessing=preprocessor,
+        provenance={
+            "files": [str(p) for p in source.files],
+            "radial_velocities": velocities if template is not None else "none: no_rv = true",
+        },
+        kind="observed",
+    )
+
+
+def _check_set(run: Run, spectrum_set, path: Path, key: str, *, labelled: bool) -> None:
+    pixels = run.recipe.preprocessing.pixels
+    if spectrum_set.flux.shape[1] != pixels:
+        raise ValueError(
+            f"{key} = {str(path)!r} has {spectrum_set.flux.shape[1]} pixels but "
+            f"[preprocessing] window gives {pixels}"
+        )
+    if labelled and spectrum_set.labels is None:
+        raise ValueError(f"{key} = {str(path)!r} has no labels; a training set needs them")
