@@ -61,7 +61,7 @@ class Alignment:
             self.resamples < 0 or self.resamples == 1
         ):
             raise ValueError(
-                f"alignment resamples must be 0 (no bootstrap) or >= 2, got {self.resamples!r}"
+                f"alignment_resamples must be 0 (no bootstrap) or >= 2, got {self.resamples!r}"
             )
 
     def meta(self) -> dict[str, object]:
