@@ -28,7 +28,7 @@ from mdwarf_zoo.pipeline.alignment import (
 from mdwarf_zoo.pipeline.ensemble import ensemble_table, select_best
 from mdwarf_zoo.pipeline.regressors import LatentRegressor, predict_ensemble
 
-__all__ = ["Alignment", "Estimate", "estimate", "select_regressors"]
+__all__ = ["Alignment", "Estimate", "check_choice", "estimate", "select_regressors"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,14 @@ class Estimate:
     regressors: list[LatentRegressor]
     predictions: dict[str, np.ndarray]
     observed_latents: dict[str, np.ndarray]
+
+
+def check_choice(where: str, name: str, value: object, allowed: Sequence[object],
+                 also: str = "") -> None:
+    """Refuse an option outside ``allowed``: ``"<where>: <name> must be <also>one of ..."``."""
+    if value not in allowed:
+        names = ", ".join(str(a) for a in allowed)
+        raise ValueError(f"{where}: {name} must be {also}one of {names}, got {value!r}")
 
 
 def select_regressors(

@@ -75,7 +75,7 @@ from mdwarf_zoo.hub.catalogue import PIPELINE_FILE, PIPELINE_FORMAT
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
 from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
-from mdwarf_zoo.pipeline.estimate import Alignment, estimate
+from mdwarf_zoo.pipeline.estimate import Alignment, check_choice, estimate
 from mdwarf_zoo.pipeline.regressors import LatentRegressor
 from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler
 from mdwarf_zoo.spectra.datasets import read_set
@@ -391,16 +391,9 @@ class PretrainedPipeline:
         method = None if method == "none" else method
         if error_model == "default":
             error_model = self.error_model
-        if error_model not in ERROR_MODELS:
-            raise ValueError(
-                f"predict: error_model must be 'default' or one of {ERROR_MODELS}, got "
-                f"{error_model!r}"
-            )
-        if method is not None and method not in ALIGNMENTS:
-            raise ValueError(
-                f"predict: latent_alignment must be 'default', 'none' or one of {ALIGNMENTS}, "
-                f"got {latent_alignment!r}"
-            )
+        check_choice("predict", "error_model", error_model, ERROR_MODELS, "'default' or ")
+        if method is not None:
+            check_choice("predict", "latent_alignment", method, ALIGNMENTS, "'default', 'none' or ")
         flux = np.asarray(flux, dtype=np.float32)
         alignment = None
         if method is not None:

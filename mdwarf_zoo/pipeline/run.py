@@ -24,7 +24,7 @@ from astropy.table import Table
 from mdwarf_zoo.labels import PARAMETERS
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
-from mdwarf_zoo.pipeline.estimate import Alignment, estimate
+from mdwarf_zoo.pipeline.estimate import Alignment, check_choice, estimate
 from mdwarf_zoo.pipeline.regressors import LatentRegressor, train_regressors
 from mdwarf_zoo.pipeline.scaling import LabelScaler, check_labels
 from mdwarf_zoo.training.transfer import FreezeSpec, prepare_spectra, transfer
@@ -258,13 +258,6 @@ def _inputs(model: keras.Model, observed: Any, synthetic_flux: Any, synthetic_la
 
 
 def _check_choices(observed_encoder: str, latent_alignment: str | None) -> None:
-    if observed_encoder not in _OBSERVED_ENCODERS:
-        raise ValueError(
-            f"run_pipeline: observed_encoder must be one of {_OBSERVED_ENCODERS}, got "
-            f"{observed_encoder!r}"
-        )
-    if latent_alignment is not None and latent_alignment not in ALIGNMENTS:
-        raise ValueError(
-            f"run_pipeline: latent_alignment must be None or one of {', '.join(ALIGNMENTS)}, "
-            f"got {latent_alignment!r}"
-        )
+    check_choice("run_pipeline", "observed_encoder", observed_encoder, _OBSERVED_ENCODERS)
+    if latent_alignment is not None:
+        check_choice("run_pipeline", "latent_alignment", latent_alignment, ALIGNMENTS, "None or ")

@@ -7,6 +7,19 @@ observed domain. MB24 freezes ``layers[:5]`` of the flat dense autoencoder (the 
 first four encoder layers) and re-trains with the same loss, Adam 1e-4, 60 epochs, batch 128 and
 an 80/20 train/validation split.
 
+The modes of :func:`transfer`, what is re-trained:
+
+* ``"mb24"`` (default): every layer not frozen, with the reconstruction loss alone, as MB24
+  wrote it. Nothing holds the latent coordinates that regressors trained on the original
+  encoder's synthetic latents rely on: on the simulator the synthetic latents drift by
+  ~0.3-0.9 sigma even when the "observed" spectra are synthetic.
+* ``"anchored"``: the same layers, plus a penalty that holds the fine-tuned encoder's latents of
+  replayed synthetic spectra (``anchor_spectra``) where the original encoder put them,
+  ``anchor_weight * mean(((E'(x_syn) - E(x_syn)) / sigma)^2)`` (sigma: each latent dimension's
+  spread under the original encoder); see :func:`anchored_trainer`.
+* ``"decoder_only"``: the encoder (up to the bottleneck) is frozen too: the latent space cannot
+  move, only the reconstruction of the observed spectra improves.
+
 Freezing in Keras 3 (TensorFlow backend) only takes effect if the ``trainable`` flags are set
 *before* ``compile()``: a flag changed after compiling is ignored by the compiled train step.
 :func:`transfer` therefore works on a fresh copy, sets the flags, and only then compiles.
@@ -25,6 +38,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mdwarf_zoo.diagnostics import latent_drift
 from mdwarf_zoo.labels import TRANSFER_MODES
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.optimizers import FusedAdam
@@ -446,74 +460,48 @@ def transfer(
 ) -> keras.Model:
     """Fine-tune a copy of an autoencoder on observed spectra (deep transfer learning, MB24).
 
-    The model passed in is never changed: a copy is built from its configuration and weights,
-    the layers selected by ``freeze`` get ``trainable = False`` (frozen BatchNormalization
-    layers then run in inference mode, keeping their moving statistics), every other layer
-    ``trainable = True``, and only then is the copy compiled with the model's own loss (MSE; the
-    contractive, L1 and KL terms are model losses and stay) and a new Adam optimizer. It is
-    trained to reconstruct ``spectra`` (no labels needed).
+    The model passed in is never changed: a copy gets ``trainable = False`` on the layers
+    ``freeze`` selects (frozen BatchNormalization layers keep their moving statistics), is
+    compiled with the model's own loss (its contractive, L1 and KL terms stay) and a new Adam,
+    and learns to reconstruct ``spectra`` (no labels needed).
 
     Args:
         model: an autoencoder (output shape == input shape), e.g. from
             ``mdwarf_zoo.create_model`` or ``mdwarf_zoo.from_pretrained``.
-        spectra: the observed spectra: an (n, pixels) array of preprocessed flux, the path of an
-            HDF5 observed set, a ``SpectrumSet``, or a list of ``Spectrum`` objects (prepared
-            with the model's own Preprocessor, which a model loaded from the hub carries).
-        freeze: the layers of the flat ``model.layers`` to keep fixed: an int N freezes
-            ``layers[:N]`` (MB24: ``freeze=5`` = the input and the first four encoder layers of
-            the dense autoencoder, ``model.default_freeze``), a slice, a list of indices
-            (negative allowed) and/or layer names, or a predicate ``f(layer) -> bool``.
+        spectra: the observed spectra: preprocessed (n, pixels) flux, an HDF5 observed set,
+            a ``SpectrumSet`` or ``Spectrum`` objects (see :func:`prepare_spectra`).
+        freeze: the layers of the flat ``model.layers`` to keep fixed (:func:`resolve_freeze`;
+            MB24: ``freeze=5``, the dense autoencoder's ``model.default_freeze``).
         epochs: training epochs (MB24: 60).
         batch_size: batch size (MB24: 128).
-        learning_rate: Adam learning rate; default the model's own ``learning_rate`` (the one it
-            was trained with; MB24: 1e-4).
-        validation_split: fraction of the spectra held out for validation, drawn at random
-            (seeded by ``seed``); 0 trains on all (MB24: 0.2).
-        seed: makes the run reproducible: ``keras.utils.set_random_seed(seed)`` and TensorFlow
-            op determinism (a process-wide setting) are switched on before the copy is built.
+        learning_rate: Adam learning rate; default the model's own (MB24: 1e-4).
+        validation_split: share of the spectra held out for validation, drawn with ``seed``; 0
+            trains on all (MB24: 0.2).
+        seed: seeds everything and switches TensorFlow's op determinism on (process-wide).
         callbacks: extra Keras callbacks for ``fit``.
         progress: show a tqdm bar over epochs.
-        mode: what is re-trained.
-            ``"mb24"`` (default): every layer not frozen, with the reconstruction loss alone,
-            as MB24 wrote it. Nothing holds the latent coordinates that regressors trained on
-            the original encoder's synthetic latents rely on: on the simulator the synthetic
-            latents drift by ~0.3-0.9 sigma even when the "observed" spectra are synthetic.
-            ``"anchored"``: the same layers, plus a penalty that holds the fine-tuned encoder's
-            latents of replayed synthetic spectra (``anchor_spectra``) where the original
-            encoder put them, ``anchor_weight * mean(((E'(x_syn) - E(x_syn)) / sigma)^2)``
-            (sigma: each latent dimension's spread under the original encoder); see
-            :func:`anchored_trainer`.
-            ``"decoder_only"``: the encoder (up to the bottleneck) is frozen too: the latent
-            space cannot move, only the reconstruction of the observed spectra improves.
-        anchor_spectra: synthetic spectra (array, HDF5 set, ``SpectrumSet``...) the anchored
-            mode replays beside the observed ones (required there). With any mode they also
-            measure the drift of the synthetic latents
-            (:func:`mdwarf_zoo.diagnostics.latent_drift`), recorded in ``transfer_info`` and
-            warned about above 0.1 sigma (:class:`~mdwarf_zoo.diagnostics.LatentDriftWarning`).
+        mode: what is re-trained: ``"mb24"`` (default), ``"anchored"`` or ``"decoder_only"``
+            (see the module docstring).
+        anchor_spectra: synthetic spectra the anchored mode replays (required there); with
+            any mode they measure the drift of the synthetic latents
+            (:func:`mdwarf_zoo.diagnostics.latent_drift`, warned about above 0.1 sigma).
         anchor_weight: the anchor penalty's weight (``"anchored"``; default 1.0).
-        checkpoint: an ``.npz`` file written after every epoch; called again with the same
-            arguments, the fine-tuning resumes from it and ends with the same weights as an
-            uninterrupted one (:func:`mdwarf_zoo.training.loop.fit_resumable`, the loop every
-            stage trains with: epoch ``e`` visits the spectra in the order
-            ``default_rng([seed, e]).permutation``).
-        strategy: a ``tf.distribute`` strategy name (:func:`mdwarf_zoo.training.distribute.
-            get_strategy`) to train under; ``None``: the current one. Under
-            ``"multi_worker"`` every worker calls ``transfer`` alike and gets its own copy.
+        checkpoint: an ``.npz`` file written after every epoch, to resume from with the same
+            result (:func:`mdwarf_zoo.training.loop.fit_resumable`, the loop of every stage).
+        strategy: a ``tf.distribute`` strategy name to train under (``None``: the current);
+            under ``"multi_worker"`` every worker calls ``transfer`` alike.
 
     Returns:
-        The fine-tuned copy. ``copy.history`` is the Keras ``History`` of the fine-tuning
-        (``copy.history.history["loss"]``, ``["val_loss"]``), and ``copy.transfer_info`` a dict
-        with the mode, frozen layer indices and names, learning rate, epochs, batch size, seed,
-        the numbers of training/validation spectra and their identifiers, and with
-        ``anchor_spectra`` the number of anchors, the anchor weight and ``latent_drift``.
+        The fine-tuned copy, with ``copy.history`` (a Keras ``History``: ``["loss"]``,
+        ``["val_loss"]``) and ``copy.transfer_info`` (the settings, the split's identifiers and,
+        with ``anchor_spectra``, ``latent_drift``).
 
     Raises:
         TypeError: for a ``freeze`` of an unsupported type, or a model that is not a
             ``keras.Model``.
-        ValueError: for a ``freeze`` index out of range or an unknown layer name (the message
-            lists the model's layers with their indices), a model that is not an autoencoder,
-            spectra of the wrong shape, non-finite flux, nothing left to train, or a bad
-            ``epochs``, ``batch_size``, ``learning_rate`` or ``validation_split``.
+        ValueError: for a ``freeze`` index out of range or an unknown layer name (listing the
+            layers), a model that is not an autoencoder, spectra of the wrong shape, non-finite
+            flux, nothing left to train, or a bad number.
 
     Examples:
         >>> import numpy as np
@@ -532,26 +520,14 @@ def transfer(
     anchors, anchor_weight = _check_anchors(model, mode, anchor_spectra, anchor_weight)
     train, val = _split(flux.shape[0], validation_split, seed)
 
-    if seed is None:
-        seed_order = int(np.random.default_rng().integers(2**31))
-    else:
-        determinism(int(seed))
-        seed_order = int(seed)
-    with get_strategy(strategy or "default").scope() if strategy else contextlib.nullcontext():
-        tuned = clone_model(model)
-        frozen_set = set(frozen)
-        for index, layer in enumerate(tuned.layers):
-            layer.trainable = index not in frozen_set
-        if not tuned.trainable_weights:
-            raise ValueError(
-                f"transfer: freeze={freeze!r} leaves no trainable weight in model "
-                f"{model.name!r}; it has {len(tuned.layers)} layers:\n{describe_layers(tuned)}"
-            )
-        logger.info(
-            "transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, %d "
-            "epochs, lr %g", model.name, mode, [tuned.layers[i].name for i in frozen],
-            len(train), len(val), epochs, learning_rate,
-        )
+    seed_order = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+    if seed is not None:
+        determinism(seed_order)
+    logger.info("transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, "
+                "%d epochs, lr %g", model.name, mode, frozen, len(train), len(val), epochs,
+                learning_rate)
+    with get_strategy(strategy).scope() if strategy else contextlib.nullcontext():
+        tuned = _frozen_copy(model, frozen, freeze)
         trainer, x, y, validation = _trainer(model, tuned, flux, train, val, mode, anchors,
                                              anchor_weight, seed_order, learning_rate)
     records = fit_resumable(
@@ -559,42 +535,68 @@ def transfer(
         checkpoint=None if checkpoint is None else Path(checkpoint), validation=validation,
         description=f"transfer ({model.name})", progress=progress, callbacks=list(callbacks or []),
     )
+    tuned = _compiled_alone(model, tuned, trainer, strategy, learning_rate)
+    tuned.history = _history(records)
+    tuned.transfer_info = _info(model, tuned, mode, frozen, learning_rate, epochs, batch_size,
+                                validation_split, seed, identifiers, train, val, anchors,
+                                anchor_weight)
+    return tuned
+
+
+def _frozen_copy(model: keras.Model, frozen: list[int], freeze: FreezeSpec) -> keras.Model:
+    """A copy of ``model`` whose layers ``frozen`` are not trainable (flags before compiling:
+    the TensorFlow backend ignores flags changed afterwards)."""
+    tuned = clone_model(model)
+    frozen_set = set(frozen)
+    for index, layer in enumerate(tuned.layers):
+        layer.trainable = index not in frozen_set
+    if not tuned.trainable_weights:
+        raise ValueError(
+            f"transfer: freeze={freeze!r} leaves no trainable weight in model "
+            f"{model.name!r}; it has {len(tuned.layers)} layers:\n{describe_layers(tuned)}"
+        )
+    return tuned
+
+
+def _compiled_alone(model: keras.Model, tuned: keras.Model, trainer: keras.Model,
+                    strategy: str | None, learning_rate: float) -> keras.Model:
+    """``tuned`` after its training, with a compiled state of its own (the anchored trainer
+    fitted ``tuned``'s layers), and under ``"multi_worker"`` a local copy once every worker has
+    finished, so what follows (drift, saving) needs no collective."""
     if strategy == "multi_worker":
-        # Every worker has trained (and read any checkpoint) before any goes on; then a copy
-        # outside the strategy, so what follows (drift, saving) is local.
         agree(get_strategy("multi_worker"), True)
         tuned = clone_model(tuned)
     if trainer is not tuned or strategy == "multi_worker":
-        # Give tuned a compiled state of its own (the trainer fitted tuned's own layers).
         tuned.compile(optimizer=FusedAdam(float(learning_rate)), loss=_model_loss(model))
-    history = keras.callbacks.History()
-    history.epoch = list(range(len(records)))
-    history.history = {key: [record[key] for record in records] for key in records[0]} \
-        if records else {}
-    tuned.history = history
-    tuned.transfer_info = {
-        "mode": mode,
-        "source_model": model.name,
-        "frozen_layers": list(frozen),
+    return tuned
+
+
+def _info(model, tuned, mode, frozen, learning_rate, epochs, batch_size, validation_split,
+          seed, identifiers, train, val, anchors, anchor_weight) -> dict[str, Any]:
+    """``transfer_info``: the settings, the split, and with anchors their drift."""
+    info = {
+        "mode": mode, "source_model": model.name, "frozen_layers": list(frozen),
         "frozen_layer_names": [tuned.layers[i].name for i in frozen],
-        "learning_rate": float(learning_rate),
-        "epochs": int(epochs),
-        "batch_size": int(batch_size),
-        "validation_split": float(validation_split),
-        "seed": seed,
-        "n_train": int(len(train)),
-        "n_validation": int(len(val)),
+        "learning_rate": float(learning_rate), "epochs": int(epochs),
+        "batch_size": int(batch_size), "validation_split": float(validation_split),
+        "seed": seed, "n_train": int(len(train)), "n_validation": int(len(val)),
         "train_identifiers": [identifiers[i] for i in train],
         "validation_identifiers": [identifiers[i] for i in val],
     }
     if anchors is not None:
-        from mdwarf_zoo.diagnostics import latent_drift
-
         if mode == "anchored":
-            tuned.transfer_info["anchor_weight"] = float(anchor_weight)
-        tuned.transfer_info["n_anchor"] = int(len(anchors))
-        tuned.transfer_info["latent_drift"] = latent_drift(model, tuned, anchors)
-    return tuned
+            info["anchor_weight"] = float(anchor_weight)
+        info["n_anchor"] = int(len(anchors))
+        info["latent_drift"] = latent_drift(model, tuned, anchors)
+    return info
+
+
+def _history(records: list[dict[str, float]]) -> keras.callbacks.History:
+    """The loop's per-epoch records as a Keras ``History`` (``history.history["loss"]``)."""
+    history = keras.callbacks.History()
+    history.epoch = list(range(len(records)))
+    history.history = {key: [r[key] for r in records] for key in records[0]} if records else {}
+    return history
 
 
 def _check_arguments(model, epochs, batch_size, validation_split, learning_rate, seed) -> float:
