@@ -472,8 +472,7 @@ def transfer(
             a ``SpectrumSet`` or ``Spectrum`` objects (see :func:`prepare_spectra`).
         freeze: the layers of the flat ``model.layers`` to keep fixed (:func:`resolve_freeze`;
             MB24: ``freeze=5``, the dense autoencoder's ``model.default_freeze``).
-        epochs: training epochs (MB24: 60).
-        batch_size: batch size (MB24: 128).
+        epochs, batch_size: training epochs and batch size (MB24: 60, 128).
         learning_rate: Adam learning rate; default the model's own (MB24: 1e-4).
         validation_split: share of the spectra held out for validation, drawn with ``seed``; 0
             trains on all (MB24: 0.2).
