@@ -261,7 +261,7 @@ def train_regressors(
         synthetic_latents: (n, latent_dim) latents of the synthetic spectra (original encoder).
         labels: (n, len(parameters)) physical labels in the order of ``parameters``.
         autoencoder: name recorded in each regressor (which latents it reads).
-        parameters: the label columns (default Teff, log g, [M/H], v sin i).
+        parameters: the label columns (default all four).
         seeds: the regressors' seeds (MB24: 5 per autoencoder and parameter): one list for
             every parameter, or a list per parameter. A seed sets the weights, the split and
             the batch order.
@@ -269,8 +269,8 @@ def train_regressors(
             :class:`RegressorSpec` of every parameter (``regressor_kwargs``: per parameter,
             constructor overrides, e.g. MB24 Teff ``{"teff": {"nf1": 64, "nf2": 32, "nu": 64,
             "learning_rate": 0.01}}``), unless ``specs`` gives them.
-        patience: stop after this many epochs without a better validation loss and keep the
-            best weights; ``None`` trains all epochs (MB24).
+        patience: stop after this many epochs without a better validation loss, keeping the
+            best weights (``None``: all epochs, MB24).
         scaler: the label standardisation; default fitted on ``labels``.
         standardize_latents: standardise each latent dimension with the mean and standard
             deviation of ``synthetic_latents`` (:class:`LatentScaler`, stored in every
@@ -281,8 +281,7 @@ def train_regressors(
             several times faster for the small latent CNNs): the same seeds, splits, batch order and
             Adam as one by one, so the same weights to float32 rounding.
         specs: per parameter, a :class:`RegressorSpec` (overrides the five arguments above).
-        store: where regressors are kept between calls (:class:`RegressorStore`; the recipe
-            runner's member folder).
+        store: where regressors are kept between calls (:class:`RegressorStore`).
 
     Returns:
         The trained regressors (parameter-major, then seed).
