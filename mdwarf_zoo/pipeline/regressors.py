@@ -297,8 +297,7 @@ def train_regressors(
         [('teff', 0), ('teff', 1)]
 
     Raises:
-        ValueError: for mismatched shapes, non-finite values, an unknown parameter or
-            architecture, or an empty ``seeds``.
+        ValueError: for mismatched shapes, non-finite values, an unknown name, no seeds.
     """
     parameters = tuple(parameters)
     labels, x = _check_inputs(synthetic_latents, labels, parameters, seeds)
