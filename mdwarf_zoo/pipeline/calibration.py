@@ -59,8 +59,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.table import Table
 
 from mdwarf_zoo.labels import PARAMETER_UNITS, PARAMETERS, SET_NAME
+from mdwarf_zoo.pipeline.pretrained import PretrainedPipeline
 
 __all__ = ["CALIBRATION_FORMAT", "CORRECTIONS", "Calibration", "calibrate", "load_labels_table"]
 
@@ -573,7 +575,6 @@ def calibrate(
 
 
 def _estimates(pipeline, spectra, identifiers, options):
-    from astropy.table import Table
 
     if isinstance(pipeline, Table):
         if spectra is not None:
@@ -582,7 +583,6 @@ def _estimates(pipeline, spectra, identifiers, options):
                 "holds the estimates); pass a pipeline to predict spectra"
             )
         return pipeline
-    from mdwarf_zoo.pipeline.pretrained import PretrainedPipeline
 
     if not isinstance(pipeline, PretrainedPipeline):
         raise ValueError(
@@ -606,7 +606,6 @@ def load_labels_table(path: str | os.PathLike, *, what: str = "labels file"):
         FileNotFoundError: when ``path`` does not exist.
         ValueError: when astropy cannot read it (the message names the file).
     """
-    from astropy.table import Table
 
     path = Path(path)
     if not path.is_file():
@@ -631,7 +630,6 @@ def _matched_labels(
     Only the estimate rows with labels are calibrators: matched by identifier when both
     carry one (the labels' ``id_column``; the table's column of that name, else ``id``), row
     by row otherwise."""
-    from astropy.table import Table
 
     if isinstance(labels, (str, os.PathLike)):
         labels = load_labels_table(labels)

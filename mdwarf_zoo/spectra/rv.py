@@ -30,6 +30,7 @@ above the noise) raises :class:`RadialVelocityError`, naming the star.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mdwarf_zoo.spectra.broadening import air_to_vacuum, instrumental_broadening
 from mdwarf_zoo.spectra.grid import Spectrum
 
 logger = logging.getLogger(__name__)
@@ -223,7 +225,6 @@ def _in_vacuum(spectrum: Spectrum, template: Spectrum) -> Spectrum:
     air/vacuum mismatch is a false ~70 km/s shift at 8800 A)."""
     if spectrum.metadata.get("medium") != "air" or template.metadata.get("medium") == "air":
         return spectrum
-    from mdwarf_zoo.spectra.broadening import air_to_vacuum
 
     facts: dict = {"medium": "vacuum"}
     spans = spectrum.metadata.get("order_spans")
@@ -255,7 +256,6 @@ def _matched(wave: np.ndarray, flux: np.ndarray,
     finest step, as the convolution needs one); unchanged without a kernel."""
     if kernel_r is None or wave.size < 10:
         return wave, flux
-    from mdwarf_zoo.spectra.broadening import instrumental_broadening
 
     # A third of the finest step: linear interpolation of the shifted template then adds
     # little of its own smoothing.
@@ -622,7 +622,6 @@ def to_rest_frame(
         ``metadata['rv_flag']`` record the shift (km/s). With a second pass, ``velocity.rv``
         is the refined velocity and ``velocity.order_rvs`` still lists the orders' peaks.
     """
-    import dataclasses
 
     spectrum = Spectrum.coerce(spectrum)
     velocity = radial_velocity(spectrum, template, **options)

@@ -59,9 +59,14 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
+from importlib.resources import files
 
 import numpy as np
+from astropy.table import Table
+from scipy import sparse
+from scipy.fft import next_fast_len
 from scipy.special import voigt_profile
+from tqdm.auto import tqdm
 
 from mdwarf_zoo.labels import SET_LABEL_NAMES
 from mdwarf_zoo.spectra.broadening import (
@@ -391,14 +396,12 @@ _table_override: str | None = None
 def _fitted_table() -> _LineTable:
     if _table_override is not None:
         return _read_table(_table_override)
-    from importlib.resources import files
 
     return _read_table(str(files("mdwarf_zoo") / "data" / _TABLE_FILE))
 
 
 @lru_cache(maxsize=4)
 def _read_table(path: str) -> _LineTable:
-    from astropy.table import Table
 
     table = Table.read(path, format="ascii.ecsv")
     return _LineTable(
@@ -414,7 +417,6 @@ def _read_table(path: str) -> _LineTable:
 
 def padded_fine_grid(low: float, high: float, step: float = 0.005) -> np.ndarray:
     """The uniform grid the opacity is computed on: ``low..high`` plus a pad each side."""
-    from scipy.fft import next_fast_len
 
     start = low - _FINE_PAD
     size = math.ceil((high + _FINE_PAD - start) / step - 1e-6) + 1
@@ -424,7 +426,6 @@ def padded_fine_grid(low: float, high: float, step: float = 0.005) -> np.ndarray
 
 @lru_cache(maxsize=32)
 def _deposit_matrix_cached(start: float, step: float, size: int, positions: bytes):
-    from scipy import sparse
 
     wavelength = np.frombuffer(positions, dtype=np.float64)
     position = (wavelength - start) / step
@@ -610,7 +611,6 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 def _run_chunks(function, labels: np.ndarray, args: tuple, workers: int, progress: bool):
     """Apply ``function(labels_chunk, *args)`` to fixed chunks, in order, maybe in processes."""
-    from tqdm.auto import tqdm
 
     slices = list(_chunks(labels.shape[0]))
     bar = tqdm(total=labels.shape[0], unit="spectrum", disable=not progress, desc="simulate")

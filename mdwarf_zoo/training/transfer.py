@@ -40,8 +40,10 @@ import numpy as np
 
 from mdwarf_zoo.diagnostics import latent_drift
 from mdwarf_zoo.labels import TRANSFER_MODES
+from mdwarf_zoo.models import ZooModel
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.optimizers import FusedAdam
+from mdwarf_zoo.spectra.datasets import SpectrumSet, read_set
 from mdwarf_zoo.spectra.grid import Spectrum
 from mdwarf_zoo.spectra.preprocess import Preprocessor
 from mdwarf_zoo.training.distribute import agree, get_strategy
@@ -174,7 +176,6 @@ def clone_model(model: keras.Model) -> keras.Model:
     Returns:
         The copy (compiled with its default compilation for zoo models, uncompiled otherwise).
     """
-    from mdwarf_zoo.models import ZooModel
 
     if isinstance(model, ZooModel):
         copy = type(model).from_config(model.get_config())
@@ -244,7 +245,6 @@ def prepare_spectra(
     """
     # Imported here: the HDF5 set layer pulls in h5py and the PHOENIX reader, which array users
     # of the package never need.
-    from mdwarf_zoo.spectra.datasets import SpectrumSet, read_set
 
     if isinstance(spectra, (str, os.PathLike)):
         spectra = read_set(Path(spectra))
