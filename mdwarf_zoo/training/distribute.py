@@ -464,72 +464,14 @@ def fit_distributed(
         ...     lambda: mdwarf_zoo.create_model("dense_ae_tiny", seed=0),
         ...     spectra, strategy="mirrored", epochs=120, global_batch_size=128, seed=0)
     """
-    if isinstance(strategy, str):
-        strategy = get_strategy(strategy)
-    elif not isinstance(strategy, tf.distribute.Strategy):
-        raise ValueError(
-            f"strategy must be one of {list(STRATEGY_NAMES)} or a tf.distribute.Strategy, "
-            f"got {strategy!r}"
-        )
-    if not callable(build_model):
-        raise ValueError(f"build_model must be a function returning a model, got {build_model!r}")
-    epochs = _check_positive_int("epochs", epochs)
-    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
-    seed = _check_seed(seed)
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
-        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
-    if not 0 <= initial_epoch <= epochs:
-        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
+    strategy, epochs, global_batch_size, seed = _checked_arguments(
+        build_model, strategy, epochs, global_batch_size, seed, initial_epoch
+    )
     x, y = _as_arrays(x, y)
-    steps_per_epoch(x.shape[0], global_batch_size, drop_remainder)  # raises if no batch is left
     replicas = strategy.num_replicas_in_sync
-    if global_batch_size < replicas:
-        raise ValueError(
-            f"global_batch_size {global_batch_size} is smaller than the {replicas} replicas of "
-            "the strategy; every replica needs at least one example per step"
-        )
-    _check_last_batch("x", x.shape[0], global_batch_size, replicas, drop_remainder)
-    if replicas > 1:
-        # Keras 3's fit and evaluate reduce the first batch of every pass across the replicas
-        # (to learn its shapes), which fails, or hangs across workers, on unequal slices.
-        if global_batch_size % replicas:
-            raise ValueError(
-                f"global_batch_size {global_batch_size} must be a multiple of the {replicas} "
-                "replicas: Keras 3 needs the first batch of an epoch split into equal slices"
-            )
-        if x.shape[0] < global_batch_size and x.shape[0] % replicas:
-            raise ValueError(
-                f"x has {x.shape[0]} examples, fewer than global_batch_size {global_batch_size} "
-                f"and not a multiple of the {replicas} replicas: its only batch cannot be split "
-                "into equal slices; change global_batch_size"
-            )
-    with strategy.scope():
-        model = build_model()
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"build_model must return a keras.Model, got {type(model).__name__}")
-    if getattr(model, "optimizer", None) is None:
-        raise ValueError(
-            f"build_model returned model {model.name!r} without an optimizer; compile it inside "
-            "build_model"
-        )
-    if model.distribute_strategy is not strategy:
-        raise ValueError(
-            f"model {model.name!r} was created outside the strategy's scope; build_model must "
-            "create the model, not return one made earlier"
-        )
-
-    if validation_data is not None:
-        if isinstance(validation_data, tuple):
-            if len(validation_data) != 2:
-                raise ValueError(
-                    "validation_data must be x_val or (x_val, y_val), got a sequence of "
-                    f"{len(validation_data)} items"
-                )
-            validation_data = _as_arrays(*validation_data)
-        else:
-            validation_data = _as_arrays(validation_data, None)
-        # Cut (and check) on every replica layout before any training step.
-        _validation_batch_size(validation_data[0].shape[0], global_batch_size, replicas)
+    _check_training_batches(x.shape[0], global_batch_size, replicas, drop_remainder)
+    model = _built_model(build_model, strategy)
+    validation_data = _checked_validation(validation_data, global_batch_size, replicas)
     history = keras.callbacks.History()
     history.set_model(model)
     history.epoch = []
@@ -549,6 +491,105 @@ def fit_distributed(
         verbose=verbose,
     )
     return model, history
+
+
+def _checked_arguments(
+    build_model: Any,
+    strategy: Any,
+    epochs: Any,
+    global_batch_size: Any,
+    seed: Any,
+    initial_epoch: Any,
+) -> tuple[tf.distribute.Strategy, int, int, int]:
+    """:func:`fit_distributed`'s settings checked: ``(strategy, epochs, global_batch_size,
+    seed)``, the strategy resolved from its name."""
+    if isinstance(strategy, str):
+        strategy = get_strategy(strategy)
+    elif not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(
+            f"strategy must be one of {list(STRATEGY_NAMES)} or a tf.distribute.Strategy, "
+            f"got {strategy!r}"
+        )
+    if not callable(build_model):
+        raise ValueError(f"build_model must be a function returning a model, got {build_model!r}")
+    epochs = _check_positive_int("epochs", epochs)
+    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
+    seed = _check_seed(seed)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
+        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
+    return strategy, epochs, global_batch_size, seed
+
+
+def _check_training_batches(
+    num_examples: int, global_batch_size: int, replicas: int, drop_remainder: bool
+) -> None:
+    """Raise unless every training batch gives every replica a slice (an equal one in the
+    first batch of an epoch)."""
+    steps_per_epoch(num_examples, global_batch_size, drop_remainder)  # raises if no batch is left
+    if global_batch_size < replicas:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is smaller than the {replicas} replicas of "
+            "the strategy; every replica needs at least one example per step"
+        )
+    _check_last_batch("x", num_examples, global_batch_size, replicas, drop_remainder)
+    if replicas > 1:
+        # Keras 3's fit and evaluate reduce the first batch of every pass across the replicas
+        # (to learn its shapes), which fails, or hangs across workers, on unequal slices.
+        if global_batch_size % replicas:
+            raise ValueError(
+                f"global_batch_size {global_batch_size} must be a multiple of the {replicas} "
+                "replicas: Keras 3 needs the first batch of an epoch split into equal slices"
+            )
+        if num_examples < global_batch_size and num_examples % replicas:
+            raise ValueError(
+                f"x has {num_examples} examples, fewer than global_batch_size {global_batch_size} "
+                f"and not a multiple of the {replicas} replicas: its only batch cannot be split "
+                "into equal slices; change global_batch_size"
+            )
+
+
+def _built_model(
+    build_model: Callable[[], keras.Model], strategy: tf.distribute.Strategy
+) -> keras.Model:
+    """``build_model()`` called in ``strategy``'s scope, checked: a compiled model of that
+    strategy."""
+    with strategy.scope():
+        model = build_model()
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"build_model must return a keras.Model, got {type(model).__name__}")
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            f"build_model returned model {model.name!r} without an optimizer; compile it inside "
+            "build_model"
+        )
+    if model.distribute_strategy is not strategy:
+        raise ValueError(
+            f"model {model.name!r} was created outside the strategy's scope; build_model must "
+            "create the model, not return one made earlier"
+        )
+    return model
+
+
+def _checked_validation(
+    validation_data: Any, global_batch_size: int, replicas: int
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``validation_data`` (``x_val`` or ``(x_val, y_val)``) as ``(x_val, y_val)`` arrays, checked
+    to cut into batches for ``replicas`` before any training step; ``None`` stays ``None``."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, tuple):
+        if len(validation_data) != 2:
+            raise ValueError(
+                "validation_data must be x_val or (x_val, y_val), got a sequence of "
+                f"{len(validation_data)} items"
+            )
+        validation_data = _as_arrays(*validation_data)
+    else:
+        validation_data = _as_arrays(validation_data, None)
+    _validation_batch_size(validation_data[0].shape[0], global_batch_size, replicas)
+    return validation_data
 
 
 def _checkpoint_file(directory: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:

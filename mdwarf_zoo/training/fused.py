@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,9 +318,54 @@ def train_fused(
         ValueError: for inconsistent shapes or lengths, an uncompiled model, or a checkpoint
             of other models.
     """
-    import tensorflow as tf
-
     models = list(models)
+    x, targets, train_indices = _checked_inputs(
+        models, latent_vectors, targets, train_indices, validation_indices, seeds
+    )
+    train_epoch, validation_loss = _fused_functions(
+        models, x, targets, validation_indices, batch_size
+    )
+    branches = _Branches.start(models, patience)
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        start = branches.restore(checkpoint)
+        logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
+    counts = np.array([len(t) for t in train_indices])
+    bar = tqdm(total=epochs, initial=start, desc=description, unit="epoch",
+               disable=not progress, leave=False)
+    for epoch in range(start, epochs):
+        if not branches.training.any():
+            break
+        started = time.perf_counter()
+        indices, weights, active = _epoch_batches(
+            train_indices, seeds, epoch, branches.training, batch_size
+        )
+        totals = np.asarray(train_epoch(indices, weights, active))
+        branches.record(epoch, totals / counts, validation_loss(), patience)
+        if checkpoint is not None:
+            branches.save(Path(checkpoint), epoch + 1)
+        logger.debug("%s: epoch %d took %.3f s (%d steps, %d branches training)", description,
+                     epoch, time.perf_counter() - started, len(indices),
+                     int(branches.training.sum()))
+        bar.update(1)
+        bar.set_postfix(training=int(branches.training.sum()))
+    bar.close()
+    if branches.best_weights is not None:
+        for model, saved_weights in zip(models, branches.best_weights, strict=True):
+            model.set_weights(saved_weights)
+    return branches.results
+
+
+def _checked_inputs(
+    models: list[keras.Model],
+    latent_vectors: np.ndarray,
+    targets: np.ndarray,
+    train_indices: Sequence[np.ndarray],
+    validation_indices: Sequence[np.ndarray],
+    seeds: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """:func:`train_fused`'s arguments checked: ``(latents, targets, train_indices)`` as
+    float32, float32 and int64 arrays."""
     k_branches = len(models)
     x = np.asarray(latent_vectors, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.float32)
@@ -337,12 +382,39 @@ def train_fused(
     train_indices = [np.asarray(t, dtype=np.int64) for t in train_indices]
     if any(len(t) == 0 for t in train_indices):
         raise ValueError("train_fused: every branch needs at least one training row")
+    return x, targets, train_indices
+
+
+def _fused_functions(
+    models: list[keras.Model],
+    x: np.ndarray,
+    targets: np.ndarray,
+    validation_indices: Sequence[np.ndarray],
+    batch_size: int,
+) -> tuple[Callable, Callable[[], np.ndarray]]:
+    """The fused model's traced epoch, ``train_epoch(indices, weights, active)`` (the per-branch
+    sums of the training losses), and ``validation_loss()`` (per branch), with the models'
+    optimizers built."""
+    import tensorflow as tf
+
     fused = FusedRegressors(models)
     trainable = [list(m.trainable_variables) for m in models]
     for model, variables in zip(models, trainable, strict=True):
         model.optimizer.build(variables)
     x_all = tf.constant(x)
     y_all = tf.constant(targets)
+    return (
+        _epoch_function(models, trainable, x_all, y_all, batch_size),
+        _validation_function(fused, x_all, targets, validation_indices),
+    )
+
+
+def _epoch_function(models, trainable, x_all, y_all, batch_size: int) -> Callable:
+    """One traced loop over an epoch's steps, each step every branch's forward and backward
+    pass and its optimizer step: no Python between steps."""
+    import tensorflow as tf
+
+    k_branches = len(models)
 
     def branch_step(k, rows, weight, on):
         with tf.GradientTape() as tape:
@@ -369,7 +441,6 @@ def train_fused(
         ]
     )
     def train_epoch(indices, weights, active):
-        # One traced loop over the epoch's steps: no Python between steps.
         totals = tf.zeros([k_branches], tf.float32)
         for s in tf.range(tf.shape(indices)[0]):
             totals += tf.stack([
@@ -378,6 +449,16 @@ def train_fused(
             ])
         return totals
 
+    return train_epoch
+
+
+def _validation_function(
+    fused: FusedRegressors, x_all, targets: np.ndarray, validation_indices: Sequence[np.ndarray]
+) -> Callable[[], np.ndarray]:
+    """Each branch's mean squared error on its own validation rows, in chunks of 2048."""
+    import tensorflow as tf
+
+    k_branches = fused.branches
     validation_rows, validation_weights = _padded(
         [np.asarray(v, dtype=np.int64) for v in validation_indices]
     )
@@ -398,91 +479,123 @@ def train_fused(
             )
         return sums / np.maximum(validation_weights.sum(axis=1), 1.0)
 
-    results = [FusedResult({"loss": [], "val_loss": []}) for _ in range(k_branches)]
-    training = np.ones(k_branches, bool)
-    best = np.full(k_branches, np.inf)
-    wait = np.zeros(k_branches, np.int64)
-    best_weights = [m.get_weights() for m in models] if patience is not None else None
-    state = [v for m in models for v in (*m.variables, *m.optimizer.variables)]
-    start = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
+    return validation_loss
+
+
+def _epoch_batches(
+    train_indices: list[np.ndarray],
+    seeds: Sequence[int],
+    epoch: int,
+    training: np.ndarray,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of epoch ``epoch`` of the branches still ``training``, in their batch order:
+    ``(indices, weights, active)`` of shapes (steps, K, batch_size) and (steps, K), padded at
+    weight 0 and ``active`` 0 past a branch's last batch."""
+    k_branches = len(train_indices)
+    counts = np.array([len(t) for t in train_indices])
+    steps = -(-counts // batch_size)
+    n_steps = int(steps[training].max())
+    indices = np.zeros((n_steps, k_branches, batch_size), np.int32)
+    weights = np.zeros((n_steps, k_branches, batch_size), np.float32)
+    active = np.zeros((n_steps, k_branches), np.float32)
+    for k in np.flatnonzero(training):
+        order = train_indices[k][epoch_order(counts[k], int(seeds[k]), epoch)]
+        rows = np.zeros(steps[k] * batch_size, np.int32)
+        rows[: counts[k]] = order
+        flags = np.zeros(steps[k] * batch_size, np.float32)
+        flags[: counts[k]] = 1.0
+        indices[: steps[k], k] = rows.reshape(steps[k], batch_size)
+        weights[: steps[k], k] = flags.reshape(steps[k], batch_size)
+        active[: steps[k], k] = 1.0
+    return indices, weights, active
+
+
+@dataclass
+class _Branches:
+    """Where the branches of a :func:`train_fused` run stand: their results, which still train,
+    each one's best validation loss, epochs since it and (with patience) best weights, and the
+    variables (model and optimizer) a checkpoint holds."""
+
+    models: list[keras.Model]
+    results: list[FusedResult]
+    training: np.ndarray
+    best: np.ndarray
+    wait: np.ndarray
+    best_weights: list[list[np.ndarray]] | None
+    state: list
+
+    @classmethod
+    def start(cls, models: list[keras.Model], patience: int | None) -> _Branches:
+        k_branches = len(models)
+        return cls(
+            models=models,
+            results=[FusedResult({"loss": [], "val_loss": []}) for _ in range(k_branches)],
+            training=np.ones(k_branches, bool),
+            best=np.full(k_branches, np.inf),
+            wait=np.zeros(k_branches, np.int64),
+            best_weights=[m.get_weights() for m in models] if patience is not None else None,
+            state=[v for m in models for v in (*m.variables, *m.optimizer.variables)],
+        )
+
+    def record(
+        self, epoch: int, losses: np.ndarray, val: np.ndarray, patience: int | None
+    ) -> None:
+        """Append epoch ``epoch``'s training and validation losses of the training branches,
+        and follow ``EarlyStopping(patience, restore_best_weights=True)`` for each."""
+        for k in np.flatnonzero(self.training):
+            history = self.results[k].history
+            history["loss"].append(float(losses[k]))
+            history["val_loss"].append(float(val[k]))
+            if patience is None:
+                self.results[k].best_epoch = epoch
+                continue
+            self.wait[k] += 1
+            if val[k] < self.best[k]:
+                self.best[k], self.wait[k], self.results[k].best_epoch = val[k], 0, epoch
+                self.best_weights[k] = self.models[k].get_weights()
+            elif self.wait[k] >= patience and epoch > 0:
+                self.training[k] = False
+
+    def restore(self, checkpoint: Path) -> int:
+        """Load the checkpoint ``checkpoint``; returns its finished epochs."""
+        k_branches = len(self.models)
         with np.load(checkpoint, allow_pickle=False) as saved:
-            shapes = [tuple(v.shape) for v in state]
+            shapes = [tuple(v.shape) for v in self.state]
             if int(saved["branches"]) != k_branches or [
-                tuple(saved[f"s{i}"].shape) for i in range(len(state)) if f"s{i}" in saved
+                tuple(saved[f"s{i}"].shape) for i in range(len(self.state)) if f"s{i}" in saved
             ] != shapes:
                 raise ValueError(
                     f"checkpoint {checkpoint} does not match these {k_branches} regressors; "
                     "delete it to restart them"
                 )
-            for i, variable in enumerate(state):
+            for i, variable in enumerate(self.state):
                 variable.assign(saved[f"s{i}"])
-            start = int(saved["epoch"])
-            training, best, wait = (saved[key].copy() for key in ("training", "best", "wait"))
-            records = json.loads(str(saved["results"]))
-            if best_weights is not None:
-                best_weights = [
-                    [saved[f"b{k}_{i}"] for i in range(len(best_weights[k]))]
+            self.training, self.best, self.wait = (
+                saved[key].copy() for key in ("training", "best", "wait")
+            )
+            if self.best_weights is not None:
+                self.best_weights = [
+                    [saved[f"b{k}_{i}"] for i in range(len(self.best_weights[k]))]
                     for k in range(k_branches)
                 ]
-            for result, record in zip(results, records, strict=True):
+            records = json.loads(str(saved["results"]))
+            for result, record in zip(self.results, records, strict=True):
                 result.history, result.best_epoch = record["history"], record["best_epoch"]
-        logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
+            return int(saved["epoch"])
 
-    counts = np.array([len(t) for t in train_indices])
-    steps = -(-counts // batch_size)
-    bar = tqdm(total=epochs, initial=start, desc=description, unit="epoch",
-               disable=not progress, leave=False)
-    for epoch in range(start, epochs):
-        if not training.any():
-            break
-        started = time.perf_counter()
-        n_steps = int(steps[training].max())
-        indices = np.zeros((n_steps, k_branches, batch_size), np.int32)
-        weights = np.zeros((n_steps, k_branches, batch_size), np.float32)
-        active = np.zeros((n_steps, k_branches), np.float32)
-        for k in np.flatnonzero(training):
-            order = train_indices[k][epoch_order(counts[k], int(seeds[k]), epoch)]
-            rows = np.zeros(steps[k] * batch_size, np.int32)
-            rows[: counts[k]] = order
-            flags = np.zeros(steps[k] * batch_size, np.float32)
-            flags[: counts[k]] = 1.0
-            indices[: steps[k], k] = rows.reshape(steps[k], batch_size)
-            weights[: steps[k], k] = flags.reshape(steps[k], batch_size)
-            active[: steps[k], k] = 1.0
-        totals = np.asarray(train_epoch(indices, weights, active))
-        val = validation_loss()
-        for k in np.flatnonzero(training):
-            history = results[k].history
-            history["loss"].append(float(totals[k] / counts[k]))
-            history["val_loss"].append(float(val[k]))
-            if patience is None:
-                results[k].best_epoch = epoch
-                continue
-            wait[k] += 1
-            if val[k] < best[k]:
-                best[k], wait[k], results[k].best_epoch = val[k], 0, epoch
-                best_weights[k] = models[k].get_weights()
-            elif wait[k] >= patience and epoch > 0:
-                training[k] = False
-        if checkpoint is not None:
-            arrays = {f"s{i}": np.asarray(v) for i, v in enumerate(state)}
-            if best_weights is not None:
-                arrays.update({
-                    f"b{k}_{i}": w for k, ws in enumerate(best_weights) for i, w in enumerate(ws)
-                })
-            records = [{"history": r.history, "best_epoch": r.best_epoch} for r in results]
-            _atomic_savez(
-                Path(checkpoint), epoch=np.array(epoch + 1), branches=np.array(k_branches),
-                training=training, best=best, wait=wait, results=np.array(json.dumps(records)),
-                **arrays,
-            )
-        logger.debug("%s: epoch %d took %.3f s (%d steps, %d branches training)", description,
-                     epoch, time.perf_counter() - started, n_steps, int(training.sum()))
-        bar.update(1)
-        bar.set_postfix(training=int(training.sum()))
-    bar.close()
-    if best_weights is not None:
-        for model, saved_weights in zip(models, best_weights, strict=True):
-            model.set_weights(saved_weights)
-    return results
+    def save(self, checkpoint: Path, epoch: int) -> None:
+        """Write the state after ``epoch`` finished epochs to ``checkpoint``, atomically."""
+        arrays = {f"s{i}": np.asarray(v) for i, v in enumerate(self.state)}
+        if self.best_weights is not None:
+            arrays.update({
+                f"b{k}_{i}": w
+                for k, ws in enumerate(self.best_weights)
+                for i, w in enumerate(ws)
+            })
+        records = [{"history": r.history, "best_epoch": r.best_epoch} for r in self.results]
+        _atomic_savez(
+            checkpoint, epoch=np.array(epoch), branches=np.array(len(self.models)),
+            training=self.training, best=self.best, wait=self.wait,
+            results=np.array(json.dumps(records)), **arrays,
+        )

@@ -305,17 +305,8 @@ def fit_resumable(
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
     n = _length(x)
-    settings = {
-        "seed": int(seed),
-        "batch_size": int(batch_size),
-        "num_examples": int(n),
-        "drop_remainder": bool(drop_remainder),
-    }
-    start, history = int(initial_epoch), []
-    if checkpoint is not None and checkpoint.is_file():
-        with strategy.scope():
-            start, history = read_checkpoint(checkpoint, model, settings=settings)
-        logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
+    settings = _batch_settings(seed, batch_size, n, drop_remainder)
+    start, history = _resume(model, checkpoint, settings, int(initial_epoch), description)
     if start >= epochs:
         return history
     batches, validate, chief = _feed(
@@ -331,18 +322,13 @@ def fit_resumable(
     )
 
     def epoch_end(epoch: int, logs: dict | None) -> None:
-        logs = {} if logs is None else logs
-        record = {"loss": float(logs.get("loss", float("nan")))}
-        validation_loss = validate()
-        if validation_loss is not None:
-            record["val_loss"] = logs["val_loss"] = validation_loss
-        history.append(record)
+        history.append(_epoch_record(logs, validate))
         if checkpoint is not None:
             write_checkpoint(
                 checkpoint, model, epoch=epoch + 1, history=history, settings=settings, chief=chief
             )
         bar.update(1)
-        bar.set_postfix(record)
+        bar.set_postfix(history[-1])
 
     model.fit(
         batches,
@@ -355,6 +341,40 @@ def fit_resumable(
     )
     bar.close()
     return history
+
+
+def _batch_settings(seed: int, batch_size: int, n: int, drop_remainder: bool) -> dict[str, Any]:
+    """What fixes the batches, recorded in a checkpoint and checked on resume."""
+    return {
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "num_examples": int(n),
+        "drop_remainder": bool(drop_remainder),
+    }
+
+
+def _resume(
+    model, checkpoint: Path | None, settings: dict[str, Any], initial_epoch: int, description: str
+) -> tuple[int, list[dict[str, float]]]:
+    """``(first epoch, history so far)``: from the checkpoint when there is one (restored into
+    ``model`` under its strategy), else ``(initial_epoch, [])``."""
+    if checkpoint is None or not checkpoint.is_file():
+        return initial_epoch, []
+    with model.distribute_strategy.scope():
+        start, history = read_checkpoint(checkpoint, model, settings=settings)
+    logger.info("%s: resumed from %s after epoch %d", description, checkpoint, start)
+    return start, history
+
+
+def _epoch_record(logs: dict | None, validate: Callable[[], float | None]) -> dict[str, float]:
+    """An epoch's history entry, ``loss`` from Keras' ``logs`` and, with validation,
+    ``val_loss``; the validation loss also goes into ``logs`` for the later callbacks."""
+    logs = {} if logs is None else logs
+    record = {"loss": float(logs.get("loss", float("nan")))}
+    validation_loss = validate()
+    if validation_loss is not None:
+        record["val_loss"] = logs["val_loss"] = validation_loss
+    return record
 
 
 def _feed(
