@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import mdwarf_zoo  # noqa: E402
-from mdwarf_zoo.training.distribute import fit_distributed, make_dataset  # noqa: E402
+from mdwarf_zoo.training.distribute import make_dataset  # noqa: E402
+from mdwarf_zoo.training.loop import fit_distributed  # noqa: E402
 
 BATCH = 128
 

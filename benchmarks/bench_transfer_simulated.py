@@ -284,7 +284,8 @@ def main() -> None:
     if args.fine_tuned_variant:
         variants.append(("transfer, synthetic via fine-tuned", both_regressors, with_latents,
                          None))
-    for method in args.latent_alignment:  # not MB24: align the observed latents (pipeline/alignment.py)
+    # Not MB24: align the observed latents (pipeline/alignment.py).
+    for method in args.latent_alignment:
         for base, observed_latents in (("without transfer", without_latents),
                                        ("with transfer", with_latents)):
             aligned = align_observed_latents(regressors, observed_latents, synthetic_latents,

@@ -43,7 +43,8 @@ def synthetic_spectra(count: int, seed: int) -> np.ndarray:
 
 def train(args: argparse.Namespace) -> None:
     import mdwarf_zoo
-    from mdwarf_zoo.training.distribute import fit_distributed, get_strategy
+    from mdwarf_zoo.training.distribute import get_strategy
+    from mdwarf_zoo.training.loop import fit_distributed
 
     devices = None
     if args.strategy == "mirrored" and args.logical_cpus > 1:

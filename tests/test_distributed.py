@@ -32,14 +32,14 @@ import mdwarf_zoo
 from mdwarf_zoo.training.distribute import (
     CHECKPOINT_FILE,
     STRATEGY_NAMES,
-    _validation_batch_size,
     epoch_order,
-    fit_distributed,
     get_strategy,
     make_dataset,
     read_tf_config,
     steps_per_epoch,
+    validation_batch_size,
 )
+from mdwarf_zoo.training.loop import fit_distributed
 
 pytestmark = pytest.mark.distributed
 
@@ -479,7 +479,7 @@ def test_fit_distributed_errors():
     ],
 )
 def test_validation_batch_size(examples, batch, replicas, expected):
-    size = _validation_batch_size(examples, batch, replicas)
+    size = validation_batch_size(examples, batch, replicas)
     assert size == expected
     assert size % replicas == 0 or replicas == 1
     assert examples % size == 0 or examples % size >= replicas or replicas == 1
@@ -487,4 +487,4 @@ def test_validation_batch_size(examples, batch, replicas, expected):
 
 def test_validation_set_that_cannot_be_split():
     with pytest.raises(ValueError, match="validation_data has 5 examples, which cannot be cut"):
-        _validation_batch_size(5, 8, 2)
+        validation_batch_size(5, 8, 2)

@@ -1,4 +1,4 @@
-"""Data-parallel training with ``tf.distribute``: strategies, input pipelines, checkpoints.
+"""Data-parallel training with ``tf.distribute``: the strategies and the input pipeline.
 
 Three strategies, by name (the recipe option ``strategy``):
 
@@ -12,9 +12,10 @@ Batches are always given at the GLOBAL batch size (MB24: 128); the strategy spli
 batch between the replicas, so a run on N replicas takes the same optimisation steps as a run on
 one device, up to float32 rounding.
 
-Training runs through the one loop of the package
-(:func:`mdwarf_zoo.training.loop.fit_resumable`): the same batch order on every strategy (epoch
-``e`` visits the examples in the order :func:`~mdwarf_zoo.training.loop.epoch_order`
+Training runs through the one loop of the package (:func:`mdwarf_zoo.training.loop.fit_resumable`,
+and :func:`~mdwarf_zoo.training.loop.fit_distributed` to build a model under a strategy and
+train it there): the same batch order on every strategy (epoch
+``e`` visits the examples in the order :func:`~mdwarf_zoo.training.batches.epoch_order`
 ``(n, seed, e)``, a function of ``(seed, e)`` only, so identical on all workers and after a
 resume), and the same ``.npz`` checkpoint, written after every epoch by the chief worker only
 into a directory every worker can read (a shared file system on a cluster), from which a killed
@@ -30,27 +31,19 @@ import logging
 import numbers
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mdwarf_zoo.training.loop import (
-    _check_positive_int,
-    _check_seed,
-    epoch_order,
-    fit_resumable,
-    steps_per_epoch,
-)
+from mdwarf_zoo.training.batches import check_positive_int, check_seed, epoch_order, steps_per_epoch
 
 __all__ = [
     "CHECKPOINT_FILE",
     "STRATEGY_NAMES",
     "epoch_order",
     "agree",
-    "fit_distributed",
     "get_strategy",
     "is_chief",
     "make_dataset",
@@ -256,7 +249,7 @@ def is_chief(strategy) -> bool:
     return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
-def _as_arrays(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
+def as_arrays(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
     x = np.asarray(x)
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(
@@ -278,7 +271,7 @@ def _as_arrays(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y
 
 
-def _check_last_batch(
+def check_last_batch(
     name: str, num_examples: int, global_batch_size: int, replicas: int, drop_remainder: bool
 ) -> None:
     remainder = num_examples % global_batch_size
@@ -291,7 +284,7 @@ def _check_last_batch(
         )
 
 
-def _validation_batch_size(num_examples: int, global_batch_size: int, replicas: int) -> int:
+def validation_batch_size(num_examples: int, global_batch_size: int, replicas: int) -> int:
     """The evaluation batch: ``global_batch_size`` on one replica; on several, the largest
     multiple of the replicas (at most ``global_batch_size``) whose first batch splits evenly and
     whose last batch still gives every replica an example. The batch size of an evaluation
@@ -356,15 +349,15 @@ def make_dataset(
         >>> [int(x.shape[0]) for x, _ in dataset]
         [4, 4, 2]
     """
-    x, y = _as_arrays(x, y)
-    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
-    num_epochs = _check_positive_int("num_epochs", num_epochs)
+    x, y = as_arrays(x, y)
+    global_batch_size = check_positive_int("global_batch_size", global_batch_size)
+    num_epochs = check_positive_int("num_epochs", num_epochs)
     if isinstance(first_epoch, bool) or not isinstance(first_epoch, numbers.Integral):
         raise ValueError(f"first_epoch must be an integer >= 0, got {first_epoch!r}")
     if first_epoch < 0:
         raise ValueError(f"first_epoch must be an integer >= 0, got {first_epoch!r}")
     if seed is not None:
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
     num_examples = x.shape[0]
     steps = steps_per_epoch(num_examples, global_batch_size, drop_remainder)
     first_epoch = int(first_epoch)
@@ -404,213 +397,18 @@ def make_dataset(
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def fit_distributed(
-    build_model: Callable[[], keras.Model],
-    x: Any,
-    y: Any = None,
-    *,
-    strategy: str | tf.distribute.Strategy = "default",
-    epochs: int,
-    global_batch_size: int,
-    seed: int,
-    validation_data: Any = None,
-    initial_epoch: int = 0,
-    callbacks: Sequence[keras.callbacks.Callback] | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    drop_remainder: bool = False,
-    verbose: int | str = 0,
-) -> tuple[keras.Model, keras.callbacks.History]:
-    """Build and compile a model under ``strategy``'s scope and train it data-parallel.
-
-    Every worker of a multi-worker job calls this with the same arguments and data.
-
-    Args:
-        build_model: a function of no arguments that returns a built and COMPILED model; it is
-            called inside ``strategy.scope()`` (for example
-            ``lambda: mdwarf_zoo.create_model("dense_ae_1024", seed=1)``, or a function that
-            loads pretrained weights, freezes layers and recompiles).
-        x: training inputs, shape ``(examples, ...)``.
-        y: training targets; ``None`` for an autoencoder (the target is ``x``).
-        strategy: a name for :func:`get_strategy` or a ``tf.distribute.Strategy``.
-        epochs: the index of the last epoch plus one, as in ``keras.Model.fit``.
-        global_batch_size: examples per step over all replicas (MB24: 128).
-        seed: seed of the per-epoch shuffling (see :func:`epoch_order`).
-        validation_data: ``x_val`` (autoencoder) or ``(x_val, y_val)``; evaluated after every
-            epoch in its own order (on the default strategy in chunks of 1024 rows, as the
-            recipe runner does; under another at the global batch size).
-        initial_epoch: the epoch to start at when there is no checkpoint to resume.
-        callbacks: more Keras callbacks (they run on every worker).
-        checkpoint_dir: where the chief keeps the checkpoint :data:`CHECKPOINT_FILE` (the
-            format of :func:`mdwarf_zoo.training.loop.write_checkpoint`); when it already
-            holds one, training resumes after its epoch (and ``initial_epoch`` is ignored).
-        drop_remainder: drop the last partial batch of every epoch. Keep it ``False`` to train
-            like single-device MB24; the partial batch is then split unevenly between replicas,
-            which weights its examples slightly unequally (each replica's mean counts the same).
-        verbose: Keras' ``fit`` verbosity.
-
-    Returns:
-        ``(model, history)``; ``history.history`` holds the epochs trained in this call.
-
-    Raises:
-        ValueError: for an argument outside its range, a model that is not compiled, built
-            outside the scope, or a checkpoint written with other settings; on several
-            replicas also for a global batch that is not a multiple of them, or data whose
-            batches cannot give every replica an (equal first) slice.
-
-    Examples:
-        >>> import mdwarf_zoo
-        >>> from mdwarf_zoo.training.distribute import fit_distributed
-        >>> model, history = fit_distributed(
-        ...     lambda: mdwarf_zoo.create_model("dense_ae_tiny", seed=0),
-        ...     spectra, strategy="mirrored", epochs=120, global_batch_size=128, seed=0)
-    """
-    strategy, epochs, global_batch_size, seed = _checked_arguments(
-        build_model, strategy, epochs, global_batch_size, seed, initial_epoch
-    )
-    x, y = _as_arrays(x, y)
-    replicas = strategy.num_replicas_in_sync
-    _check_training_batches(x.shape[0], global_batch_size, replicas, drop_remainder)
-    model = _built_model(build_model, strategy)
-    validation_data = _checked_validation(validation_data, global_batch_size, replicas)
-    history = keras.callbacks.History()
-    history.set_model(model)
-    history.epoch = []
-    fit_resumable(
-        model,
-        x,
-        y,
-        epochs=epochs,
-        batch_size=global_batch_size,
-        seed=seed,
-        checkpoint=None if checkpoint_dir is None else _checkpoint_file(checkpoint_dir, strategy),
-        validation=validation_data,
-        progress=False,
-        initial_epoch=int(initial_epoch),
-        drop_remainder=drop_remainder,
-        callbacks=[*(callbacks or []), history],
-        verbose=verbose,
-    )
-    return model, history
-
-
-def _checked_arguments(
-    build_model: Any,
-    strategy: Any,
-    epochs: Any,
-    global_batch_size: Any,
-    seed: Any,
-    initial_epoch: Any,
-) -> tuple[tf.distribute.Strategy, int, int, int]:
-    """:func:`fit_distributed`'s settings checked: ``(strategy, epochs, global_batch_size,
-    seed)``, the strategy resolved from its name."""
-    if isinstance(strategy, str):
-        strategy = get_strategy(strategy)
-    elif not isinstance(strategy, tf.distribute.Strategy):
-        raise ValueError(
-            f"strategy must be one of {list(STRATEGY_NAMES)} or a tf.distribute.Strategy, "
-            f"got {strategy!r}"
-        )
-    if not callable(build_model):
-        raise ValueError(f"build_model must be a function returning a model, got {build_model!r}")
-    epochs = _check_positive_int("epochs", epochs)
-    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
-    seed = _check_seed(seed)
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
-        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
-    if not 0 <= initial_epoch <= epochs:
-        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
-    return strategy, epochs, global_batch_size, seed
-
-
-def _check_training_batches(
-    num_examples: int, global_batch_size: int, replicas: int, drop_remainder: bool
-) -> None:
-    """Raise unless every training batch gives every replica a slice (an equal one in the
-    first batch of an epoch)."""
-    steps_per_epoch(num_examples, global_batch_size, drop_remainder)  # raises if no batch is left
-    if global_batch_size < replicas:
-        raise ValueError(
-            f"global_batch_size {global_batch_size} is smaller than the {replicas} replicas of "
-            "the strategy; every replica needs at least one example per step"
-        )
-    _check_last_batch("x", num_examples, global_batch_size, replicas, drop_remainder)
-    if replicas > 1:
-        # Keras 3's fit and evaluate reduce the first batch of every pass across the replicas
-        # (to learn its shapes), which fails, or hangs across workers, on unequal slices.
-        if global_batch_size % replicas:
-            raise ValueError(
-                f"global_batch_size {global_batch_size} must be a multiple of the {replicas} "
-                "replicas: Keras 3 needs the first batch of an epoch split into equal slices"
-            )
-        if num_examples < global_batch_size and num_examples % replicas:
-            raise ValueError(
-                f"x has {num_examples} examples, fewer than global_batch_size {global_batch_size} "
-                f"and not a multiple of the {replicas} replicas: its only batch cannot be split "
-                "into equal slices; change global_batch_size"
-            )
-
-
-def _built_model(
-    build_model: Callable[[], keras.Model], strategy: tf.distribute.Strategy
-) -> keras.Model:
-    """``build_model()`` called in ``strategy``'s scope, checked: a compiled model of that
-    strategy."""
-    with strategy.scope():
-        model = build_model()
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"build_model must return a keras.Model, got {type(model).__name__}")
-    if getattr(model, "optimizer", None) is None:
-        raise ValueError(
-            f"build_model returned model {model.name!r} without an optimizer; compile it inside "
-            "build_model"
-        )
-    if model.distribute_strategy is not strategy:
-        raise ValueError(
-            f"model {model.name!r} was created outside the strategy's scope; build_model must "
-            "create the model, not return one made earlier"
-        )
-    return model
-
-
-def _checked_validation(
-    validation_data: Any, global_batch_size: int, replicas: int
-) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """``validation_data`` (``x_val`` or ``(x_val, y_val)``) as ``(x_val, y_val)`` arrays, checked
-    to cut into batches for ``replicas`` before any training step; ``None`` stays ``None``."""
-    if validation_data is None:
-        return None
-    if isinstance(validation_data, tuple):
-        if len(validation_data) != 2:
-            raise ValueError(
-                "validation_data must be x_val or (x_val, y_val), got a sequence of "
-                f"{len(validation_data)} items"
-            )
-        validation_data = _as_arrays(*validation_data)
-    else:
-        validation_data = _as_arrays(validation_data, None)
-    _validation_batch_size(validation_data[0].shape[0], global_batch_size, replicas)
-    return validation_data
-
-
-def _checkpoint_file(directory: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
-    directory = Path(directory)
-    if is_chief(strategy):
-        directory.mkdir(parents=True, exist_ok=True)
-    return directory / CHECKPOINT_FILE
-
-
-def _distributed_validation(
+def distributed_validation(
     model: keras.Model, validation: tuple[Any, Any] | None, global_batch_size: int
 ) -> Callable[[], float | None]:
     """The per-epoch validation of a model under a strategy: ``model.evaluate`` on global
-    batches that give every replica a slice (:func:`_validation_batch_size`)."""
+    batches that give every replica a slice (:func:`validation_batch_size`)."""
     if validation is None:
         return lambda: None
-    x_val, y_val = _as_arrays(*validation)
+    x_val, y_val = as_arrays(*validation)
     replicas = model.distribute_strategy.num_replicas_in_sync
     dataset = make_dataset(
         x_val,
         y_val,
-        global_batch_size=_validation_batch_size(x_val.shape[0], global_batch_size, replicas),
+        global_batch_size=validation_batch_size(x_val.shape[0], global_batch_size, replicas),
     )
     return lambda: float(model.evaluate(dataset, verbose=0, return_dict=True)["loss"])

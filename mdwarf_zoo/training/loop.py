@@ -23,17 +23,39 @@ from __future__ import annotations
 import json
 import logging
 import numbers
+import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._files import atomic_savez
+from mdwarf_zoo.training.batches import (
+    check_positive_int,
+    check_seed,
+    epoch_order,
+    split_indices,
+    steps_per_epoch,
+)
+from mdwarf_zoo.training.distribute import (
+    CHECKPOINT_FILE,
+    STRATEGY_NAMES,
+    as_arrays,
+    check_last_batch,
+    distributed_validation,
+    get_strategy,
+    is_chief,
+    make_dataset,
+    validation_batch_size,
+)
 
 __all__ = [
+    "fit_distributed",
     "determinism",
     "epoch_order",
     "fit_resumable",
@@ -68,71 +90,6 @@ def determinism(seed: int) -> None:
 
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random ``(train, validation)`` split of ``n`` rows, each sorted."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(fraction * n))) if fraction > 0 else 0
-    if n - n_val < 1:
-        raise ValueError(f"{n} spectra leave none to train on with validation split {fraction}")
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch ``epoch`` visits the examples: a permutation of
-    ``range(num_examples)`` that depends on ``(seed, epoch)`` only
-    (``numpy.random.default_rng([seed, epoch]).permutation(num_examples)``).
-
-    Args:
-        num_examples: number of examples.
-        seed: the shuffling seed (an integer >= 0).
-        epoch: the epoch index (0-based, an integer >= 0).
-
-    Returns:
-        An ``int64`` array holding each index once.
-
-    Examples:
-        >>> from mdwarf_zoo.training.loop import epoch_order
-        >>> sorted(epoch_order(4, seed=0, epoch=1).tolist())
-        [0, 1, 2, 3]
-    """
-    num_examples = _check_positive_int("num_examples", num_examples)
-    seed = _check_seed(seed)
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-    return np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
-
-
-def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: bool = False) -> int:
-    """Optimisation steps in one epoch of ``num_examples`` at ``global_batch_size``.
-
-    Raises:
-        ValueError: for a non-positive size, or when ``drop_remainder`` leaves no batch.
-    """
-    num_examples = _check_positive_int("num_examples", num_examples)
-    global_batch_size = _check_positive_int("global_batch_size", global_batch_size)
-    steps = num_examples // global_batch_size
-    if not drop_remainder and num_examples % global_batch_size:
-        steps += 1
-    if steps == 0:
-        raise ValueError(
-            f"drop_remainder=True with {num_examples} examples and global_batch_size "
-            f"{global_batch_size} leaves no batch; lower global_batch_size"
-        )
-    return steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,8 +357,6 @@ def _feed(
         raise ValueError(
             f"inputs drawn per batch ({type(x).__name__}) train on the default strategy only"
         )
-    from mdwarf_zoo.training.distribute import _distributed_validation, is_chief, make_dataset
-
     batches = make_dataset(
         x,
         y,
@@ -411,7 +366,7 @@ def _feed(
         num_epochs=len(epochs),
         drop_remainder=drop_remainder,
     )
-    return batches, _distributed_validation(model, validation, batch_size), is_chief(strategy)
+    return batches, distributed_validation(model, validation, batch_size), is_chief(strategy)
 
 
 def _python_batches(
@@ -430,3 +385,198 @@ def _python_batches(
                 inputs, targets = _rows(x, rows), _rows(y, rows)
             # Keras' generator adapter takes several inputs as tuples, not lists.
             yield _tupled(inputs), _tupled(targets)
+
+
+def fit_distributed(
+    build_model: Callable[[], keras.Model],
+    x: Any,
+    y: Any = None,
+    *,
+    strategy: str | tf.distribute.Strategy = "default",
+    epochs: int,
+    global_batch_size: int,
+    seed: int,
+    validation_data: Any = None,
+    initial_epoch: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    drop_remainder: bool = False,
+    verbose: int | str = 0,
+) -> tuple[keras.Model, keras.callbacks.History]:
+    """Build and compile a model under ``strategy``'s scope and train it data-parallel.
+
+    Every worker of a multi-worker job calls this with the same arguments and data.
+
+    Args:
+        build_model: a function of no arguments that returns a built and COMPILED model; it is
+            called inside ``strategy.scope()`` (for example
+            ``lambda: mdwarf_zoo.create_model("dense_ae_1024", seed=1)``, or a function that
+            loads pretrained weights, freezes layers and recompiles).
+        x: training inputs, shape ``(examples, ...)``.
+        y: training targets; ``None`` for an autoencoder (the target is ``x``).
+        strategy: a name for :func:`get_strategy` or a ``tf.distribute.Strategy``.
+        epochs: the index of the last epoch plus one, as in ``keras.Model.fit``.
+        global_batch_size: examples per step over all replicas (MB24: 128).
+        seed: seed of the per-epoch shuffling (see :func:`epoch_order`).
+        validation_data: ``x_val`` (autoencoder) or ``(x_val, y_val)``; evaluated after every
+            epoch in its own order (on the default strategy in chunks of 1024 rows, as the
+            recipe runner does; under another at the global batch size).
+        initial_epoch: the epoch to start at when there is no checkpoint to resume.
+        callbacks: more Keras callbacks (they run on every worker).
+        checkpoint_dir: where the chief keeps the checkpoint :data:`CHECKPOINT_FILE` (the
+            format of :func:`mdwarf_zoo.training.loop.write_checkpoint`); when it already
+            holds one, training resumes after its epoch (and ``initial_epoch`` is ignored).
+        drop_remainder: drop the last partial batch of every epoch. Keep it ``False`` to train
+            like single-device MB24; the partial batch is then split unevenly between replicas,
+            which weights its examples slightly unequally (each replica's mean counts the same).
+        verbose: Keras' ``fit`` verbosity.
+
+    Returns:
+        ``(model, history)``; ``history.history`` holds the epochs trained in this call.
+
+    Raises:
+        ValueError: for an argument outside its range, a model that is not compiled, built
+            outside the scope, or a checkpoint written with other settings; on several
+            replicas also for a global batch that is not a multiple of them, or data whose
+            batches cannot give every replica an (equal first) slice.
+
+    Examples:
+        >>> import mdwarf_zoo
+        >>> from mdwarf_zoo.training.loop import fit_distributed
+        >>> model, history = fit_distributed(
+        ...     lambda: mdwarf_zoo.create_model("dense_ae_tiny", seed=0),
+        ...     spectra, strategy="mirrored", epochs=120, global_batch_size=128, seed=0)
+    """
+    strategy, epochs, global_batch_size, seed = _checked_arguments(
+        build_model, strategy, epochs, global_batch_size, seed, initial_epoch
+    )
+    x, y = as_arrays(x, y)
+    replicas = strategy.num_replicas_in_sync
+    _check_training_batches(x.shape[0], global_batch_size, replicas, drop_remainder)
+    model = _built_model(build_model, strategy)
+    validation_data = _checked_validation(validation_data, global_batch_size, replicas)
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch = []
+    fit_resumable(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=global_batch_size,
+        seed=seed,
+        checkpoint=None if checkpoint_dir is None else _checkpoint_file(checkpoint_dir, strategy),
+        validation=validation_data,
+        progress=False,
+        initial_epoch=int(initial_epoch),
+        drop_remainder=drop_remainder,
+        callbacks=[*(callbacks or []), history],
+        verbose=verbose,
+    )
+    return model, history
+
+
+def _checked_arguments(
+    build_model: Any,
+    strategy: Any,
+    epochs: Any,
+    global_batch_size: Any,
+    seed: Any,
+    initial_epoch: Any,
+) -> tuple[tf.distribute.Strategy, int, int, int]:
+    """:func:`fit_distributed`'s settings checked: ``(strategy, epochs, global_batch_size,
+    seed)``, the strategy resolved from its name."""
+    if isinstance(strategy, str):
+        strategy = get_strategy(strategy)
+    elif not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(
+            f"strategy must be one of {list(STRATEGY_NAMES)} or a tf.distribute.Strategy, "
+            f"got {strategy!r}"
+        )
+    if not callable(build_model):
+        raise ValueError(f"build_model must be a function returning a model, got {build_model!r}")
+    epochs = check_positive_int("epochs", epochs)
+    global_batch_size = check_positive_int("global_batch_size", global_batch_size)
+    seed = check_seed(seed)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
+        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be an integer in 0..{epochs}, got {initial_epoch!r}")
+    return strategy, epochs, global_batch_size, seed
+
+
+def _check_training_batches(
+    num_examples: int, global_batch_size: int, replicas: int, drop_remainder: bool
+) -> None:
+    """Raise unless every training batch gives every replica a slice (an equal one in the
+    first batch of an epoch)."""
+    steps_per_epoch(num_examples, global_batch_size, drop_remainder)  # raises if no batch is left
+    if global_batch_size < replicas:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is smaller than the {replicas} replicas of "
+            "the strategy; every replica needs at least one example per step"
+        )
+    check_last_batch("x", num_examples, global_batch_size, replicas, drop_remainder)
+    if replicas > 1:
+        # Keras 3's fit and evaluate reduce the first batch of every pass across the replicas
+        # (to learn its shapes), which fails, or hangs across workers, on unequal slices.
+        if global_batch_size % replicas:
+            raise ValueError(
+                f"global_batch_size {global_batch_size} must be a multiple of the {replicas} "
+                "replicas: Keras 3 needs the first batch of an epoch split into equal slices"
+            )
+        if num_examples < global_batch_size and num_examples % replicas:
+            raise ValueError(
+                f"x has {num_examples} examples, fewer than global_batch_size {global_batch_size} "
+                f"and not a multiple of the {replicas} replicas: its only batch cannot be split "
+                "into equal slices; change global_batch_size"
+            )
+
+
+def _built_model(
+    build_model: Callable[[], keras.Model], strategy: tf.distribute.Strategy
+) -> keras.Model:
+    """``build_model()`` called in ``strategy``'s scope, checked: a compiled model of that
+    strategy."""
+    with strategy.scope():
+        model = build_model()
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"build_model must return a keras.Model, got {type(model).__name__}")
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            f"build_model returned model {model.name!r} without an optimizer; compile it inside "
+            "build_model"
+        )
+    if model.distribute_strategy is not strategy:
+        raise ValueError(
+            f"model {model.name!r} was created outside the strategy's scope; build_model must "
+            "create the model, not return one made earlier"
+        )
+    return model
+
+
+def _checked_validation(
+    validation_data: Any, global_batch_size: int, replicas: int
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``validation_data`` (``x_val`` or ``(x_val, y_val)``) as ``(x_val, y_val)`` arrays, checked
+    to cut into batches for ``replicas`` before any training step; ``None`` stays ``None``."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, tuple):
+        if len(validation_data) != 2:
+            raise ValueError(
+                "validation_data must be x_val or (x_val, y_val), got a sequence of "
+                f"{len(validation_data)} items"
+            )
+        validation_data = as_arrays(*validation_data)
+    else:
+        validation_data = as_arrays(validation_data, None)
+    validation_batch_size(validation_data[0].shape[0], global_batch_size, replicas)
+    return validation_data
+
+
+def _checkpoint_file(directory: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
+    directory = Path(directory)
+    if is_chief(strategy):
+        directory.mkdir(parents=True, exist_ok=True)
+    return directory / CHECKPOINT_FILE
