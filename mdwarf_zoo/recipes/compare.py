@@ -39,7 +39,7 @@ from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS
 from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline.ensemble import ensemble_table
-from mdwarf_zoo.recipes import Recipe, RecipeError, parse_recipe, report
+from mdwarf_zoo.recipes import Recipe, RecipeError, parse_recipe, report, sets
 from mdwarf_zoo.recipes.run import Run
 from mdwarf_zoo.registry import create_model
 from mdwarf_zoo.training.loop import determinism, fit_resumable, remove_checkpoint, split_indices
@@ -248,7 +248,7 @@ def _architecture_rows(run, label: str, seconds_per_epoch: float) -> list[dict[s
     regressors = [
         from_pretrained(path) for path in sorted((folder / "regressors").iterdir()) if path.is_dir()
     ]
-    observed = run._read(run.observed_path)
+    observed = run.read(run.observed_path)
     flux = observed.flux
 
     def infer() -> None:
@@ -302,8 +302,8 @@ def _spectrum_cnn_row(recipe: Recipe, run, folder: Path, progress: bool) -> dict
     if cached is not None:
         return cached
     folder.mkdir(exist_ok=True)
-    synthetic = run._read(run.synthetic_path)
-    observed = run._read(run.observed_path)
+    synthetic = run.read(run.synthetic_path)
+    observed = run.read(run.observed_path)
     names = list(recipe.regressors.parameters)
     scaling = run.label_scaling(synthetic.labels)
     mean = np.array([scaling[n]["mean"] for n in names])
@@ -442,7 +442,7 @@ def compare(
             first = first or run
             continue
         if first is None:
-            run.build_sets()
+            sets.build_sets(run)
             first = run
         else:
             _share_sets(first, run)

@@ -35,7 +35,7 @@ ALIGNMENT_REFERENCE = "alignment_reference.npz"
 def _chosen(run: Run, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, set[int]]:
     """Per parameter, the rows of ``gathered`` the best-K selection keeps."""
 
-    keep = run._keep()
+    keep = run.keep()
     return {
         name: set(select_best(g["mse"], keep or len(g["mse"])).tolist())
         for name, g in gathered.items()
@@ -77,7 +77,7 @@ def write_alignment_references(run: Run, synthetic) -> None:
 
 
 def write_pipeline(run: Run, gathered: dict[str, dict[str, np.ndarray]], synthetic) -> None:
-    keep = run._keep()
+    keep = run.keep()
     chosen = _chosen(run, gathered)
     settings = run.recipe.ensemble
     members = []

@@ -30,9 +30,9 @@ def write_report(run: Run) -> tuple[Path, list[Path], Path]:
     """``diagnostics.json``, the plots and ``report.md``."""
 
 
-    run._require(run.table_path, "the ensemble stage", "--stage ensemble")
-    gathered = run._gather()
-    observed = run._read(run.observed_path)
+    run.require(run.table_path, "the ensemble stage", "--stage ensemble")
+    gathered = run.gather()
+    observed = run.read(run.observed_path)
     table = Table.read(run.table_path)
     diagnostics: dict[str, Any] = {
         "recipe": run.recipe.name,
@@ -66,7 +66,7 @@ def write_report(run: Run) -> tuple[Path, list[Path], Path]:
         f"- predictions: `{run.table_path.name}` ({len(table)} spectra)",
         f"- members: {len(run.recipe.members())}; regressors per parameter: "
         f"{len(run.recipe.members()) * run.recipe.regressors.seeds}, best kept: "
-        f"{run._keep() or 'all'}",
+        f"{run.keep() or 'all'}",
         f"- errors: `{run.recipe.ensemble.error_model}`; latent standardisation: "
         f"{'on' if run.recipe.regressors.standardize_latents else 'off'}; latent "
         f"alignment: {_alignment_text(run)}",
@@ -127,8 +127,8 @@ def _domain_gap(run: Run) -> dict[str, Any]:
     and after transfer (MB24: 2.72 and 0.086), with the mean per-dimension KS statistic and
     the MMD of the latents."""
 
-    synthetic = run._read(run.synthetic_path)
-    observed = run._read(run.observed_path)
+    synthetic = run.read(run.synthetic_path)
+    observed = run.read(run.observed_path)
     result: dict[str, Any] = {
         "flux_nn_distance": float(
             nearest_neighbour_distances(observed.flux, synthetic.flux).mean()
@@ -183,12 +183,12 @@ def _alignment_text(run: Run) -> str:
 
 def _no_transfer_accuracy(run: Run, gathered, observed) -> dict[str, dict[str, float]]:
 
-    scaling = run.label_scaling(run._read(run.synthetic_path).labels)
+    scaling = run.label_scaling(run.read(run.synthetic_path).labels)
     table = ensemble_table(
         {n: g["no_transfer"] for n, g in gathered.items()},
         observed.identifiers,
         validation_mse={n: g["mse"] for n, g in gathered.items()},
-        keep=run._keep(),
+        keep=run.keep(),
         error_model=run.recipe.ensemble.error_model,
         validation_rms={n: np.sqrt(g["mse"]) * scaling[n]["std"] for n, g in gathered.items()},
     )

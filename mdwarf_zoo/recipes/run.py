@@ -112,7 +112,7 @@ class Run:
         self.folder = Path(folder)
         self.progress = progress
         # Under strategy "multi_worker" every worker runs this same command on the same folder;
-        # only the chief writes into it (see cluster.join_cluster and _agree).
+        # only the chief writes into it (see cluster.join_cluster and agree).
         self.chief = cluster.join_cluster(recipe)
         self._open()
 
@@ -243,14 +243,14 @@ class Run:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _require(self, path: Path, what: str, command: str) -> None:
+    def require(self, path: Path, what: str, command: str) -> None:
         if not path.exists():
             raise ValueError(
                 f"{what} is not finished ({path} is missing); run `mdwarf-zoo train "
-                f"{self._recipe_argument()} --out {self.folder} {command}` first"
+                f"{self.recipe_argument()} --out {self.folder} {command}` first"
             )
 
-    def _recipe_argument(self) -> str:
+    def recipe_argument(self) -> str:
         return str(self.recipe.source) if self.recipe.source else self.recipe.name
 
 
@@ -261,18 +261,18 @@ class Run:
 
 
 
-    def _read(self, path: Path):
+    def read(self, path: Path):
 
-        self._require(path, "the sets stage", "--stage sets")
+        self.require(path, "the sets stage", "--stage sets")
         return read_set(path)
 
 
-    def _lock(self, folder: Path) -> contextlib.AbstractContextManager:
+    def lock(self, folder: Path) -> contextlib.AbstractContextManager:
         if not self.chief:
             return contextlib.nullcontext()  # the chief holds the lock for the whole job
         return cluster.MemberLock(folder / ".lock")
 
-    def _agree(self, done: bool) -> bool:
+    def agree(self, done: bool) -> bool:
         """Whether a model's output is finished, as the chief sees it, on every worker.
 
         Without ``"multi_worker"`` this is ``done``. With it, it is a collective (an all-reduce
@@ -304,7 +304,7 @@ class Run:
 
 
     # -- ensemble and report ------------------------------------------------------------------
-    def _gather(self) -> dict[str, dict[str, np.ndarray]]:
+    def gather(self) -> dict[str, dict[str, np.ndarray]]:
         members = self.recipe.members()
         missing = [
             m.index for m in members if not (self.member_folder(m) / "predictions.npz").is_file()
@@ -312,7 +312,7 @@ class Run:
         if missing:
             raise ValueError(
                 f"the ensemble needs every member; members {missing} are not finished in "
-                f"{self.folder}: run `mdwarf-zoo train {self._recipe_argument()} --out "
+                f"{self.folder}: run `mdwarf-zoo train {self.recipe_argument()} --out "
                 f"{self.folder} --member I` for each (or without --stage to run all)"
             )
         gathered: dict[str, dict[str, list]] = {}
@@ -336,7 +336,7 @@ class Run:
             for name, v in gathered.items()
         }
 
-    def _keep(self) -> int | None:
+    def keep(self) -> int | None:
         return self.recipe.ensemble.best
 
     def ensemble(self) -> Path:
@@ -347,9 +347,9 @@ class Run:
         on the folder reproduces the table."""
         if self.table_path.is_file():
             return self.table_path
-        gathered = self._gather()
-        observed = self._read(self.observed_path)
-        synthetic = self._read(self.synthetic_path)
+        gathered = self.gather()
+        observed = self.read(self.observed_path)
+        synthetic = self.read(self.synthetic_path)
         if self.recipe.ensemble.latent_alignment is not None:
             export.write_alignment_references(self, synthetic)
         export.write_pipeline(self, gathered, synthetic)
@@ -374,7 +374,7 @@ class Run:
         observed stars); the calibration is kept as ``calibration.json`` in the run folder."""
 
         settings = self.recipe.calibration
-        where = f"recipe {self._recipe_argument()}: [calibration] labels = {str(settings.labels)!r}"
+        where = f"recipe {self.recipe_argument()}: [calibration] labels = {str(settings.labels)!r}"
         labels = load_labels_table(settings.labels, what=f"{where}:")
         if settings.id_column not in labels.colnames:
             raise ValueError(

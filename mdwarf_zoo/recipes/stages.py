@@ -92,7 +92,7 @@ def _train(run: Run, build: Callable[[], Any],
         # Barrier: every worker has read the checkpoint (a resumed job that had finished
         # all epochs trains no step, so no collective ordered it) before the chief saves
         # the model and deletes the checkpoint.
-        run._agree(True)
+        run.agree(True)
         # Evaluation, prediction and saving are local from here on: a copy outside the
         # strategy (the weights are mirrored on write, so every worker reads its own equal
         # copy without a collective), so no worker waits for another in predict().
@@ -103,12 +103,12 @@ def _train(run: Run, build: Callable[[], Any],
 def stage_pretrain(run: Run, member: AutoencoderMember) -> None:
 
     folder = run.member_folder(member)
-    if run._agree((folder / "pretrained").is_dir()):
+    if run.agree((folder / "pretrained").is_dir()):
         return
     if run.chief:
         folder.mkdir(parents=True, exist_ok=True)
-    with run._lock(folder):
-        synthetic = run._read(run.synthetic_path)
+    with run.lock(folder):
+        synthetic = run.read(run.synthetic_path)
         settings = run.recipe.autoencoders
         train, val = split_indices(len(synthetic), settings.validation_split, member.seed)
         determinism(member.seed)
@@ -153,17 +153,17 @@ def stage_transfer(run: Run, member: AutoencoderMember) -> None:
     after and the drift of the synthetic latents."""
     folder = run.member_folder(member)
     settings = run.recipe.transfer
-    if not settings.enabled or run._agree((folder / "transferred").is_dir()):
+    if not settings.enabled or run.agree((folder / "transferred").is_dir()):
         return
-    run._require(
+    run.require(
         folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
     )
-    with run._lock(folder):
-        flux = run._read(run.observed_path).flux
+    with run.lock(folder):
+        flux = run.read(run.observed_path).flux
         source = from_pretrained(folder / "pretrained")
         # The synthetic spectra: replayed by the anchored mode, and (chief) the drift.
         anchored = settings.mode == "anchored"
-        anchors = run._read(run.synthetic_path).flux if anchored or run.chief else None
+        anchors = run.read(run.synthetic_path).flux if anchored or run.chief else None
         before = reconstruction_mse(source, flux) if run.chief else None
         tuned = transfer(
             source,
@@ -221,15 +221,15 @@ def stage_encode(run: Run, member: AutoencoderMember) -> None:
     folder = run.member_folder(member)
     if not run.chief or (folder / "latents.npz").is_file():
         return
-    run._require(
+    run.require(
         folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
     )
     if run.recipe.transfer.enabled:
-        run._require(
+        run.require(
             folder / "transferred", f"transfer of {member.name}", f"--member {member.index}"
         )
-    synthetic = run._read(run.synthetic_path)
-    observed = run._read(run.observed_path)
+    synthetic = run.read(run.synthetic_path)
+    observed = run.read(run.observed_path)
     original = from_pretrained(folder / "pretrained")
     tuned = (
         from_pretrained(folder / "transferred") if run.recipe.transfer.enabled else original
@@ -257,19 +257,19 @@ def stage_regressors(run: Run, member: AutoencoderMember) -> None:
     predictions of the observed stars with and without transfer (``predictions.npz``)."""
     folder = run.member_folder(member)
     # With "multi_worker" this is also where the other workers wait for the chief's latents.
-    if run._agree((folder / "predictions.npz").is_file()):
+    if run.agree((folder / "predictions.npz").is_file()):
         return
-    run._require(
+    run.require(
         folder / "latents.npz", f"encoding of {member.name}", f"--member {member.index}"
     )
-    synthetic = run._read(run.synthetic_path)
+    synthetic = run.read(run.synthetic_path)
     settings = run.recipe.regressors
     parameters = settings.parameters
     with np.load(folder / "latents.npz") as saved:
         latents = {key: saved[key] for key in saved.files}
     if run.chief:
         (folder / "regressors").mkdir(exist_ok=True)
-    with run._lock(folder):
+    with run.lock(folder):
         regressors = train_regressors(
             latents["synthetic"],
             synthetic.labels[:, [_COLUMN[n] for n in parameters]],
@@ -358,7 +358,7 @@ class _MemberRegressors(RegressorStore):
     def __init__(self, run: Run, member: AutoencoderMember) -> None:
         self.run, self.member = run, member
         self.folder = run.member_folder(member) / "regressors"
-        self.scaling = run.label_scaling(run._read(run.synthetic_path).labels)
+        self.scaling = run.label_scaling(run.read(run.synthetic_path).labels)
 
     def build(self, create):
         with get_strategy(self.run.recipe.strategy).scope():
@@ -370,13 +370,13 @@ class _MemberRegressors(RegressorStore):
             # all epochs trains no step, so no collective ordered it) before the chief saves
             # the model and deletes the checkpoint. Then a copy outside the strategy, so
             # evaluation and prediction are local.
-            self.run._agree(True)
+            self.run.agree(True)
             return inference_copy(model)
         return model
 
     def load(self, job: RegressorJob):
         out = self.folder / job.name
-        if not self.run._agree(out.is_dir()):
+        if not self.run.agree(out.is_dir()):
             return False, None
         return True, (from_pretrained(out) if self.run.chief else None)
 
