@@ -51,58 +51,9 @@ from __future__ import annotations
 
 # PARAMETERS is re-exported because scripts import it from here (benchmarks/).
 from mdwarf_zoo.labels import PARAMETERS as PARAMETERS
+from mdwarf_zoo.recipes import schema
 from mdwarf_zoo.recipes.load import find_recipe, list_recipes, load_recipe
 from mdwarf_zoo.recipes.parse import parse_recipe
-from mdwarf_zoo.recipes.schema import (
-    BASELINES,
-    MEMBER_STAGES,
-    OBSERVED_SOURCES,
-    STAGES,
-    STRATEGIES,
-    SYNTHETIC_SOURCES,
-    TABLE_FORMATS,
-    AutoencoderMember,
-    Autoencoders,
-    CalibrationSettings,
-    Compare,
-    Ensemble,
-    ObservedData,
-    Outputs,
-    Preprocessing,
-    Recipe,
-    RecipeError,
-    Regressors,
-    RegressorSettings,
-    SyntheticData,
-    Transfer,
-    recipe_sha256,
-)
+from mdwarf_zoo.recipes.schema import *  # noqa: F403 (the settings classes and constants)
 
-__all__ = [
-    "BASELINES",
-    "MEMBER_STAGES",
-    "OBSERVED_SOURCES",
-    "STAGES",
-    "STRATEGIES",
-    "SYNTHETIC_SOURCES",
-    "TABLE_FORMATS",
-    "AutoencoderMember",
-    "Autoencoders",
-    "CalibrationSettings",
-    "Compare",
-    "Ensemble",
-    "ObservedData",
-    "Outputs",
-    "Preprocessing",
-    "Recipe",
-    "RecipeError",
-    "RegressorSettings",
-    "Regressors",
-    "SyntheticData",
-    "Transfer",
-    "find_recipe",
-    "list_recipes",
-    "load_recipe",
-    "parse_recipe",
-    "recipe_sha256",
-]
+__all__ = [*schema.__all__, "find_recipe", "list_recipes", "load_recipe", "parse_recipe"]

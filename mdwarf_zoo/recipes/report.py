@@ -182,7 +182,6 @@ def _alignment_text(run: Run) -> str:
 
 
 def _no_transfer_accuracy(run: Run, gathered, observed) -> dict[str, dict[str, float]]:
-
     scaling = run.label_scaling(run.read(run.synthetic_path).labels)
     table = ensemble_table(
         {n: g["no_transfer"] for n, g in gathered.items()},

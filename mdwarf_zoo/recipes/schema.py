@@ -9,6 +9,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "BASELINES",
+    "MEMBER_STAGES",
+    "OBSERVED_SOURCES",
+    "STAGES",
+    "STRATEGIES",
+    "SYNTHETIC_SOURCES",
+    "TABLE_FORMATS",
+    "AutoencoderMember",
+    "Autoencoders",
+    "CalibrationSettings",
+    "Compare",
+    "Ensemble",
+    "ObservedData",
+    "Outputs",
+    "Preprocessing",
+    "Recipe",
+    "RecipeError",
+    "RegressorSettings",
+    "Regressors",
+    "SyntheticData",
+    "Transfer",
+    "recipe_sha256",
+]
+
 #: The stages of a run in order; ``MEMBER_STAGES`` run once per autoencoder member.
 STAGES = ("sets", "pretrain", "transfer", "encode", "regressors", "ensemble", "report")
 MEMBER_STAGES = ("pretrain", "transfer", "encode", "regressors")

@@ -59,7 +59,6 @@ def build_sets(run: Run) -> None:
 
 
 def _write_set(run: Run, path: Path, spectrum_set) -> None:
-
     partial = path.with_name(f".{path.name}.partial.h5")
     if partial.exists():
         partial.unlink()
@@ -115,14 +114,11 @@ def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarr
     )
 
 
-def _synthetic_set(run: Run):
-
+def _synthetic_set(run: Run) -> SpectrumSet:
+    """The recipe's ``[data.synthetic]``: a set file, PHOENIX spectra, or simulated ones."""
     source = run.recipe.synthetic
-    preprocessor = run.recipe.preprocessing.preprocessor()
     if source.source == "set":
-        spectrum_set = read_set(source.path)
-        _check_set(run, spectrum_set, source.path, "[data.synthetic] path", labelled=True)
-        return spectrum_set
+        return _given_set(run, source.path, "[data.synthetic] path", labelled=True)
     if source.labels is not None:
         labels = load_labels(source.labels)
         if source.limit is not None:
@@ -136,64 +132,43 @@ def _synthetic_set(run: Run):
             source.grid,
             labels,
             partial,
-            preprocessor=preprocessor,
+            preprocessor=run.recipe.preprocessing.preprocessor(),
             workers=source.workers,
             progress=run.progress,
         )
         return read_set(partial)
-    flux = _simulated_flux(run, labels, observed=False)
-    return SpectrumSet(
-        flux=flux,
-        wavelength=preprocessor.grid.wavelength,
-        labels=labels,
-        identifiers=[f"synthetic_{i:06d}" for i in range(len(labels))],
-        preprocessing=preprocessor,
-        provenance={
-            "source": "mdwarf_zoo.spectra.simulate (toy simulator; not PHOENIX)",
-            "recipe": run.recipe.name,
-            "line_list_seed": source.line_list_seed,
-            "labels": str(source.labels) if source.labels else "uniform random",
-            "seed": run.recipe.seed,
-        },
-        kind="training",
-    )
+    return _simulated_set(run, labels, observed=False, provenance={
+        "source": "mdwarf_zoo.spectra.simulate (toy simulator; not PHOENIX)",
+        "recipe": run.recipe.name,
+        "line_list_seed": source.line_list_seed,
+        "labels": str(source.labels) if source.labels else "uniform random",
+        "seed": run.recipe.seed,
+    })
 
 
-def _observed_set(run: Run):
-
+def _observed_set(run: Run) -> SpectrumSet:
+    """The recipe's ``[data.observed]``: a set file, spectrum files, or simulated spectra."""
     source = run.recipe.observed
-    preprocessor = run.recipe.preprocessing.preprocessor()
     if source.source == "set":
-        spectrum_set = read_set(source.path)
-        _check_set(run, spectrum_set, source.path, "[data.observed] path", labelled=False)
+        spectrum_set = _given_set(run, source.path, "[data.observed] path", labelled=False)
         if source.labels is not None:
             spectrum_set.labels = load_labels(source.labels)
         return spectrum_set
     if source.source == "files":
-        return _observed_files(run, preprocessor)
+        return _observed_files(run, run.recipe.preprocessing.preprocessor())
     # Its own stream, so the observed labels never repeat the synthetic ones.
     labels = _random_labels(run, source.n, source.label_ranges, source.seed + 7919)
-    flux = _simulated_flux(run, labels, observed=True)
-    return SpectrumSet(
-        flux=flux,
-        wavelength=preprocessor.grid.wavelength,
-        labels=labels,
-        identifiers=[f"observed_{i:05d}" for i in range(len(labels))],
-        preprocessing=preprocessor,
-        provenance={
-            "source": "mdwarf_zoo.spectra.simulate observe() (toy simulator)",
-            "recipe": run.recipe.name,
-            "snr": source.snr,
-            "seed": source.seed,
-            "gap": dict(source.gap),
-            "labels": "true labels of the simulation",
-        },
-        kind="observed",
-    )
+    return _simulated_set(run, labels, observed=True, provenance={
+        "source": "mdwarf_zoo.spectra.simulate observe() (toy simulator)",
+        "recipe": run.recipe.name,
+        "snr": source.snr,
+        "seed": source.seed,
+        "gap": dict(source.gap),
+        "labels": "true labels of the simulation",
+    })
 
 
 def _observed_files(run: Run, preprocessor):
-
     source = run.recipe.observed
     low, high = preprocessor.span
     template = None
@@ -236,3 +211,26 @@ def _check_set(run: Run, spectrum_set, path: Path, key: str, *, labelled: bool) 
         )
     if labelled and spectrum_set.labels is None:
         raise ValueError(f"{key} = {str(path)!r} has no labels; a training set needs them")
+
+
+def _simulated_set(run: Run, labels: np.ndarray, *, observed: bool,
+                   provenance: dict[str, object]) -> SpectrumSet:
+    """Simulated spectra of ``labels`` as the run's synthetic (training) or observed set."""
+    preprocessor = run.recipe.preprocessing.preprocessor()
+    name = "observed_{:05d}" if observed else "synthetic_{:06d}"
+    return SpectrumSet(
+        flux=_simulated_flux(run, labels, observed=observed),
+        wavelength=preprocessor.grid.wavelength,
+        labels=labels,
+        identifiers=[name.format(i) for i in range(len(labels))],
+        preprocessing=preprocessor,
+        provenance=provenance,
+        kind="observed" if observed else "training",
+    )
+
+
+def _given_set(run: Run, path: Path, what: str, *, labelled: bool) -> SpectrumSet:
+    """A set file named by the recipe, checked against the recipe's preprocessing."""
+    spectrum_set = read_set(path)
+    _check_set(run, spectrum_set, path, what, labelled=labelled)
+    return spectrum_set

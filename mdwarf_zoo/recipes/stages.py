@@ -101,7 +101,6 @@ def _train(run: Run, build: Callable[[], Any],
 
 
 def stage_pretrain(run: Run, member: AutoencoderMember) -> None:
-
     folder = run.member_folder(member)
     if run.agree((folder / "pretrained").is_dir()):
         return
@@ -217,7 +216,6 @@ def stage_transfer(run: Run, member: AutoencoderMember) -> None:
 
 
 def stage_encode(run: Run, member: AutoencoderMember) -> None:
-
     folder = run.member_folder(member)
     if not run.chief or (folder / "latents.npz").is_file():
         return
