@@ -440,9 +440,9 @@ class _Training:
         predicted = np.asarray(model.predict(self.x[val], verbose=0))[:, 0]
         mse = float(np.mean((predicted - self.scaled[val, job.column]) ** 2))
         rms = float(np.sqrt(mse)) * float(self.scaler.std[job.column])
-        logger.info("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)",
-                    self.autoencoder, job.parameter, job.seed, mse, rms,
-                    PARAMETER_UNITS[job.parameter])
+        logger.debug("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)",
+                     self.autoencoder, job.parameter, job.seed, mse, rms,
+                     PARAMETER_UNITS[job.parameter])
         regressor = LatentRegressor(
             job.parameter, self.autoencoder, job.seed, model, self.scaler, mse, rms,
             {key: [record.get(key) for record in history] for key in (history[:1] or [{}])[0]},

@@ -522,9 +522,9 @@ def transfer(
     seed_order = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
     if seed is not None:
         determinism(seed_order)
-    logger.info("transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, "
-                "%d epochs, lr %g", model.name, mode, frozen, len(train), len(val), epochs,
-                learning_rate)
+    logger.debug("transfer: %s (%s), frozen layers %s, %d training / %d validation spectra, "
+                 "%d epochs, lr %g", model.name, mode, frozen, len(train), len(val), epochs,
+                 learning_rate)
     with get_strategy(strategy).scope() if strategy else contextlib.nullcontext():
         tuned = _frozen_copy(model, frozen, freeze)
         trainer, x, y, validation = _trainer(model, tuned, flux, train, val, mode, anchors,
