@@ -19,6 +19,7 @@ back to Keras' own update.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 _FUSED_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -46,7 +47,6 @@ class FusedAdam(keras.optimizers.Adam):
     def update_step(self, gradient, variable, learning_rate):
         if not self._fused(variable):
             return super().update_step(gradient, variable, learning_rate)
-        import tensorflow as tf
 
         dtype = variable.dtype
         index = self._get_variable_index(variable)

@@ -55,6 +55,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,6 @@ class PretrainedPipeline:
                 of this pipeline (the message names the file and what it must hold).
             FileNotFoundError: for a reference file that does not exist.
         """
-        import zipfile
 
         name = member.get("name")
         relative = member.get("alignment_reference")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from astropy.table import Table
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._version import __version__
@@ -249,7 +250,6 @@ def load_labels(source: str | os.PathLike | np.ndarray) -> np.ndarray:
         if suffix == ".npy":
             table = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
         elif suffix in (".csv", ".ecsv"):
-            from astropy.table import Table
 
             data = Table.read(path, format="ascii.ecsv" if suffix == ".ecsv" else "ascii.csv")
             lower = {name.strip().lower(): name for name in data.colnames}

@@ -43,11 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from astropy.table import Table
 from scipy import sparse
 from scipy.optimize import least_squares
 
 from mdwarf_zoo.spectra import simulate
 from mdwarf_zoo.spectra.grid import Spectrum, WavelengthGrid
+from mdwarf_zoo.spectra.preprocess import Preprocessor
 
 __all__ = [
     "MOLECULAR_CHI",
@@ -153,7 +155,6 @@ def load_tfg_spectra(
 def prepared_phoenix(wavelength: np.ndarray, flux: np.ndarray, vsini: float = 2.0,
                      resolving_power: float = 94600.0) -> np.ndarray:
     """A TFG spectrum (already at R = 94,600) through ``Preprocessor``, rotated by ``vsini``."""
-    from mdwarf_zoo.spectra.preprocess import Preprocessor
 
     spectrum = Spectrum(wavelength, flux, metadata={"resolving_power": _TFG_RESOLVING_POWER})
     return Preprocessor(resolving_power=resolving_power)(spectrum, vsini=vsini).flux
@@ -162,7 +163,6 @@ def prepared_phoenix(wavelength: np.ndarray, flux: np.ndarray, vsini: float = 2.
 def prepared_simulator(teff: float, logg: float = 5.0, metallicity: float = 0.0,
                        vsini: float = 2.0, resolving_power: float = 94600.0) -> np.ndarray:
     """``simulate.phoenix_flux`` (unbroadened) through the same ``Preprocessor`` chain."""
-    from mdwarf_zoo.spectra.preprocess import Preprocessor
 
     grid = WavelengthGrid(8790.0, 8845.0, 0.01)
     flux = simulate.phoenix_flux([[teff, logg, metallicity, 0.0]], grid)[0]
@@ -216,7 +216,6 @@ def extrapolation_correlation(wavelength: np.ndarray, flux: np.ndarray,
                               ) -> dict[str, float]:
     """Correlation and mean line depth of the simulator at ``labels`` (Teff, log g, [M/H])
     against an unbroadened PHOENIX spectrum, both through the ``Preprocessor`` chain."""
-    from mdwarf_zoo.spectra.preprocess import Preprocessor
 
     phoenix = Preprocessor(resolving_power=94600.0)(Spectrum(wavelength, flux), vsini=vsini).flux
     model = prepared_simulator(*labels, vsini=vsini)
@@ -445,7 +444,6 @@ def fit_line_list(
 
 
 def _table(problem: _Problem, x: np.ndarray, iterations: int, sources: list[str] | None):
-    from astropy.table import Table
 
     settings = problem.settings
     residuals = [state[0] for state in problem._forward(x)]

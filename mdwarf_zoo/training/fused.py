@@ -51,6 +51,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from tqdm.auto import tqdm
 
 from mdwarf_zoo._files import atomic_savez as _atomic_savez
@@ -115,7 +116,6 @@ def can_fuse(models: Sequence[keras.Model]) -> bool:
 def _stacked_forward(models: Sequence[keras.Model], x: np.ndarray) -> np.ndarray:
     """All models on the same latents with every kernel stacked along a leading branch axis:
     a dozen batched operations whatever the number of models (eager, nothing to trace)."""
-    import tensorflow as tf
 
     branches = len(models)
     h = tf.broadcast_to(tf.constant(x), [branches, *x.shape])
@@ -194,7 +194,6 @@ class FusedRegressors(keras.Model):
         self.built = True
 
     def call(self, latents):
-        import tensorflow as tf
 
         latents = tf.convert_to_tensor(latents, dtype=tf.float32)
         if latents.shape.rank == 2:
@@ -239,7 +238,6 @@ def predict_fused(
     chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)] or [x]
     shapes = {(tuple(m.input_shape), tuple(m.output_shape)) for m in models}
     if exact and keras.backend.backend() == "tensorflow" and len(shapes) == 1:
-        import tensorflow as tf
 
         call = tf.function(FusedRegressors(models).call, reduce_retracing=True)
         return np.concatenate([np.asarray(call(c), dtype=np.float32) for c in chunks], axis=1)
@@ -395,7 +393,6 @@ def _fused_functions(
     """The fused model's traced epoch, ``train_epoch(indices, weights, active)`` (the per-branch
     sums of the training losses), and ``validation_loss()`` (per branch), with the models'
     optimizers built."""
-    import tensorflow as tf
 
     fused = FusedRegressors(models)
     trainable = [list(m.trainable_variables) for m in models]
@@ -412,7 +409,6 @@ def _fused_functions(
 def _epoch_function(models, trainable, x_all, y_all, batch_size: int) -> Callable:
     """One traced loop over an epoch's steps, each step every branch's forward and backward
     pass and its optimizer step: no Python between steps."""
-    import tensorflow as tf
 
     k_branches = len(models)
 
@@ -456,7 +452,6 @@ def _validation_function(
     fused: FusedRegressors, x_all, targets: np.ndarray, validation_indices: Sequence[np.ndarray]
 ) -> Callable[[], np.ndarray]:
     """Each branch's mean squared error on its own validation rows, in chunks of 2048."""
-    import tensorflow as tf
 
     k_branches = fused.branches
     validation_rows, validation_weights = _padded(

@@ -85,8 +85,6 @@ def remove_checkpoint(checkpoint: Path) -> None:
 def determinism(seed: int) -> None:
     """Seed Python, numpy and Keras with ``seed`` and switch TensorFlow's op determinism on (a
     process-wide setting): the same seed then gives the same weights on the same machine."""
-    import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
@@ -199,7 +197,6 @@ def _evaluate(model, x, y, chunk: int = _EVALUATION_CHUNK) -> float:
 
 
 def _is_distributed(strategy) -> bool:
-    import tensorflow as tf
 
     return tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
 
@@ -256,7 +253,6 @@ def fit_resumable(
         ValueError: for a checkpoint that does not match the model (other variable shapes) or
             was written with another seed, batch size, number of rows or ``drop_remainder``.
     """
-    import keras
 
     strategy = model.distribute_strategy
     with strategy.scope():
