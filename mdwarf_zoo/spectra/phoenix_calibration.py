@@ -60,6 +60,7 @@ __all__ = [
     "load_eniric_sample",
     "fit_line_list",
     "load_tfg_spectra",
+    "observed_gap",
     "prepared_phoenix",
     "prepared_simulator",
     "write_line_list",
@@ -222,6 +223,68 @@ def extrapolation_correlation(wavelength: np.ndarray, flux: np.ndarray,
     return {"corr": float(np.corrcoef(1 - model, 1 - phoenix)[0, 1]),
             "depth_simulator": float(np.mean(1 - model)),
             "depth_phoenix": float(np.mean(1 - phoenix))}
+
+
+def observed_gap(star: Spectrum, phoenix: tuple[np.ndarray, np.ndarray],
+                 labels: tuple[float, float, float, float], *, seed: int = 0,
+                 rv_range: tuple[float, float] = (-300.0, 300.0)) -> dict[str, object]:
+    """A real star's residual against a PHOENIX spectrum beside the simulator's synthetic gap.
+
+    The star (observed frame, ``metadata['resolving_power']`` known) is moved to its rest
+    frame against the PHOENIX spectrum itself (all orders, then refined on the MB24 window),
+    and both go through ``Preprocessor(resolving_power=<the star's R>)`` onto the MB24 grid,
+    PHOENIX rotated by the star's v sin i. The simulator side is ``synthetic_spectra`` at
+    ``labels`` and the star's R, and ``observe`` of it with the default ``GapConfig`` and S/N
+    (seed ``seed``), both through the same ``Preprocessor``.
+
+    Args:
+        star: the observed spectrum, covering the MB24 window plus margin.
+        phoenix: ``(wavelength, flux)`` of a TFG file (R = 94,600), as from
+            :func:`load_tfg_spectra`; wide enough for the velocity search.
+        labels: the star's Teff, log g, [M/H], v sin i.
+        seed: seed of ``observe``.
+        rv_range: the velocity search, km/s.
+
+    Returns:
+        ``"velocity"`` (the ``RadialVelocity``), ``"resolving_power"``, the prepared ``"star"``
+        (a ``Spectrum``) and the prepared fluxes ``"phoenix"``, ``"synthetic"``,
+        ``"observed"`` on the MB24 grid, and the statistics: ``"rms_real"`` (of star -
+        PHOENIX), ``"rms_gap"`` (of observed - synthetic), ``"corr_residuals"`` (between the
+        two residuals), ``"corr_lines"`` (between 1 - star and 1 - PHOENIX), the mean line
+        depths ``"depth_star"`` and ``"depth_phoenix"``, and ``"noise"`` (the star's median
+        prepared sigma; NaN without sigma).
+    """
+    from mdwarf_zoo.spectra.preprocess import Preprocessor
+    from mdwarf_zoo.spectra.rv import to_rest_frame
+
+    resolving_power = float(star.metadata["resolving_power"])
+    preprocessor = Preprocessor(resolving_power=resolving_power)
+    template = Spectrum(*phoenix, metadata={"resolving_power": _TFG_RESOLVING_POWER})
+    rest, velocity = to_rest_frame(
+        star, template, rv_min=rv_range[0], rv_max=rv_range[1],
+        refine_window=(preprocessor.grid.start, preprocessor.grid.stop))
+    prepared = preprocessor(rest)
+    model = preprocessor(template, vsini=labels[3]).flux
+    low, high = preprocessor.span
+    grid = WavelengthGrid(low - 1.0, high + 1.0, 0.01)
+    synthetic = simulate.synthetic_spectra([labels], grid, resolving_power=resolving_power)
+    observed = simulate.observe(synthetic, [labels], grid=grid, resolving_power=resolving_power,
+                                seed=seed)
+    # Already at the star's R: the preprocessing only normalises and resamples them.
+    sides = [preprocessor(Spectrum(grid.wavelength, flux[0],
+                                   metadata={"resolving_power": resolving_power})).flux
+             for flux in (synthetic, observed)]
+    real, gap = prepared.flux - model, sides[1] - sides[0]
+    return {
+        "velocity": velocity, "resolving_power": resolving_power, "star": prepared,
+        "phoenix": model, "synthetic": sides[0], "observed": sides[1],
+        "rms_real": float(np.sqrt(np.mean(real**2))), "rms_gap": float(np.sqrt(np.mean(gap**2))),
+        "corr_residuals": float(np.corrcoef(real, gap)[0, 1]),
+        "corr_lines": float(np.corrcoef(1.0 - prepared.flux, 1.0 - model)[0, 1]),
+        "depth_star": float(np.mean(1.0 - prepared.flux)),
+        "depth_phoenix": float(np.mean(1.0 - model)),
+        "noise": float("nan") if prepared.sigma is None else float(np.median(prepared.sigma)),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
