@@ -14,8 +14,17 @@ ABOVE_THE_HUB = ("models", "pipeline", "training", "recipes", "commands", "diagn
 
 #: The layers, lowest first: a module of layer i imports only modules of layers <= i.
 LAYERS = (
-    ("_version", "_files", "_resources", "_registration", "labels", "registry", "optimizers",
-     "plots", "spectra"),
+    (
+        "_version",
+        "_files",
+        "_resources",
+        "_registration",
+        "labels",
+        "registry",
+        "optimizers",
+        "plots",
+        "spectra",
+    ),
     ("hub",),
     ("models",),
     ("diagnostics", "training"),
@@ -80,6 +89,7 @@ def _modules() -> dict[str, Path]:
 def _dependencies(modules: dict[str, Path]) -> dict[str, set[str]]:
     """Per module, the package modules it imports anywhere (inside functions too), except
     under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+
     def known(name: str) -> str:
         while name not in modules and "." in name:
             name = name.rsplit(".", 1)[0]
@@ -114,8 +124,9 @@ def test_every_module_imports_only_its_own_layer_or_below():
     dependencies = _dependencies(_modules())
     for name, imported in sorted(dependencies.items()):
         for other in sorted(imported):
-            assert _layer(other) <= _layer(name), f"{name} (layer {_layer(name)}) imports " \
-                f"{other} (layer {_layer(other)})"
+            assert _layer(other) <= _layer(name), (
+                f"{name} (layer {_layer(name)}) imports {other} (layer {_layer(other)})"
+            )
 
 
 def test_no_import_circles():

@@ -36,5 +36,3 @@ def call_in_batches(model: keras.Model, x: np.ndarray, batch_size: int) -> np.nd
         for first in range(0, len(x), batch_size)
     ]
     return np.concatenate(parts)
-
-

@@ -89,16 +89,21 @@ def align_latents(
     if fit_rows is None:
         fit_rows = np.arange(observed.shape[0])
     fit_rows = np.asarray(fit_rows)
-    if (fit_rows.ndim != 1 or not np.issubdtype(fit_rows.dtype, np.integer)
-            or (fit_rows.size and not 0 <= fit_rows.min() <= fit_rows.max() < len(observed))):
+    if (
+        fit_rows.ndim != 1
+        or not np.issubdtype(fit_rows.dtype, np.integer)
+        or (fit_rows.size and not 0 <= fit_rows.min() <= fit_rows.max() < len(observed))
+    ):
         raise ValueError(
             f"align_latents: fit_rows must be a 1-d array of row indices in 0..{len(observed) - 1}"
             f", got {fit_rows!r}"
         )
     if method == "coral_neighbours":
-        synthetic = synthetic[_neighbour_rows(
-            synthetic, observed, synthetic_labels, observed_labels, neighbours, fit_rows
-        )]
+        synthetic = synthetic[
+            _neighbour_rows(
+                synthetic, observed, synthetic_labels, observed_labels, neighbours, fit_rows
+            )
+        ]
     fit = observed[fit_rows]
     for name, rows in (("observed", fit), ("synthetic reference", synthetic)):
         if rows.shape[0] < 2 * d:
@@ -138,8 +143,7 @@ def _neighbour_rows(
         )
     syn_labels = np.asarray(synthetic_labels, dtype=np.float64)
     obs_labels = np.asarray(observed_labels, dtype=np.float64)
-    if (syn_labels.ndim != 2 or obs_labels.ndim != 2
-            or syn_labels.shape[1] != obs_labels.shape[1]):
+    if syn_labels.ndim != 2 or obs_labels.ndim != 2 or syn_labels.shape[1] != obs_labels.shape[1]:
         raise ValueError(
             f"align_latents: expected (n, k) synthetic_labels and observed_labels with the "
             f"same k, got {syn_labels.shape} and {obs_labels.shape}"
@@ -155,11 +159,18 @@ def _neighbour_rows(
     spread = syn_labels.std(axis=0)
     spread[spread == 0] = 1.0
     obs_labels = obs_labels[np.unique(fit_rows)]
-    order = np.concatenate([  # each star's synthetic rows, nearest first (64 at a time)
-        np.argsort((((obs_labels[first:first + 64, None, :] - syn_labels[None]) / spread)
-                    ** 2).sum(axis=-1), axis=1, kind="stable")
-        for first in range(0, len(obs_labels), 64)
-    ])
+    order = np.concatenate(
+        [  # each star's synthetic rows, nearest first (64 at a time)
+            np.argsort(
+                (((obs_labels[first : first + 64, None, :] - syn_labels[None]) / spread) ** 2).sum(
+                    axis=-1
+                ),
+                axis=1,
+                kind="stable",
+            )
+            for first in range(0, len(obs_labels), 64)
+        ]
+    )
     k = min(int(neighbours), syn_labels.shape[0])
     reference = np.unique(order[:, :k])
     # Stars with near-identical estimates share neighbours: widen until the reference can
@@ -213,8 +224,12 @@ def align_observed_latents(
     estimates = _preliminary_estimates(regressors, observed_latents, method, parameters)
     return {
         name: align_latents(
-            latent, synthetic_latents[name], method=method, synthetic_labels=synthetic_labels,
-            observed_labels=estimates, neighbours=neighbours,
+            latent,
+            synthetic_latents[name],
+            method=method,
+            synthetic_labels=synthetic_labels,
+            observed_labels=estimates,
+            neighbours=neighbours,
         ).astype(np.float32)
         for name, latent in observed_latents.items()
     }
@@ -275,12 +290,20 @@ def alignment_uncertainty(
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, n, n) for _ in range(resamples)]
     stacked = {
-        name: np.concatenate([
-            align_latents(latent, synthetic_latents[name], method=method,
-                          synthetic_labels=synthetic_labels, observed_labels=estimates,
-                          neighbours=neighbours, fit_rows=rows)
-            for rows in draws
-        ]).astype(np.float32)
+        name: np.concatenate(
+            [
+                align_latents(
+                    latent,
+                    synthetic_latents[name],
+                    method=method,
+                    synthetic_labels=synthetic_labels,
+                    observed_labels=estimates,
+                    neighbours=neighbours,
+                    fit_rows=rows,
+                )
+                for rows in draws
+            ]
+        ).astype(np.float32)
         for name, latent in observed_latents.items()
     }
     predictions, mse = predict_ensemble(regressors, stacked)
@@ -290,5 +313,3 @@ def alignment_uncertainty(
         per_draw = np.median(values[rows].reshape(-1, resamples, n), axis=0)
         out[parameter] = per_draw.std(axis=0, ddof=1)
     return out
-
-

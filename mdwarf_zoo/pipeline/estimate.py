@@ -57,8 +57,10 @@ class Alignment:
             raise ValueError(
                 f"latent alignment must be one of {', '.join(ALIGNMENTS)}, got {self.method!r}"
             )
-        if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or (
-            self.resamples < 0 or self.resamples == 1
+        if (
+            isinstance(self.resamples, bool)
+            or not isinstance(self.resamples, int)
+            or (self.resamples < 0 or self.resamples == 1)
         ):
             raise ValueError(
                 f"alignment_resamples must be 0 (no bootstrap) or >= 2, got {self.resamples!r}"
@@ -91,8 +93,9 @@ class Estimate:
     observed_latents: dict[str, np.ndarray]
 
 
-def check_choice(where: str, name: str, value: object, allowed: Sequence[object],
-                 also: str = "") -> None:
+def check_choice(
+    where: str, name: str, value: object, allowed: Sequence[object], also: str = ""
+) -> None:
     """Refuse an option outside ``allowed``: ``"<where>: <name> must be <also>one of ..."``."""
     if value not in allowed:
         names = ", ".join(str(a) for a in allowed)
@@ -147,10 +150,12 @@ def estimate(
     latents = {name: np.asarray(z, dtype=np.float32) for name, z in observed_latents.items()}
     alignment_error = None
     if alignment is not None:
-        reference = (chosen, latents, dict(alignment.synthetic_latents),
-                     alignment.synthetic_labels)
-        options = {"method": alignment.method, "parameters": parameters,
-                   "neighbours": int(alignment.neighbours)}
+        reference = (chosen, latents, dict(alignment.synthetic_latents), alignment.synthetic_labels)
+        options = {
+            "method": alignment.method,
+            "parameters": parameters,
+            "neighbours": int(alignment.neighbours),
+        }
         if alignment.resamples > 0:
             alignment_error = alignment_uncertainty(
                 *reference, resamples=alignment.resamples, seed=alignment.seed, **options
@@ -161,8 +166,12 @@ def estimate(
     for regressor in chosen:
         validation_rms.setdefault(regressor.parameter, []).append(regressor.validation_rms)
     table = ensemble_table(
-        predictions, identifiers, keep=None, error_model=error_model,
-        validation_rms=validation_rms, alignment_error=alignment_error,
+        predictions,
+        identifiers,
+        keep=None,
+        error_model=error_model,
+        validation_rms=validation_rms,
+        alignment_error=alignment_error,
     )
     table.meta.update(alignment.meta() if alignment else {"latent_alignment": "none"})
     return Estimate(table, chosen, predictions, latents)

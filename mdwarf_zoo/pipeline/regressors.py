@@ -207,8 +207,13 @@ class RegressorStore:
         """The checkpoint file of the regressor or fused group called ``name``."""
         return None
 
-    def save(self, regressor: LatentRegressor, job: RegressorJob,
-             history: list[dict[str, float]], fused: bool) -> None:
+    def save(
+        self,
+        regressor: LatentRegressor,
+        job: RegressorJob,
+        history: list[dict[str, float]],
+        fused: bool,
+    ) -> None:
         """Keep a newly trained regressor."""
 
     def release(self, name: str) -> None:
@@ -225,8 +230,10 @@ def regressor_jobs(
     jobs = []
     for column, parameter in enumerate(parameters):
         own = seeds[parameter] if isinstance(seeds, Mapping) else seeds
-        jobs += [RegressorJob(parameter, column, k, int(seed), specs[parameter])
-                 for k, seed in enumerate(own)]
+        jobs += [
+            RegressorJob(parameter, column, k, int(seed), specs[parameter])
+            for k, seed in enumerate(own)
+        ]
     return jobs
 
 
@@ -310,11 +317,27 @@ def train_regressors(
     if latent_scaler is not None:
         x = latent_scaler.transform(x)
     if specs is None:
-        specs = {p: RegressorSpec(architecture, dict((regressor_kwargs or {}).get(p, {})),
-                                  int(epochs), int(batch_size), validation_fraction)
-                 for p in parameters}
-    training = _Training(x, labels, scaler.transform(labels).astype(np.float32), scaler,
-                         latent_scaler, autoencoder, patience, progress, store or RegressorStore())
+        specs = {
+            p: RegressorSpec(
+                architecture,
+                dict((regressor_kwargs or {}).get(p, {})),
+                int(epochs),
+                int(batch_size),
+                validation_fraction,
+            )
+            for p in parameters
+        }
+    training = _Training(
+        x,
+        labels,
+        scaler.transform(labels).astype(np.float32),
+        scaler,
+        latent_scaler,
+        autoencoder,
+        patience,
+        progress,
+        store or RegressorStore(),
+    )
     jobs = regressor_jobs(parameters, seeds, specs)
     done: dict[int, LatentRegressor] = {}
     pending = []
@@ -332,8 +355,9 @@ def train_regressors(
     return [done[i] for i in sorted(done)]
 
 
-def _check_inputs(synthetic_latents: Any, labels: Any, parameters: tuple[str, ...],
-                  seeds: Any) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(
+    synthetic_latents: Any, labels: Any, parameters: tuple[str, ...], seeds: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """``train_regressors``' labels (float64) and latents (float32), checked."""
     unknown = [p for p in parameters if p not in PARAMETERS]
     if unknown:
@@ -368,16 +392,21 @@ class _Training:
     store: RegressorStore
 
     def split(self, job: RegressorJob) -> tuple[np.ndarray, np.ndarray]:
-        return stratified_split(self.labels[:, job.column], job.spec.validation_fraction,
-                                seed=job.seed)
+        return stratified_split(
+            self.labels[:, job.column], job.spec.validation_fraction, seed=job.seed
+        )
 
     def create(self, job: RegressorJob) -> keras.Model:
         """The job's untrained, compiled model (seeded weights)."""
         keras.utils.set_random_seed(job.seed)
-        return self.store.build(lambda: create_model(
-            job.spec.architecture, latent_dim=self.x.shape[1], seed=job.seed,
-            **dict(job.spec.kwargs),
-        ))
+        return self.store.build(
+            lambda: create_model(
+                job.spec.architecture,
+                latent_dim=self.x.shape[1],
+                seed=job.seed,
+                **dict(job.spec.kwargs),
+            )
+        )
 
     def one(self, job: RegressorJob) -> LatentRegressor:
         """Train ``job`` alone through the one training loop."""
@@ -386,15 +415,23 @@ class _Training:
         model = self.create(job)
         callbacks = []
         if self.patience is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(self.patience), restore_best_weights=True
-            ))
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=int(self.patience), restore_best_weights=True
+                )
+            )
         history = fit_resumable(
-            model, self.x[train], y[train], epochs=job.spec.epochs,
-            batch_size=job.spec.batch_size, seed=job.seed,
-            checkpoint=self.store.checkpoint(job.name), validation=(self.x[val], y[val]),
+            model,
+            self.x[train],
+            y[train],
+            epochs=job.spec.epochs,
+            batch_size=job.spec.batch_size,
+            seed=job.seed,
+            checkpoint=self.store.checkpoint(job.name),
+            validation=(self.x[val], y[val]),
             description=f"{self.autoencoder} {job.parameter} seed {job.index}",
-            progress=False, callbacks=callbacks,
+            progress=False,
+            callbacks=callbacks,
         )
         regressor = self.regressor(job, self.store.trained(model), history, fused=False)
         self.store.release(job.name)
@@ -416,35 +453,58 @@ class _Training:
             # interruption) never reads another group's checkpoint.
             tag = hashlib.sha256(names.encode()).hexdigest()[:12]
             results = train_fused(
-                [models[i] for i, _ in members], self.x,
+                [models[i] for i, _ in members],
+                self.x,
                 np.stack([self.scaled[:, job.column] for _, job in members]),
-                [train for train, _ in splits], [val for _, val in splits],
-                seeds=[job.seed for _, job in members], epochs=members[0][1].spec.epochs,
-                batch_size=members[0][1].spec.batch_size, patience=self.patience,
+                [train for train, _ in splits],
+                [val for _, val in splits],
+                seeds=[job.seed for _, job in members],
+                epochs=members[0][1].spec.epochs,
+                batch_size=members[0][1].spec.batch_size,
+                patience=self.patience,
                 checkpoint=self.store.checkpoint(f"fused_{tag}"),
                 description=f"{self.autoencoder} fused regressors ({len(members)})",
                 progress=self.progress,
             )
             for (i, job), result in zip(members, results, strict=True):
-                history = [dict(zip(result.history, values, strict=True))
-                           for values in zip(*result.history.values(), strict=True)]
+                history = [
+                    dict(zip(result.history, values, strict=True))
+                    for values in zip(*result.history.values(), strict=True)
+                ]
                 out[i] = self.regressor(job, models[i], history, fused=True)
             self.store.release(f"fused_{tag}")
         return out
 
-    def regressor(self, job: RegressorJob, model: keras.Model,
-                  history: list[dict[str, float]], fused: bool | None) -> LatentRegressor:
+    def regressor(
+        self,
+        job: RegressorJob,
+        model: keras.Model,
+        history: list[dict[str, float]],
+        fused: bool | None,
+    ) -> LatentRegressor:
         """The trained (``fused`` True/False: and now saved) or loaded (``None``) regressor,
         with its validation error."""
         _, val = self.split(job)
         predicted = np.asarray(model.predict(self.x[val], verbose=0))[:, 0]
         mse = float(np.mean((predicted - self.scaled[val, job.column]) ** 2))
         rms = float(np.sqrt(mse)) * float(self.scaler.std[job.column])
-        logger.debug("regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)",
-                     self.autoencoder, job.parameter, job.seed, mse, rms,
-                     PARAMETER_UNITS[job.parameter])
+        logger.debug(
+            "regressor %s/%s seed %d: validation MSE %.4g (rms %.4g %s)",
+            self.autoencoder,
+            job.parameter,
+            job.seed,
+            mse,
+            rms,
+            PARAMETER_UNITS[job.parameter],
+        )
         regressor = LatentRegressor(
-            job.parameter, self.autoencoder, job.seed, model, self.scaler, mse, rms,
+            job.parameter,
+            self.autoencoder,
+            job.seed,
+            model,
+            self.scaler,
+            mse,
+            rms,
             {key: [record.get(key) for record in history] for key in (history[:1] or [{}])[0]},
             self.latent_scaler,
         )
@@ -514,5 +574,3 @@ def predict_ensemble(
         {p: np.stack(v) for p, v in predictions.items()},
         {p: np.asarray(v) for p, v in mse.items()},
     )
-
-

@@ -65,12 +65,12 @@ def latents(
     Raises:
         ValueError: for an unknown encoder choice or a missing ``fine_tuned`` model.
     """
-    for name, choice in (("observed_encoder", observed_encoder),
-                         ("synthetic_encoder", synthetic_encoder)):
+    for name, choice in (
+        ("observed_encoder", observed_encoder),
+        ("synthetic_encoder", synthetic_encoder),
+    ):
         if choice not in _OBSERVED_ENCODERS:
-            raise ValueError(
-                f"latents: {name} must be one of {_OBSERVED_ENCODERS}, got {choice!r}"
-            )
+            raise ValueError(f"latents: {name} must be one of {_OBSERVED_ENCODERS}, got {choice!r}")
         if choice == "fine_tuned" and fine_tuned is None:
             raise ValueError(
                 f"latents: {name}='fine_tuned' needs fine_tuned= (the model returned by "
@@ -81,8 +81,6 @@ def latents(
         encode(models[synthetic_encoder], synthetic_flux, batch_size=batch_size),
         encode(models[observed_encoder], observed_flux, batch_size=batch_size),
     )
-
-
 
 
 @dataclass
@@ -184,32 +182,60 @@ def run_pipeline(
     regressors: list[LatentRegressor] = []
     for name, model in named.items():
         if observed_encoder == "fine_tuned":
-            fine_tuned[name] = _fine_tune(name, model, observed_flux, synthetic_flux, freeze,
-                                          transfer_options)
+            fine_tuned[name] = _fine_tune(
+                name, model, observed_flux, synthetic_flux, freeze, transfer_options
+            )
         syn_latents[name], obs_latents[name] = latents(
-            model, synthetic_flux, observed_flux, fine_tuned=fine_tuned.get(name),
-            observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
+            model,
+            synthetic_flux,
+            observed_flux,
+            fine_tuned=fine_tuned.get(name),
+            observed_encoder=observed_encoder,
+            synthetic_encoder=synthetic_encoder,
         )
         regressors += train_regressors(
-            syn_latents[name], labels, autoencoder=name, parameters=parameters, seeds=seeds,
-            scaler=scaler, **regressor_options,
+            syn_latents[name],
+            labels,
+            autoencoder=name,
+            parameters=parameters,
+            seeds=seeds,
+            scaler=scaler,
+            **regressor_options,
         )
     alignment = latent_alignment and Alignment(
         latent_alignment, syn_latents, labels, alignment_neighbours, int(alignment_resamples)
     )
     names = list(identifiers) if identifiers is not None else observed_ids
-    result = estimate(regressors, obs_latents, names, keep=keep, error_model=error_model,
-                      alignment=alignment, parameters=parameters)
+    result = estimate(
+        regressors,
+        obs_latents,
+        names,
+        keep=keep,
+        error_model=error_model,
+        alignment=alignment,
+        parameters=parameters,
+    )
     table = result.table
-    table.meta.update(observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
-                      autoencoders=list(named))
+    table.meta.update(
+        observed_encoder=observed_encoder,
+        synthetic_encoder=synthetic_encoder,
+        autoencoders=list(named),
+    )
     if fine_tuned:
         table.meta["transfer_mode"] = dict(transfer_options or {}).get("mode", "mb24")
         table.meta["latent_drift"] = {
             name: tuned.transfer_info["latent_drift"] for name, tuned in fine_tuned.items()
         }
-    return PipelineResult(table, result.predictions, regressors, fine_tuned, syn_latents,
-                          result.observed_latents, scaler, names)
+    return PipelineResult(
+        table,
+        result.predictions,
+        regressors,
+        fine_tuned,
+        syn_latents,
+        result.observed_latents,
+        scaler,
+        names,
+    )
 
 
 def _named(autoencoders: Any) -> dict[str, keras.Model]:
@@ -227,9 +253,14 @@ def _named(autoencoders: Any) -> dict[str, keras.Model]:
     return named
 
 
-def _fine_tune(name: str, model: keras.Model, observed_flux: np.ndarray,
-               synthetic_flux: np.ndarray, freeze: FreezeSpec | None,
-               transfer_options: Mapping[str, Any] | None) -> keras.Model:
+def _fine_tune(
+    name: str,
+    model: keras.Model,
+    observed_flux: np.ndarray,
+    synthetic_flux: np.ndarray,
+    freeze: FreezeSpec | None,
+    transfer_options: Mapping[str, Any] | None,
+) -> keras.Model:
     """Stage 1 of ``run_pipeline`` for one autoencoder: :func:`mdwarf_zoo.transfer`."""
     rule = freeze if freeze is not None else getattr(model, "default_freeze", None)
     if rule is None:
@@ -240,15 +271,20 @@ def _fine_tune(name: str, model: keras.Model, observed_flux: np.ndarray,
     return transfer(model, observed_flux, freeze=rule, **options)
 
 
-def _inputs(model: keras.Model, observed: Any, synthetic_flux: Any, synthetic_labels: Any,
-            parameters: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+def _inputs(
+    model: keras.Model,
+    observed: Any,
+    synthetic_flux: Any,
+    synthetic_labels: Any,
+    parameters: Sequence[str],
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
     """``run_pipeline``'s spectra as the model's input arrays, the observed identifiers and
     the checked synthetic labels."""
     observed_flux, observed_ids = prepare_spectra(observed, model, what="run_pipeline: observed")
-    synthetic_flux, _ = prepare_spectra(synthetic_flux, model,
-                                        what="run_pipeline: synthetic_flux")
-    labels = check_labels(synthetic_labels, len(tuple(parameters)),
-                          "run_pipeline: synthetic_labels")
+    synthetic_flux, _ = prepare_spectra(synthetic_flux, model, what="run_pipeline: synthetic_flux")
+    labels = check_labels(
+        synthetic_labels, len(tuple(parameters)), "run_pipeline: synthetic_labels"
+    )
     if labels.shape[0] != synthetic_flux.shape[0]:
         raise ValueError(
             f"run_pipeline: {synthetic_flux.shape[0]} synthetic spectra but {labels.shape[0]} "

@@ -45,8 +45,11 @@ class LabelScaler:
                 f"LabelScaler: {len(self.names)} names, {self.mean.size} means and "
                 f"{self.std.size} standard deviations"
             )
-        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
-                and np.all(self.std > 0)):
+        if not (
+            np.all(np.isfinite(self.mean))
+            and np.all(np.isfinite(self.std))
+            and np.all(self.std > 0)
+        ):
             raise ValueError(
                 f"LabelScaler: means must be finite and standard deviations > 0, got "
                 f"mean={self.mean.tolist()} std={self.std.tolist()}"
@@ -133,8 +136,11 @@ class LatentScaler:
             raise ValueError(
                 f"LatentScaler: {self.mean.size} means but {self.std.size} standard deviations"
             )
-        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
-                and np.all(self.std > 0)):
+        if not (
+            np.all(np.isfinite(self.mean))
+            and np.all(np.isfinite(self.std))
+            and np.all(self.std > 0)
+        ):
             raise ValueError("LatentScaler: means must be finite and standard deviations > 0")
 
     @classmethod
@@ -182,5 +188,3 @@ def check_labels(labels: Any, n_columns: int, what: str) -> np.ndarray:
         row = int(np.argwhere(~np.isfinite(labels))[0, 0])
         raise ValueError(f"{what}: row {row} has non-finite labels {labels[row].tolist()}")
     return labels
-
-

@@ -122,8 +122,6 @@ def _alive(pid: int) -> bool:
 def plan(recipe: Recipe, folder: Path | None = None) -> list[dict[str, Any]]:
     """One row per member: architecture, overrides, seed, parameters, epochs and the work it
     needs (spectra x epochs), plus what a run folder already holds."""
-
-
     state = None
     if folder is not None and (folder / "run.json").is_file():
         state = Run(recipe, folder, progress=False).status()["members"]

@@ -34,7 +34,6 @@ ALIGNMENT_REFERENCE = "alignment_reference.npz"
 
 def _chosen(run: Run, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, set[int]]:
     """Per parameter, the rows of ``gathered`` the best-K selection keeps."""
-
     keep = run.keep()
     return {
         name: set(select_best(g["mse"], keep or len(g["mse"])).tolist())
@@ -45,7 +44,6 @@ def _chosen(run: Run, gathered: dict[str, dict[str, np.ndarray]]) -> dict[str, s
 def latent_scaler(run: Run, member: AutoencoderMember):
     """The member's ``LatentScaler`` (``None`` without ``standardize_latents``), as its
     regressors stage fitted it."""
-
     if not run.recipe.regressors.standardize_latents:
         return None
     path = run.member_folder(member) / "predictions.npz"

@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 def write_report(run: Run) -> tuple[Path, list[Path], Path]:
     """``diagnostics.json``, the plots and ``report.md``."""
-
-
     run.require(run.table_path, "the ensemble stage", "--stage ensemble")
     gathered = run.gather()
     observed = run.read(run.observed_path)
@@ -126,13 +124,10 @@ def _domain_gap(run: Run) -> dict[str, Any]:
     distance of the observed spectra in flux space and, per member, in latent space before
     and after transfer (MB24: 2.72 and 0.086), with the mean per-dimension KS statistic and
     the MMD of the latents."""
-
     synthetic = run.read(run.synthetic_path)
     observed = run.read(run.observed_path)
     result: dict[str, Any] = {
-        "flux_nn_distance": float(
-            nearest_neighbour_distances(observed.flux, synthetic.flux).mean()
-        )
+        "flux_nn_distance": float(nearest_neighbour_distances(observed.flux, synthetic.flux).mean())
     }
     for member in run.recipe.members():
         with np.load(run.member_folder(member) / "latents.npz") as saved:
@@ -142,12 +137,8 @@ def _domain_gap(run: Run) -> dict[str, Any]:
                 saved["observed"],
             )
             result[member.name] = {
-                "latent_nn_distance_before": float(
-                    nearest_neighbour_distances(before, syn).mean()
-                ),
-                "latent_nn_distance_after": float(
-                    nearest_neighbour_distances(after, syn).mean()
-                ),
+                "latent_nn_distance_before": float(nearest_neighbour_distances(before, syn).mean()),
+                "latent_nn_distance_after": float(nearest_neighbour_distances(after, syn).mean()),
                 "ks_mean_before": float(ks_statistics(syn, before).mean()),
                 "ks_mean_after": float(ks_statistics(syn, after).mean()),
                 "mmd_before": _mmd_or_reason(mmd, syn, before),
@@ -155,9 +146,7 @@ def _domain_gap(run: Run) -> dict[str, Any]:
                 "reconstruction_mse_observed_before": float(
                     saved["reconstruction_mse_observed_no_transfer"]
                 ),
-                "reconstruction_mse_observed_after": float(
-                    saved["reconstruction_mse_observed"]
-                ),
+                "reconstruction_mse_observed_after": float(saved["reconstruction_mse_observed"]),
             }
             if "synthetic_transferred" in saved.files:
                 result[member.name]["latent_drift"] = drift_of_latents(
@@ -200,9 +189,7 @@ def _plots(run: Run, table, observed) -> list[Path]:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        logger.warning(
-            "matplotlib is not installed: no plots (pip install 'mdwarf-zoo[plots]')"
-        )
+        logger.warning("matplotlib is not installed: no plots (pip install 'mdwarf-zoo[plots]')")
         return []
     from mdwarf_zoo.plots import plot_latent_projection, plot_predicted_vs_true
 

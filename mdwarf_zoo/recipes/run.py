@@ -207,7 +207,6 @@ class Run:
         """
         started = time.perf_counter()
         if self.recipe.strategy == "multi_worker":
-
             get_strategy("multi_worker")  # without TF_CONFIG: a clear error before any work
         members = self.recipe.members()
         if stage is not None and stage not in STAGES:
@@ -253,19 +252,10 @@ class Run:
     def recipe_argument(self) -> str:
         return str(self.recipe.source) if self.recipe.source else self.recipe.name
 
-
-
-
-
-
-
-
-
     def read(self, path: Path):
 
         self.require(path, "the sets stage", "--stage sets")
         return read_set(path)
-
 
     def lock(self, folder: Path) -> contextlib.AbstractContextManager:
         if not self.chief:
@@ -285,10 +275,6 @@ class Run:
             return done
         return agree(get_strategy("multi_worker"), done and self.chief)
 
-
-
-
-
     def label_scaling(self, labels: np.ndarray) -> dict[str, dict[str, float]]:
         """Per parameter the mean and standard deviation of the synthetic labels
         (``mdwarf_zoo.pipeline.LabelScaler``); regressors learn ``(label - mean) / std``."""
@@ -299,9 +285,6 @@ class Run:
             name: {"kind": "standard", "mean": float(mean), "std": float(std)}
             for name, mean, std in zip(names, scaler.mean, scaler.std, strict=True)
         }
-
-
-
 
     # -- ensemble and report ------------------------------------------------------------------
     def gather(self) -> dict[str, dict[str, np.ndarray]]:
@@ -384,7 +367,10 @@ class Run:
             )
         try:
             calibration = calibrate(
-                table, None, labels, id_column=settings.id_column,
+                table,
+                None,
+                labels,
+                id_column=settings.id_column,
                 parameters=None if settings.parameters is None else list(settings.parameters),
             )
         except ValueError as error:
@@ -395,38 +381,3 @@ class Run:
         calibrated = calibration.apply(table)
         calibrated.meta["calibration_labels"] = str(settings.labels)
         return calibrated
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

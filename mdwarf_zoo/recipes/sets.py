@@ -67,16 +67,13 @@ def _write_set(run: Run, path: Path, spectrum_set) -> None:
     logger.info("wrote %s (%d spectra)", path, len(spectrum_set))
 
 
-def _random_labels(
-    self, n: int, ranges: dict[str, tuple[float, float]], seed: int
-) -> np.ndarray:
+def _random_labels(self, n: int, ranges: dict[str, tuple[float, float]], seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.column_stack([rng.uniform(*ranges[name], n) for name in PARAMETERS])
 
 
 def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarray:
     """Simulator flux on the window, through the recipe's normalisation and scaling."""
-
     prep = run.recipe.preprocessing
     preprocessor = prep.preprocessor()
     grid = preprocessor.grid
@@ -137,13 +134,18 @@ def _synthetic_set(run: Run) -> SpectrumSet:
             progress=run.progress,
         )
         return read_set(partial)
-    return _simulated_set(run, labels, observed=False, provenance={
-        "source": "mdwarf_zoo.spectra.simulate (toy simulator; not PHOENIX)",
-        "recipe": run.recipe.name,
-        "line_list_seed": source.line_list_seed,
-        "labels": str(source.labels) if source.labels else "uniform random",
-        "seed": run.recipe.seed,
-    })
+    return _simulated_set(
+        run,
+        labels,
+        observed=False,
+        provenance={
+            "source": "mdwarf_zoo.spectra.simulate (toy simulator; not PHOENIX)",
+            "recipe": run.recipe.name,
+            "line_list_seed": source.line_list_seed,
+            "labels": str(source.labels) if source.labels else "uniform random",
+            "seed": run.recipe.seed,
+        },
+    )
 
 
 def _observed_set(run: Run) -> SpectrumSet:
@@ -158,14 +160,19 @@ def _observed_set(run: Run) -> SpectrumSet:
         return _observed_files(run, run.recipe.preprocessing.preprocessor())
     # Its own stream, so the observed labels never repeat the synthetic ones.
     labels = _random_labels(run, source.n, source.label_ranges, source.seed + 7919)
-    return _simulated_set(run, labels, observed=True, provenance={
-        "source": "mdwarf_zoo.spectra.simulate observe() (toy simulator)",
-        "recipe": run.recipe.name,
-        "snr": source.snr,
-        "seed": source.seed,
-        "gap": dict(source.gap),
-        "labels": "true labels of the simulation",
-    })
+    return _simulated_set(
+        run,
+        labels,
+        observed=True,
+        provenance={
+            "source": "mdwarf_zoo.spectra.simulate observe() (toy simulator)",
+            "recipe": run.recipe.name,
+            "snr": source.snr,
+            "seed": source.seed,
+            "gap": dict(source.gap),
+            "labels": "true labels of the simulation",
+        },
+    )
 
 
 def _observed_files(run: Run, preprocessor):
@@ -173,9 +180,7 @@ def _observed_files(run: Run, preprocessor):
     low, high = preprocessor.span
     template = None
     if not source.no_rv:
-        template = read_template(
-            source.template, (low, high), max(map(abs, source.rv_range[:2]))
-        )
+        template = read_template(source.template, (low, high), max(map(abs, source.rv_range[:2])))
     fluxes, names, velocities = [], [], []
     for path in tqdm(source.files, desc="observed files", disable=not run.progress):
         spectrum = read_spectrum(path, window=(low, high))
@@ -213,8 +218,9 @@ def _check_set(run: Run, spectrum_set, path: Path, key: str, *, labelled: bool) 
         raise ValueError(f"{key} = {str(path)!r} has no labels; a training set needs them")
 
 
-def _simulated_set(run: Run, labels: np.ndarray, *, observed: bool,
-                   provenance: dict[str, object]) -> SpectrumSet:
+def _simulated_set(
+    run: Run, labels: np.ndarray, *, observed: bool, provenance: dict[str, object]
+) -> SpectrumSet:
     """Simulated spectra of ``labels`` as the run's synthetic (training) or observed set."""
     preprocessor = run.recipe.preprocessing.preprocessor()
     name = "observed_{:05d}" if observed else "synthetic_{:06d}"

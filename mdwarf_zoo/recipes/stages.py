@@ -59,7 +59,9 @@ def _metadata(run: Run, member: AutoencoderMember, **extra: Any) -> dict[str, An
     }
 
 
-def _train(run: Run, build: Callable[[], Any],
+def _train(
+    run: Run,
+    build: Callable[[], Any],
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -73,7 +75,6 @@ def _train(run: Run, build: Callable[[], Any],
     """Build a compiled model under the recipe's strategy and train it resumably with
     :func:`~mdwarf_zoo.training.loop.fit_resumable`, the one loop of every strategy: the
     same batches, and the checkpoint ``<checkpoint>.npz`` (written by the chief only)."""
-
     with get_strategy(run.recipe.strategy).scope():
         model = build()
     history = fit_resumable(
@@ -112,7 +113,8 @@ def stage_pretrain(run: Run, member: AutoencoderMember) -> None:
         train, val = split_indices(len(synthetic), settings.validation_split, member.seed)
         determinism(member.seed)
         flux = synthetic.flux
-        model, history = _train(run,
+        model, history = _train(
+            run,
             lambda: create_model(
                 member.architecture,
                 input_length=synthetic.flux.shape[1],
@@ -139,8 +141,8 @@ def stage_pretrain(run: Run, member: AutoencoderMember) -> None:
         save_pretrained(
             inference_copy(model),
             folder / "pretrained",
-            **_metadata(run,
-                member, metrics=metrics, training=history_text(history, "pretraining")
+            **_metadata(
+                run, member, metrics=metrics, training=history_text(history, "pretraining")
             ),
         )
         remove_checkpoint(folder / "pretrain.ckpt")
@@ -154,9 +156,7 @@ def stage_transfer(run: Run, member: AutoencoderMember) -> None:
     settings = run.recipe.transfer
     if not settings.enabled or run.agree((folder / "transferred").is_dir()):
         return
-    run.require(
-        folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
-    )
+    run.require(folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}")
     with run.lock(folder):
         flux = run.read(run.observed_path).flux
         source = from_pretrained(folder / "pretrained")
@@ -167,9 +167,13 @@ def stage_transfer(run: Run, member: AutoencoderMember) -> None:
         tuned = transfer(
             source,
             flux,
-            freeze=(source.default_freeze if settings.freeze == "default"
-                    else list(settings.freeze) if isinstance(settings.freeze, tuple)
-                    else settings.freeze),
+            freeze=(
+                source.default_freeze
+                if settings.freeze == "default"
+                else list(settings.freeze)
+                if isinstance(settings.freeze, tuple)
+                else settings.freeze
+            ),
             epochs=settings.epochs,
             batch_size=settings.batch_size,
             learning_rate=settings.learning_rate,
@@ -190,12 +194,15 @@ def stage_transfer(run: Run, member: AutoencoderMember) -> None:
             "reconstruction_mse_observed_after": reconstruction_mse(tuned, flux),
             "latent_drift": info["latent_drift"],
         }
-        records = [dict(zip(tuned.history.history, values, strict=True))
-                   for values in zip(*tuned.history.history.values(), strict=True)]
+        records = [
+            dict(zip(tuned.history.history, values, strict=True))
+            for values in zip(*tuned.history.history.values(), strict=True)
+        ]
         save_pretrained(
             inference_copy(tuned),
             folder / "transferred",
-            **_metadata(run,
+            **_metadata(
+                run,
                 member,
                 metrics=metrics,
                 extra={
@@ -219,9 +226,7 @@ def stage_encode(run: Run, member: AutoencoderMember) -> None:
     folder = run.member_folder(member)
     if not run.chief or (folder / "latents.npz").is_file():
         return
-    run.require(
-        folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}"
-    )
+    run.require(folder / "pretrained", f"pretraining of {member.name}", f"--member {member.index}")
     if run.recipe.transfer.enabled:
         run.require(
             folder / "transferred", f"transfer of {member.name}", f"--member {member.index}"
@@ -229,9 +234,7 @@ def stage_encode(run: Run, member: AutoencoderMember) -> None:
     synthetic = run.read(run.synthetic_path)
     observed = run.read(run.observed_path)
     original = from_pretrained(folder / "pretrained")
-    tuned = (
-        from_pretrained(folder / "transferred") if run.recipe.transfer.enabled else original
-    )
+    tuned = from_pretrained(folder / "transferred") if run.recipe.transfer.enabled else original
     transferred = {}
     if tuned is not original:
         # The synthetic spectra through the fine-tuned encoder: the latent drift.
@@ -257,9 +260,7 @@ def stage_regressors(run: Run, member: AutoencoderMember) -> None:
     # With "multi_worker" this is also where the other workers wait for the chief's latents.
     if run.agree((folder / "predictions.npz").is_file()):
         return
-    run.require(
-        folder / "latents.npz", f"encoding of {member.name}", f"--member {member.index}"
-    )
+    run.require(folder / "latents.npz", f"encoding of {member.name}", f"--member {member.index}")
     synthetic = run.read(run.synthetic_path)
     settings = run.recipe.regressors
     parameters = settings.parameters
@@ -273,14 +274,16 @@ def stage_regressors(run: Run, member: AutoencoderMember) -> None:
             synthetic.labels[:, [_COLUMN[n] for n in parameters]],
             autoencoder=member.name,
             parameters=parameters,
-            seeds={name: [_regressor_seed(member, p, k) for k in range(settings.seeds)]
-                   for p, name in enumerate(parameters)},
+            seeds={
+                name: [_regressor_seed(member, p, k) for k in range(settings.seeds)]
+                for p, name in enumerate(parameters)
+            },
             specs={name: _regressor_spec(settings.settings[name]) for name in parameters},
             scaler=_label_scaler(run, synthetic.labels),
             standardize_latents=settings.standardize_latents,
             fused=settings.fused,
             progress=run.progress,
-            store=_MemberRegressors(run, member),
+            store=_MemberRegressors(run, member, run.label_scaling(synthetic.labels)),
         )
         if not run.chief:
             return
@@ -307,19 +310,28 @@ def _label_scaler(run: Run, labels: np.ndarray) -> LabelScaler:
     """The regressors' label standardisation (:meth:`label_scaling`) as a scaler."""
     names = run.recipe.regressors.parameters
     scaling = run.label_scaling(labels)
-    return LabelScaler(names, [scaling[n]["mean"] for n in names],
-                       [scaling[n]["std"] for n in names])
+    return LabelScaler(
+        names, [scaling[n]["mean"] for n in names], [scaling[n]["std"] for n in names]
+    )
 
 
-def _save_regressor(run: Run, member, model, out: Path, name: str,
-                    scaling: dict[str, dict[str, float]], val_mse: float, training: str,
-                    extra: dict[str, Any]) -> None:
+def _save_regressor(
+    run: Run,
+    member,
+    model,
+    out: Path,
+    name: str,
+    scaling: dict[str, dict[str, float]],
+    val_mse: float,
+    training: str,
+    extra: dict[str, Any],
+) -> None:
     """A trained latent regressor as a pretrained folder (one-by-one and fused paths)."""
-
     save_pretrained(
         inference_copy(model),
         out,
-        **_metadata(run,
+        **_metadata(
+            run,
             member,
             labels=[name],
             label_units=[PARAMETER_UNITS[name]],
@@ -353,10 +365,11 @@ class _MemberRegressors(RegressorStore):
     as a pretrained folder ``<parameter>_seed<k>`` as soon as it is trained, and loaded
     instead of trained when that folder exists."""
 
-    def __init__(self, run: Run, member: AutoencoderMember) -> None:
-        self.run, self.member = run, member
+    def __init__(
+        self, run: Run, member: AutoencoderMember, scaling: dict[str, dict[str, float]]
+    ) -> None:
+        self.run, self.member, self.scaling = run, member, scaling
         self.folder = run.member_folder(member) / "regressors"
-        self.scaling = run.label_scaling(run.read(run.synthetic_path).labels)
 
     def build(self, create):
         with get_strategy(self.run.recipe.strategy).scope():
@@ -388,9 +401,17 @@ class _MemberRegressors(RegressorStore):
         if regressor.latent_scaler is not None:
             extra["extra"] = {"latent_scaling": regressor.latent_scaler.to_dict()}
         what = f"{job.parameter} regressor" + (" (fused)" if fused else "")
-        _save_regressor(self.run, self.member, regressor.model, self.folder / job.name,
-                                 job.parameter, self.scaling, regressor.validation_mse,
-                                 history_text(history, what), extra)
+        _save_regressor(
+            self.run,
+            self.member,
+            regressor.model,
+            self.folder / job.name,
+            job.parameter,
+            self.scaling,
+            regressor.validation_mse,
+            history_text(history, what),
+            extra,
+        )
 
     def release(self, name: str) -> None:
         if self.run.chief:
@@ -400,7 +421,6 @@ class _MemberRegressors(RegressorStore):
 def inference_copy(model):
     """A copy of ``model`` with the same weights and a fresh, unbuilt optimizer, so the saved
     folder holds the weights only (no Adam moments: a third of the size)."""
-
     return clone_model(model)
 
 
