@@ -487,13 +487,17 @@ def test_anchored_transfer_is_refused_with_a_distribution_strategy(tmp_path: Pat
 
 @pytest.mark.slow  # about a minute; `pytest -m slow`
 def test_fused_regressors_equal_separate_ones_and_resume_after_a_kill(tmp_path: Path):
-    """`[regressors] fused = true`: the same regressor weights as one-by-one training (float32
-    rounding), and a run killed during fused training resumes to identical weights."""
+    """`[regressors] fused = true` (the default): the same regressor weights as one-by-one
+    training (`fused = false`, float32 rounding), and a run killed during fused training resumes
+    to identical weights."""
     base = {"autoencoders": {"members": 1}, "regressors": {"epochs": 25}, "ensemble": {"best": 2}}
-    separate_recipe = write_recipe(tmp_path, SMALL, base, name="separate.toml")
-    fused_recipe = write_recipe(
-        tmp_path, SMALL, base, {"regressors": {"fused": True}}, name="fused.toml"
+    separate_recipe = write_recipe(
+        tmp_path, SMALL, base, {"regressors": {"fused": False}}, name="separate.toml"
     )
+    fused_recipe = write_recipe(tmp_path, SMALL, base, name="fused.toml")
+    from mdwarf_zoo.recipes import parse_recipe
+
+    assert parse_recipe(fused_recipe.read_text(), check_models=False).regressors.fused
     separate, fused, killed = tmp_path / "separate", tmp_path / "fused", tmp_path / "killed"
     assert main(["train", str(separate_recipe), "--out", str(separate), "--no-progress"]) == 0
     assert main(["train", str(fused_recipe), "--out", str(fused), "--no-progress"]) == 0

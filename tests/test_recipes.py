@@ -293,8 +293,12 @@ def test_observed_files_need_a_template_or_no_rv(tmp_path: Path, velocity: dict,
 
 
 def test_regressors_fused_key():
+    """On by default where it can run (strategy "default"), off by default elsewhere, and
+    refused when asked for with another strategy."""
     fused = {"regressors": {"fused": True}}
-    assert parse_tiny().regressors.fused is False
-    assert parse_tiny(fused).regressors.fused
+    mirrored = {"recipe": {"strategy": "mirrored"}}
+    assert parse_tiny().regressors.fused is True
+    assert parse_tiny({"regressors": {"fused": False}}).regressors.fused is False
+    assert parse_tiny(mirrored).regressors.fused is False
     with pytest.raises(RecipeError, match=r'fused = true .* strategy = "default"'):
-        parse_tiny(fused, {"recipe": {"strategy": "mirrored"}})
+        parse_tiny(fused, mirrored)

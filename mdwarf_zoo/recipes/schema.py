@@ -200,14 +200,14 @@ class Regressors:
     ``fused``: a member's regressors of one architecture, batch size and epoch count are trained
     together as the branches of one model (``mdwarf_zoo.training.fused.train_fused``), with the same
     seeds, splits, batch order and Adam as one by one, so the same weights to float32 rounding;
-    needs ``strategy = "default"``.
+    needs ``strategy = "default"``, where it is the default.
     """
 
     parameters: tuple[str, ...]
     seeds: int
     settings: dict[str, RegressorSettings]
     standardize_latents: bool = False
-    fused: bool = False
+    fused: bool = True
 
 
 @dataclass(frozen=True)

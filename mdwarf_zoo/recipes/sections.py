@@ -302,7 +302,9 @@ def read_regressors(c: Checker, strategy: str) -> Regressors:
         )
     seeds = c.integer("seeds", 5, minimum=1)
     standardize_latents = c.boolean("standardize_latents", False)
-    fused = c.boolean("fused", False)
+    # On by default where it can run (one process): the same weights as one by one to float32
+    # rounding, never slower (benchmarks/RESULTS.md, "Fused regressors").
+    fused = c.boolean("fused", strategy == "default")
     defaults = {
         "architecture": c.string("architecture", "latent_cnn"),
         "epochs": c.integer("epochs", 200, minimum=1),
