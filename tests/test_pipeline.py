@@ -10,6 +10,7 @@ from mdwarf_zoo.pipeline import (
     LabelScaler,
     LatentRegressor,
     LatentScaler,
+    RegressorStore,
     align_latents,
     alignment_uncertainty,
     latents,
@@ -446,3 +447,33 @@ def test_run_pipeline_aligns_the_observed_latents_when_asked():
     with pytest.raises(ValueError, match="latent_alignment must be None or one of coral"):
         run_pipeline(autoencoder, synthetic, syn_labels[:, :1], observed,
                      latent_alignment="mmd", **options)
+
+
+def test_train_regressors_loads_what_its_store_already_has():
+    """A store that has a regressor (a resumed run's folder) gives it back instead of training
+    it again, for the one-by-one and the fused trainer alike."""
+
+    class Memory(RegressorStore):
+        def __init__(self):
+            self.saved = {}
+
+        def load(self, job):
+            model = self.saved.get(job.name)
+            return model is not None, model
+
+        def save(self, regressor, job, history, fused):
+            self.saved[job.name] = regressor.model
+
+    rng = np.random.default_rng(0)
+    z, labels = rng.normal(size=(60, 8)), rng.uniform(3000, 4000, (60, 1))
+    tiny = {"teff": {"nf1": 4, "nf2": 4, "nu": 4}}
+    for fused in (False, True):
+        store = Memory()
+        options = {"parameters": ["teff"], "seeds": [0, 1], "epochs": 1, "progress": False,
+                   "regressor_kwargs": tiny, "fused": fused, "store": store}
+        first = train_regressors(z, labels, **options)
+        assert sorted(store.saved) == ["teff_seed0", "teff_seed1"]
+        again = train_regressors(z, labels, **options)
+        assert all(a.model is b.model for a, b in zip(first, again, strict=True))
+        assert [r.validation_mse for r in again] == [r.validation_mse for r in first]
+        assert all(r.history == {} != b.history for r, b in zip(again, first, strict=True))

@@ -317,34 +317,18 @@ def train_regressors(
     if latent_scaler is not None:
         x = latent_scaler.transform(x)
     if specs is None:
-        specs = {
-            p: RegressorSpec(
-                architecture,
-                dict((regressor_kwargs or {}).get(p, {})),
-                int(epochs),
-                int(batch_size),
-                validation_fraction,
-            )
-            for p in parameters
-        }
-    training = _Training(
-        x,
-        labels,
-        scaler.transform(labels).astype(np.float32),
-        scaler,
-        latent_scaler,
-        autoencoder,
-        patience,
-        progress,
-        store or RegressorStore(),
-    )
+        specs = {p: RegressorSpec(architecture, dict((regressor_kwargs or {}).get(p, {})),
+                                  int(epochs), int(batch_size), validation_fraction)
+                 for p in parameters}
+    training = _Training(x, labels, scaler.transform(labels).astype(np.float32), scaler,
+                         latent_scaler, autoencoder, patience, progress, store or RegressorStore())
     jobs = regressor_jobs(parameters, seeds, specs)
     done: dict[int, LatentRegressor] = {}
     pending = []
     for i, job in enumerate(jobs):
         finished, model = training.store.load(job)
         if finished and model is not None:
-            done[i] = training.regressor(job, model, {}, fused=None)
+            done[i] = training.regressor(job, model, [], fused=None)
         elif not finished:
             pending.append(i)
     if fused:

@@ -178,64 +178,26 @@ def run_pipeline(
         next(iter(named.values())), observed, synthetic_flux, synthetic_labels, parameters
     )
     scaler = LabelScaler.fit(labels, tuple(parameters))
-    fine_tuned, syn_latents, obs_latents = {}, {}, {}
-    regressors: list[LatentRegressor] = []
-    for name, model in named.items():
-        if observed_encoder == "fine_tuned":
-            fine_tuned[name] = _fine_tune(
-                name, model, observed_flux, synthetic_flux, freeze, transfer_options
-            )
-        syn_latents[name], obs_latents[name] = latents(
-            model,
-            synthetic_flux,
-            observed_flux,
-            fine_tuned=fine_tuned.get(name),
-            observed_encoder=observed_encoder,
-            synthetic_encoder=synthetic_encoder,
-        )
-        regressors += train_regressors(
-            syn_latents[name],
-            labels,
-            autoencoder=name,
-            parameters=parameters,
-            seeds=seeds,
-            scaler=scaler,
-            **regressor_options,
-        )
+    fine_tuned, syn_latents, obs_latents, regressors = _stages_2_and_3(
+        named, synthetic_flux, labels, observed_flux, scaler, freeze, transfer_options,
+        observed_encoder, synthetic_encoder,
+        dict(parameters=parameters, seeds=seeds, **regressor_options),
+    )
     alignment = latent_alignment and Alignment(
         latent_alignment, syn_latents, labels, alignment_neighbours, int(alignment_resamples)
     )
     names = list(identifiers) if identifiers is not None else observed_ids
-    result = estimate(
-        regressors,
-        obs_latents,
-        names,
-        keep=keep,
-        error_model=error_model,
-        alignment=alignment,
-        parameters=parameters,
-    )
+    result = estimate(regressors, obs_latents, names, keep=keep, error_model=error_model,
+                      alignment=alignment, parameters=parameters)
     table = result.table
-    table.meta.update(
-        observed_encoder=observed_encoder,
-        synthetic_encoder=synthetic_encoder,
-        autoencoders=list(named),
-    )
+    table.meta.update(observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
+                      autoencoders=list(named))
     if fine_tuned:
         table.meta["transfer_mode"] = dict(transfer_options or {}).get("mode", "mb24")
-        table.meta["latent_drift"] = {
-            name: tuned.transfer_info["latent_drift"] for name, tuned in fine_tuned.items()
-        }
-    return PipelineResult(
-        table,
-        result.predictions,
-        regressors,
-        fine_tuned,
-        syn_latents,
-        result.observed_latents,
-        scaler,
-        names,
-    )
+        table.meta["latent_drift"] = {n: m.transfer_info["latent_drift"]
+                                      for n, m in fine_tuned.items()}
+    return PipelineResult(table, result.predictions, regressors, fine_tuned, syn_latents,
+                          result.observed_latents, scaler, names)
 
 
 def _named(autoencoders: Any) -> dict[str, keras.Model]:
@@ -297,3 +259,38 @@ def _check_choices(observed_encoder: str, latent_alignment: str | None) -> None:
     check_choice("run_pipeline", "observed_encoder", observed_encoder, _OBSERVED_ENCODERS)
     if latent_alignment is not None:
         check_choice("run_pipeline", "latent_alignment", latent_alignment, ALIGNMENTS, "None or ")
+
+
+def _stages_2_and_3(
+    named,
+    synthetic_flux,
+    labels,
+    observed_flux,
+    scaler,
+    freeze,
+    transfer_options,
+    observed_encoder,
+    synthetic_encoder,
+    regressor_options,
+):
+    """Per autoencoder: the transfer (with ``observed_encoder="fine_tuned"``), the latents and
+    the regressors; ``(fine_tuned, synthetic_latents, observed_latents, regressors)``."""
+    fine_tuned, syn_latents, obs_latents = {}, {}, {}
+    regressors: list[LatentRegressor] = []
+    for name, model in named.items():
+        if observed_encoder == "fine_tuned":
+            fine_tuned[name] = _fine_tune(
+                name, model, observed_flux, synthetic_flux, freeze, transfer_options
+            )
+        syn_latents[name], obs_latents[name] = latents(
+            model,
+            synthetic_flux,
+            observed_flux,
+            fine_tuned=fine_tuned.get(name),
+            observed_encoder=observed_encoder,
+            synthetic_encoder=synthetic_encoder,
+        )
+        regressors += train_regressors(
+            syn_latents[name], labels, autoencoder=name, scaler=scaler, **regressor_options
+        )
+    return fine_tuned, syn_latents, obs_latents, regressors
