@@ -7,9 +7,12 @@ test on the other two) takes minutes and lives in ``benchmarks/fit_linelist_phoe
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_file
 
 from mdwarf_zoo.spectra import phoenix_calibration, simulate
 
@@ -20,10 +23,8 @@ TEFFS = (2300, 2400, 2500, 2600, 2700, 2800)
 @pytest.fixture(scope="module")
 def correlations():
     pytest.importorskip("py7zr")
-    missing = [t for t in TEFFS if not (TFG / f"file_{t}.7z").is_file()]
-    if missing:
-        pytest.skip(f"real PHOENIX-ACES files absent from {TFG} (Teff {missing}); see "
-                    "shared/data/PROVENANCE.md")
+    for teff in TEFFS:
+        shared_file(f"phoenix/tfg_carmenes_vis_convolved/file_{teff}.7z")
     spectra = phoenix_calibration.load_tfg_spectra(TFG, TEFFS)
     return phoenix_calibration.chain_correlations(spectra, vsini=2.0)
 
@@ -61,8 +62,6 @@ def test_outside_the_fitted_labels_the_lines_still_follow_phoenix():
     Measured 0.87 (the old pseudo-random simulator: 0.17; PHOENIX 2800 K vs this: 0.72); the
     simulator's lines are about twice as deep as PHOENIX's there (docs/simulator.md).
     """
-    from conftest import shared_file
-
     path = shared_file(
         "phoenix/eniric_band_samples/Z_band_test_sample_lte03900-PHOENIX-ACES.dat.gz")
     wavelength, flux = phoenix_calibration.load_eniric_sample(path)
@@ -74,11 +73,6 @@ def test_outside_the_fitted_labels_the_lines_still_follow_phoenix():
 @pytest.fixture(scope="module")
 def vb10():
     """``benchmarks/vb10_residual.py``'s computation on the real files, at the nearest Teff."""
-    import importlib.util
-    from pathlib import Path
-
-    from conftest import shared_file
-
     pytest.importorskip("py7zr")
     for relative in ("observed/hpf/VB_10_Slope-20190612T065809_R01.optimal.fits",
                      "tables/carmencita/cif03_full_table.csv",
