@@ -264,6 +264,7 @@ def stage_regressors(run: Run, member: AutoencoderMember) -> None:
     synthetic = run.read(run.synthetic_path)
     settings = run.recipe.regressors
     parameters = settings.parameters
+    scaling = run.label_scaling(synthetic.labels)
     with np.load(folder / "latents.npz") as saved:
         latents = {key: saved[key] for key in saved.files}
     if run.chief:
@@ -279,11 +280,11 @@ def stage_regressors(run: Run, member: AutoencoderMember) -> None:
                 for p, name in enumerate(parameters)
             },
             specs={name: _regressor_spec(settings.settings[name]) for name in parameters},
-            scaler=_label_scaler(run, synthetic.labels),
+            scaler=_label_scaler(scaling, parameters),
             standardize_latents=settings.standardize_latents,
             fused=settings.fused,
             progress=run.progress,
-            store=_MemberRegressors(run, member, run.label_scaling(synthetic.labels)),
+            store=_MemberRegressors(run, member, scaling),
         )
         if not run.chief:
             return
@@ -306,10 +307,8 @@ def stage_regressors(run: Run, member: AutoencoderMember) -> None:
         _atomic_savez(folder / "predictions.npz", **results)
 
 
-def _label_scaler(run: Run, labels: np.ndarray) -> LabelScaler:
-    """The regressors' label standardisation (:meth:`label_scaling`) as a scaler."""
-    names = run.recipe.regressors.parameters
-    scaling = run.label_scaling(labels)
+def _label_scaler(scaling: dict[str, dict[str, float]], names) -> LabelScaler:
+    """The regressors' label standardisation (``Run.label_scaling``) as a scaler."""
     return LabelScaler(
         names, [scaling[n]["mean"] for n in names], [scaling[n]["std"] for n in names]
     )
