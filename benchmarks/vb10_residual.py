@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from astropy.table import Table
 
 from mdwarf_zoo.spectra import phoenix_calibration as pc
-from mdwarf_zoo.spectra import read_spectrum
+from mdwarf_zoo.spectra import read_spectrum, subtract_hpf_sky
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 HPF_FILE = "observed/hpf/VB_10_Slope-20190612T065809_R01.optimal.fits"
@@ -37,15 +36,14 @@ def read_vb10(data: Path, sky: bool = True):
     """VB 10's HPF orders near the MB24 window, the sky fiber subtracted unless ``sky`` is
     false (sigma from both fibers' variances)."""
     path = data / HPF_FILE
-    options = {"window": (8600.0, 8890.0), "wave_ext": "Sci Wavl"}
-    star = read_spectrum(path, flux_ext="Sci Flux", variance_ext="Sci Variance", **options)
-    if not sky:
-        return star
-    options["wave_ext"] = "Sky Wavl"
-    fiber = read_spectrum(path, flux_ext="Sky Flux", variance_ext="Sky Variance", **options)
-    flux = star.flux - np.interp(star.wavelength, fiber.wavelength, fiber.flux)
-    sigma = np.hypot(star.sigma, np.interp(star.wavelength, fiber.wavelength, fiber.sigma))
-    return star.replace(flux=flux, sigma=sigma)
+    star = read_spectrum(
+        path,
+        flux_ext="Sci Flux",
+        variance_ext="Sci Variance",
+        window=(8600.0, 8890.0),
+        wave_ext="Sci Wavl",
+    )
+    return subtract_hpf_sky(path, star) if sky else star
 
 
 def _row(table: Table, key: str, value: str):

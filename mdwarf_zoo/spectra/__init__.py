@@ -15,6 +15,7 @@ from mdwarf_zoo.spectra.observed import (
     SpectrumFileError,
     merge_orders,
     read_spectrum,
+    subtract_hpf_sky,
     write_caracal,
 )
 from mdwarf_zoo.spectra.phoenix import (
@@ -68,6 +69,7 @@ __all__ = [
     "required_points",
     "resample",
     "scale",
+    "subtract_hpf_sky",
     "to_rest_frame",
     "write_caracal",
     "write_phoenix_spectrum",

@@ -640,3 +640,45 @@ def _first_spectrum_table(hdul: fits.HDUList) -> fits.BinTableHDU | None:
             if _column(names, _WAVE_COLUMNS) and _column(names, _FLUX_COLUMNS):
                 return hdu
     return None
+
+
+def subtract_hpf_sky(path: str | os.PathLike, spectrum: Spectrum) -> Spectrum:
+    """An HPF science spectrum (read from ``path``) minus the same file's sky fibre.
+
+    HPF's sky fibre sees the OH emission lines (one at 8829.5 A sits in the MB24 window); its
+    flux is interpolated onto the science wavelengths and subtracted, and the two fibres'
+    sigmas are added in quadrature. The sky fibre is read over the spectrum's own span.
+
+    Args:
+        path: the HPF ``*.optimal.fits`` file ``spectrum`` was read from.
+        spectrum: its science fibre, e.g. ``read_spectrum(path, window=...)``.
+
+    Returns:
+        The subtracted spectrum, with ``sky_subtracted=True`` in its metadata.
+
+    Raises:
+        ValueError: when the file has no ``Sky Wavl`` extension (HPF ``GJ_273``: the science
+            fibre's LFC wavelength file does not hold the sky fibre's wavelengths).
+    """
+    path = Path(path)
+    with _open_fits(path) as hdul:
+        names = [hdu.name.upper() for hdu in hdul]
+    missing = [ext for ext in ("Sky Flux", "Sky Wavl") if ext.upper() not in names]
+    if missing:
+        raise ValueError(
+            f"{path}: no {' or '.join(map(repr, missing))} extension (found {names}); the sky "
+            "fibre cannot be subtracted, use the science fibre alone"
+        )
+    variance = "Sky Variance" if "SKY VARIANCE" in names else None
+    sky = read_spectrum(
+        path,
+        flux_ext="Sky Flux",
+        wave_ext="Sky Wavl",
+        variance_ext=variance,
+        window=(float(spectrum.wavelength[0]), float(spectrum.wavelength[-1])),
+    )
+    flux = spectrum.flux - np.interp(spectrum.wavelength, sky.wavelength, sky.flux)
+    sigma = spectrum.sigma
+    if sigma is not None and sky.sigma is not None:
+        sigma = np.hypot(sigma, np.interp(spectrum.wavelength, sky.wavelength, sky.sigma))
+    return spectrum.replace(flux=flux, sigma=sigma, metadata={"sky_subtracted": True})
