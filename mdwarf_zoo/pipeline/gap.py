@@ -28,9 +28,11 @@ __all__ = ["GAP_PRIOR", "GAP_PRIOR_SOURCE", "check_gap", "measure_gap"]
 
 # Measured once from the shared tables/carmenes_params files (never shipped; the test
 # tests/test_gap.py recomputes these numbers when they are present). lit_dl.csv holds, per
-# CARMENES star, the CNN of Passegger+2020 in its *_MODE columns (its *_VERA columns are the
-# Passegger+2019 literature values it was compared with); masbuitrago2024_final_estimations.csv
-# holds MB24's estimates. Matched on karmn (all 286 stars), CNN - MB24:
+# CARMENES star, the deep-learning estimates (the shared data's PROVENANCE.md: probably the
+# PHOENIX-trained CNN of Passegger+2020) in its *_MODE columns; its *_VERA columns seem to be
+# the Passegger+2019 values it was compared with, not the CNN's, and give other numbers (Teff
+# rms 117 K, [M/H] 0.154 dex). masbuitrago2024_final_estimations.csv holds MB24's estimates.
+# Matched on karmn (all 286 stars), CNN - MB24:
 #   Teff   mean -34.5 K     rms 50.6 K      (286 stars)
 #   log g  mean -0.039 dex  rms 0.060 dex   (286 stars)
 #   [M/H]  mean +0.233 dex  rms 0.248 dex   (286 stars)
