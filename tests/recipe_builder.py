@@ -92,4 +92,8 @@ def _toml(value: object) -> str:
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, int | str):
         return json.dumps(value)
-    raise TypeError(f"recipe value {value!r}: expected a bool, number, string or list")
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
+    raise TypeError(
+        f"recipe value {value!r}: expected a bool, number, string, list or dict (inline table)"
+    )

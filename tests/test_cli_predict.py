@@ -83,21 +83,31 @@ def test_predict_caracal_files_with_the_demo_pipeline(tmp_path: Path, caracal_fi
     assert "never overwritten" in capsys.readouterr().err
 
 
-def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_files):
-    tables = {}
-    for model in ("spread", "spread+validation"):
+def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_files, capsys):
+    tables, printed = {}, {}
+    for model in ("spread", "spread+validation", "spread+validation+gap"):
         out = tmp_path / f"{model}.ecsv"
         common = ["predict", "--model", DEMO, *map(str, caracal_files), "--no-progress",
                   "--no-rv"]
         assert main([*common, "--error-model", model, "--out", str(out)]) == 0
         tables[model] = Table.read(out)
+        printed[model] = capsys.readouterr().out
     spread, both = tables["spread"], tables["spread+validation"]
+    gap = tables["spread+validation+gap"]
     assert np.all(np.isnan(spread["rv"])) and spread["rv_flag"][0].startswith("not measured")
     assert both.meta["error_model"] == "spread+validation"
     scatter = both.meta["validation_scatter"]["teff"]
     assert scatter > 0
     assert np.allclose(both["teff"], spread["teff"])
     assert np.allclose(both["teff_err_lower"], np.hypot(spread["teff_err_lower"], scatter))
+    # The gap model: the demo names no gap, so the prior; the ECSV keeps its meta.
+    assert gap.meta["error_model"] == "spread+validation+gap"
+    assert gap.meta["gap"]["teff"] == 50.6 and gap.meta["gap_source"]["teff"].startswith("prior")
+    assert np.allclose(gap["teff_err_lower"], np.hypot(both["teff_err_lower"], 50.6))
+    assert "errors: spread\n" in printed["spread"]
+    assert "errors: spread+validation+gap (gap teff 50.6 K, logg 0.06 dex" in printed[
+        "spread+validation+gap"
+    ]
 
 
 def test_predict_with_transfer_on_the_files(tmp_path: Path, caracal_files):

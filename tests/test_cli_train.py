@@ -209,6 +209,38 @@ def test_predict_with_a_run_folder(tmp_path: Path, reference_run, capsys):
     assert np.all(np.isfinite(table["teff"])) and np.all(np.isfinite(table["logg"]))
 
 
+def test_default_error_model_and_the_recipe_gap_reach_pipeline_json_table_and_report(
+    tmp_path: Path,
+):
+    """A recipe that names no error model gets "spread+validation+gap"; its [ensemble] gap
+    goes into pipeline.json, so the run's table (made through the folder's predict) and its
+    report use it, and the prior covers the parameters it leaves out."""
+    import json
+
+    from astropy.table import Table
+
+    from mdwarf_zoo.pipeline.gap import GAP_PRIOR
+
+    recipe = write_recipe(tmp_path, SMALL, {"ensemble": {"gap": {"teff": 75.0}}})
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    source = "recipe tiny: [ensemble] gap"
+    manifest = json.loads((run / "pipeline.json").read_text())
+    assert manifest["ensemble"] == {
+        "best": 3, "error_model": "spread+validation+gap", "gap": {"teff": 75.0},
+        "gap_source": source,
+    }
+    table = Table.read(run / "predictions.ecsv")
+    assert table.meta["error_model"] == "spread+validation+gap"
+    assert table.meta["gap"] == {"teff": 75.0, "logg": GAP_PRIOR["logg"]}
+    assert table.meta["gap_source"]["teff"] == source
+    assert np.all(table["teff_err_lower"] >= 75.0) and np.all(table["logg_err_upper"] >= 0.06)
+    report = (run / "report.md").read_text()
+    assert f"errors: `spread+validation+gap (gap teff 75 K, logg 0.06 dex; {source}; prior:" in (
+        report
+    )
+
+
 # Not MB24: standardised latents, CORAL-aligned observed latents and spread+validation errors,
 # from the recipe through the run folder to PretrainedPipeline.predict and `mdwarf-zoo predict`.
 ALIGNED = {

@@ -8,12 +8,14 @@ from astropy.table import Table
 from scipy import stats
 
 from mdwarf_zoo.pipeline.ensemble import (
+    describe_errors,
     ensemble_table,
     kde_estimate,
     kde_estimates,
     select_best,
     write_table,
 )
+from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE
 
 
 def split_normal(rng, n, mode, sigma_low, sigma_high):
@@ -217,3 +219,73 @@ def test_write_table_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="format must be"):
         write_table(table, tmp_path / "x.txt", format="votable")
     assert write_table(table, tmp_path / "x.txt", format="csv").is_file()
+
+
+def test_ensemble_table_gap_model_adds_spread_validation_and_gap_in_quadrature():
+    rng = np.random.default_rng(9)
+    predictions = {"teff": rng.normal(3300.0, 10.0, (6, 4)), "mh": rng.normal(0, 0.01, (6, 4))}
+    rms = {"teff": [30.0, 40.0, 50.0, 30.0, 40.0, 50.0], "mh": [0.02] * 6}
+    spread = ensemble_table(predictions)
+    prior = ensemble_table(predictions, error_model="spread+validation+gap", validation_rms=rms)
+    scatter = np.sqrt(np.mean(np.square(rms["teff"])))
+    assert np.array_equal(prior["teff"], spread["teff"])
+    for side in ("lower", "upper"):
+        # Written out: sqrt(spread**2 + s_val**2 + g**2) with the prior's g.
+        expected = np.sqrt(spread[f"teff_err_{side}"] ** 2 + scatter**2 + GAP_PRIOR["teff"] ** 2)
+        np.testing.assert_allclose(prior[f"teff_err_{side}"], expected, rtol=1e-12)
+        expected = np.sqrt(spread[f"mh_err_{side}"] ** 2 + 0.02**2 + GAP_PRIOR["mh"] ** 2)
+        np.testing.assert_allclose(prior[f"mh_err_{side}"], expected, rtol=1e-12)
+    assert prior.meta["error_model"] == "spread+validation+gap"
+    assert prior.meta["gap"] == {"teff": GAP_PRIOR["teff"], "mh": GAP_PRIOR["mh"]}
+    assert prior.meta["gap_source"] == {"teff": GAP_PRIOR_SOURCE, "mh": GAP_PRIOR_SOURCE}
+    assert "domain-gap scale 50.6 K (prior:" in prior["teff_err_lower"].description
+    assert "gap" not in spread.meta and "gap" not in spread["teff_err_lower"].description
+    assert describe_errors(spread) == "spread"
+    assert describe_errors(prior).startswith("spread+validation+gap (gap teff 50.6 K, mh 0.248 dex")
+
+    # An explicit gap overrides the prior for the parameters it names, only those.
+    given = ensemble_table(predictions, error_model="spread+validation+gap", validation_rms=rms,
+                           gap={"teff": 120}, gap_source="measured on the simulator")
+    for side in ("lower", "upper"):
+        expected = np.sqrt(spread[f"teff_err_{side}"] ** 2 + scatter**2 + 120.0**2)
+        np.testing.assert_allclose(given[f"teff_err_{side}"], expected, rtol=1e-12)
+        np.testing.assert_array_equal(given[f"mh_err_{side}"], prior[f"mh_err_{side}"])
+    assert given.meta["gap"] == {"teff": 120.0, "mh": GAP_PRIOR["mh"]}
+    assert given.meta["gap_source"]["teff"] == "measured on the simulator"
+    assert given.meta["gap_source"]["mh"] == GAP_PRIOR_SOURCE
+    text = given["teff_err_upper"].description
+    assert "domain-gap scale 120 K (measured on the simulator)" in text
+    zero = ensemble_table(predictions, error_model="spread+validation+gap", validation_rms=rms,
+                          gap={"teff": 0.0, "mh": 0.0})
+    both = ensemble_table(predictions, error_model="spread+validation", validation_rms=rms)
+    np.testing.assert_allclose(zero["teff_err_lower"], both["teff_err_lower"], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("gap", "match"),
+    [
+        ({"Teff": 50.0}, r"gap names unknown parameter 'Teff'; expected names from \['teff'"),
+        ({"teff": -1.0}, r"gap\['teff'\] = -1.0; expected a finite number >= 0"),
+        ({"teff": float("nan")}, r"gap\['teff'\] = nan; expected a finite number >= 0"),
+        ({"mh": float("inf")}, r"gap\['mh'\] = inf; expected a finite number >= 0"),
+        ({"mh": "0.2"}, r"gap\['mh'\] = '0.2'; expected a finite number >= 0"),
+        ({"mh": True}, r"gap\['mh'\] = True; expected a finite number >= 0"),
+        ([50.0], r"gap must be a dict parameter -> scale, got list"),
+    ],
+)
+def test_ensemble_table_refuses_a_bad_gap(gap, match):
+    predictions = {"teff": np.arange(12.0).reshape(3, 4), "mh": np.ones((3, 4))}
+    rms = {"teff": [30.0] * 3, "mh": [0.02] * 3}
+    with pytest.raises(ValueError, match="ensemble_table: " + match):
+        ensemble_table(predictions, error_model="spread+validation+gap", validation_rms=rms,
+                       gap=gap)
+
+
+def test_ensemble_table_refuses_a_gap_without_the_gap_model():
+    predictions = {"teff": np.arange(12.0).reshape(3, 4)}
+    with pytest.raises(ValueError, match=r"gap=\{'teff': 50.0\} is only used by error_model="
+                                         r"'spread\+validation\+gap', got error_model='spread'"):
+        ensemble_table(predictions, gap={"teff": 50.0})
+    with pytest.raises(ValueError, match=r"error_model='spread\+validation\+gap' needs "
+                                         r"validation_rms\['teff'\]"):
+        ensemble_table(predictions, error_model="spread+validation+gap")

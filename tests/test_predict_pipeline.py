@@ -66,8 +66,9 @@ def test_spread_plus_validation_errors_from_the_manifest(flux):
 
 def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux, tmp_path):
     """No ``alignment``, ``latent_scaling`` or ``ensemble.error_model`` in the manifest (the
-    demo written in the first format): the prediction is the first format's arithmetic,
-    written out here, bit for bit."""
+    demo written in the first format): with ``error_model="spread"`` the prediction is the
+    first format's arithmetic, written out here, bit for bit (its default is now the gap model,
+    tested in ``test_default_error_model_resolution``)."""
     from mdwarf_zoo.models.inference import encode
     from mdwarf_zoo.pipeline.ensemble import ensemble_table
 
@@ -79,8 +80,8 @@ def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux, tmp_
     (old / "pipeline.json").write_text(json.dumps(manifest))
     demo = load_pipeline(old)
     assert "alignment" not in demo.manifest and "error_model" not in demo.manifest["ensemble"]
-    assert demo.latent_alignment is None and demo.error_model == "spread"
-    table = demo.predict(flux, progress=False)
+    assert demo.latent_alignment is None
+    table = demo.predict(flux, progress=False, error_model="spread")
     scaling = demo.manifest["label_scaling"]
     expected = {name: [] for name in demo.parameters}
     for member in demo.members:
@@ -105,3 +106,65 @@ def test_old_format_pipeline_predicts_exactly_as_the_first_format_did(flux, tmp_
         r"latent_alignment='none'",
     ):
         demo.predict(flux, progress=False, latent_alignment="coral")
+
+
+def with_ensemble(tmp_path: Path, ensemble: dict, regressor_mse: float | None = -1.0):
+    """A copy of the demo pipeline with its manifest's ``ensemble`` replaced; a
+    ``regressor_mse`` of ``None`` drops the first teff regressor's ``validation_mse``."""
+    folder = tmp_path / "pipeline"
+    shutil.copytree(load_pipeline(DEMO).folder, folder)
+    manifest = json.loads((folder / PIPELINE_FILE).read_text())
+    manifest["ensemble"] = ensemble
+    if regressor_mse is None:
+        manifest["members"][0]["regressors"]["teff"][0].pop("validation_mse")
+    (folder / PIPELINE_FILE).write_text(json.dumps(manifest))
+    return load_pipeline(folder)
+
+
+def test_default_error_model_resolution(tmp_path, flux, caplog):
+    from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE
+
+    demo = load_pipeline(DEMO)
+    # The bundled demo names "spread" (MB24) and keeps it.
+    assert demo.manifest["ensemble"]["error_model"] == "spread" and demo.error_model == "spread"
+    spread = demo.predict(flux, progress=False)
+    assert spread.meta["error_model"] == "spread" and "gap" not in spread.meta
+    both = demo.predict(flux, progress=False, error_model="spread+validation")
+    # An old manifest that names no error model: the gap model, with the prior.
+    old = with_ensemble(tmp_path / "old", {"best": 3})
+    assert old.error_model == "spread+validation+gap"
+    table = old.predict(flux, progress=False)
+    assert table.meta["error_model"] == "spread+validation+gap"
+    assert table.meta["gap"] == GAP_PRIOR and set(table.meta["gap_source"].values()) == {
+        GAP_PRIOR_SOURCE
+    }
+    assert np.array_equal(table["teff"], spread["teff"])
+    for name in demo.parameters:
+        np.testing.assert_allclose(
+            table[f"{name}_err_upper"], np.hypot(both[f"{name}_err_upper"], GAP_PRIOR[name])
+        )
+    # A new manifest with its own gap scales: they replace the prior where given.
+    new = with_ensemble(
+        tmp_path / "new",
+        {"best": 3, "error_model": "spread+validation+gap", "gap": {"teff": 200.0},
+         "gap_source": "recipe r: [ensemble] gap"},
+    )
+    table = new.predict(flux, progress=False)
+    assert table.meta["gap"]["teff"] == 200.0 and table.meta["gap"]["mh"] == GAP_PRIOR["mh"]
+    assert table.meta["gap_source"]["teff"] == "recipe r: [ensemble] gap"
+    np.testing.assert_allclose(table["teff_err_lower"], np.hypot(both["teff_err_lower"], 200.0))
+    # gap= given to predict beats the manifest's.
+    given = new.predict(flux, progress=False, gap={"teff": 10.0})
+    assert given.meta["gap"]["teff"] == 10.0
+    assert given.meta["gap_source"]["teff"] == "given to predict"
+    with pytest.raises(ValueError, match=r"is only used by error_model='spread\+validation\+gap'"):
+        demo.predict(flux, progress=False, gap={"teff": 10.0})
+    bad = with_ensemble(tmp_path / "bad", {"error_model": "spread+validation+gap",
+                                           "gap": {"teff": -5}})
+    with pytest.raises(ValueError, match=r"pipeline.json ensemble.gap: gap\['teff'\] = -5"):
+        bad.predict(flux, progress=False)
+    # Without a validation_mse the validation rms (and so the gap model) is out of reach.
+    blind = with_ensemble(tmp_path / "blind", {"best": 3}, regressor_mse=None)
+    with caplog.at_level("WARNING", logger="mdwarf_zoo.pipeline.pretrained"):
+        assert blind.error_model == "spread"
+    assert "no finite validation_mse" in caplog.text and "member_000/teff" in caplog.text

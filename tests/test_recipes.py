@@ -72,6 +72,7 @@ def test_reference_recipe_is_mb24():
     assert (teff.overrides["nf1"], teff.overrides["nf2"], teff.overrides["nu"]) == (64, 32, 64)
     assert teff.learning_rate == 0.01 and teff.epochs == 200 and recipe.regressors.seeds == 5
     assert recipe.ensemble.best == 80
+    assert recipe.ensemble.error_model == "spread"  # MB24's errors, named in the recipe
     l1 = sorted({m.overrides["l1"] for m in members})
     assert l1[0] == pytest.approx(8e-8) and l1[-1] == pytest.approx(1.2e-7) and len(l1) == 5
 
@@ -157,7 +158,8 @@ def test_grid_is_a_cartesian_product_cycled_with_new_seeds():
         ),
         (
             ("seeds = 2\nepochs = 1\n", 'seeds = 2\nepochs = 1\n[ensemble]\nerror_model = "rms"\n'),
-            r"\[ensemble\] error_model = 'rms': expected one of \['spread', 'spread\+validation'\]",
+            r"\[ensemble\] error_model = 'rms': expected one of \['spread', 'spread\+validation', "
+            r"'spread\+validation\+gap'\]",
         ),
         (
             (
@@ -242,7 +244,8 @@ def test_unknown_recipe_name_suggests_close_names():
 def test_non_mb24_ensemble_and_regressor_keys():
     defaults = parse_tiny()
     assert defaults.regressors.standardize_latents is False
-    assert defaults.ensemble.error_model == "spread"
+    assert defaults.ensemble.error_model == "spread+validation+gap"
+    assert defaults.ensemble.gap is None
     assert defaults.ensemble.latent_alignment is None
     changes = {
         "regressors": {"standardize_latents": True},
@@ -262,6 +265,26 @@ def test_non_mb24_ensemble_and_regressor_keys():
     assert parse_tiny(SIXTEEN, changes, off).ensemble.alignment_resamples == 0
     none = {"ensemble": {"latent_alignment": "none"}}
     assert parse_tiny(none).ensemble.latent_alignment is None
+
+
+def test_ensemble_gap_key():
+    recipe = parse_tiny({"ensemble": {"gap": {"teff": 80, "mh": 0.15}}})
+    assert recipe.ensemble.error_model == "spread+validation+gap"
+    assert recipe.ensemble.gap == {"teff": 80.0, "mh": 0.15}
+    bad = [
+        ({"teff": -3}, r"gap\['teff'\] = -3; expected a finite number >= 0"),
+        ({"Teff": 50}, r"gap names unknown parameter 'Teff'"),
+        ({"mh": "0.2"}, r"gap\['mh'\] = '0.2'; expected a finite number >= 0"),
+        ({"mh": float("nan")}, r"gap\['mh'\] = nan; expected a finite number >= 0"),
+        (60, r"gap must be a dict parameter -> scale, got int"),
+    ]
+    for gap, message in bad:
+        with pytest.raises(RecipeError, match=r"\[ensemble\] gap = .*: expected a table parameter "
+                           r"-> finite scale >= 0 .*" + message):
+            parse_tiny({"ensemble": {"gap": gap}})
+    with pytest.raises(RecipeError, match=r"\[ensemble\] gap = .*: expected the key only with "
+                       r'error_model = "spread\+validation\+gap", got error_model = \'spread\''):
+        parse_tiny({"ensemble": {"gap": {"teff": 80}, "error_model": "spread"}})
 
 
 def test_alignment_refuses_too_few_observed_spectra_before_training():

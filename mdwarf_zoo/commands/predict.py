@@ -55,11 +55,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of --transfer (default 0)")
     parser.add_argument(
         "--error-model",
-        choices=("spread", "spread+validation"),
+        choices=("spread", "spread+validation", "spread+validation+gap"),
         default=None,
-        help="errors from the spread of the ensemble (MB24), or that spread and the "
-        "regressors' validation rms added in quadrature (default: the pipeline's; spread "
-        "unless it was trained with another)",
+        help="errors from the spread of the ensemble (MB24); that spread and the regressors' "
+        "validation rms added in quadrature; or both and a domain-gap scale per parameter "
+        "(the pipeline's ensemble.gap, else a prior measured on CARMENES stars). Default: the "
+        "pipeline's own; spread+validation+gap for a pipeline that names none",
     )
     parser.add_argument(
         "--latent-alignment",
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         latent_alignment=args.latent_alignment or "default",
         alignment_resamples=args.alignment_resamples,
     )
-    from mdwarf_zoo.pipeline.ensemble import write_table
+    from mdwarf_zoo.pipeline.ensemble import describe_errors, write_table
 
     add_velocity_columns(table, velocities)
     table.meta["rv_template"] = (
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"calibrated with {args.calibration}: {calibration.n_stars} stars, "
               + ", ".join(f"{p} {c.kind}" for p, c in calibration.corrections.items()))
     write_table(table, out)
+    print(f"errors: {describe_errors(table)}")
     print(f"wrote {out} ({len(table)} spectra)")
     return 0
 

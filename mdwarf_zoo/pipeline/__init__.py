@@ -4,6 +4,7 @@
 * :mod:`~mdwarf_zoo.pipeline.regressors`: the latent regressors (stage 3);
 * :mod:`~mdwarf_zoo.pipeline.alignment`: the optional latent alignment;
 * :mod:`~mdwarf_zoo.pipeline.ensemble`: best-K, KDE mode, errors, the estimate table;
+* :mod:`~mdwarf_zoo.pipeline.gap`: the domain-gap scale of the errors (prior, measurement);
 * :mod:`~mdwarf_zoo.pipeline.estimate`: stage 4 once, for every entry point;
 * :mod:`~mdwarf_zoo.pipeline.run`: :func:`run_pipeline`, the whole chain in memory;
 * :mod:`~mdwarf_zoo.pipeline.pretrained`: a pipeline folder loaded and predicting;
@@ -18,6 +19,7 @@ from mdwarf_zoo.pipeline.alignment import (
     alignment_uncertainty,
 )
 from mdwarf_zoo.pipeline.estimate import Alignment, Estimate, estimate
+from mdwarf_zoo.pipeline.gap import GAP_PRIOR, measure_gap
 from mdwarf_zoo.pipeline.regressors import (
     LatentRegressor,
     RegressorJob,
@@ -33,6 +35,7 @@ from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler
 __all__ = [
     "ALIGNMENTS",
     "Alignment",
+    "GAP_PRIOR",
     "Estimate",
     "LabelScaler",
     "LatentRegressor",
@@ -47,6 +50,7 @@ __all__ = [
     "encode",
     "estimate",
     "latents",
+    "measure_gap",
     "predict_ensemble",
     "run_pipeline",
     "stratified_split",

@@ -19,16 +19,37 @@ value with lower/upper errors:
 
 The spread of K regressors measures how much they disagree, not how wrong they all are: on the
 simulator (``benchmarks/RESULTS.md``) the P16/P84 errors of a few regressors covered the truth
-for only 10-21 % of the stars. ``error_model="spread+validation"`` (opt-in; the default
-``"spread"`` is MB24's rule) adds the regressors' own validation scatter in quadrature::
+for only 10-21 % of the stars. Three ``error_model`` choices:
 
-    s     = sqrt(mean over the K kept regressors of validation_rms**2)   (physical units)
-    lower = sqrt((mode - P16)**2 + s**2),  upper = sqrt((P84 - mode)**2 + s**2)
+* ``"spread"``: MB24's rule above, nothing added;
+* ``"spread+validation"``: the regressors' own validation scatter added in quadrature::
 
-with ``mode - P16`` and ``P84 - mode`` floored at 0 as above. ``validation_rms`` is each
-regressor's root mean square error on its held-out synthetic validation split
-(:attr:`mdwarf_zoo.pipeline.LatentRegressor.validation_rms`). It still leaves out the domain gap
-(synthetic vs observed), so it is a lower bound on the observed error.
+      s     = sqrt(mean over the K kept regressors of validation_rms**2)   (physical units)
+      lower = sqrt((mode - P16)**2 + s**2),  upper = sqrt((P84 - mode)**2 + s**2)
+
+  ``validation_rms`` is each regressor's root mean square error on its held-out synthetic
+  validation split (:attr:`mdwarf_zoo.pipeline.LatentRegressor.validation_rms`). It leaves out
+  the domain gap (synthetic vs observed), so it is a lower bound on the observed error: +-1
+  sigma covered the truth for 41-66 % of the simulator's stars;
+* ``"spread+validation+gap"`` (the default of ``PretrainedPipeline.predict`` and of new
+  recipes): a domain-gap scale ``g`` per parameter (physical units) added as well::
+
+      lower = sqrt((mode - P16)**2 + s**2 + g**2),  upper = sqrt((P84 - mode)**2 + s**2 + g**2)
+
+  ``g`` is, in this order: the ``gap=`` given (a dict parameter -> scale, e.g. the
+  ``ensemble.gap`` of a ``pipeline.json`` or the recipe key ``[ensemble] gap``, or measured on
+  the simulator with :func:`mdwarf_zoo.pipeline.gap.measure_gap`); otherwise the prior
+  :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`, measured on real stars: the rms over MB24's 286
+  CARMENES stars of (the PHOENIX-trained CNN of Passegger et al. 2020, no transfer) - (MB24's
+  estimates): 50.6 K in Teff (mean -34.5 K), 0.060 dex in log g (mean -0.039), 0.248 dex in
+  [M/H] (mean +0.233) and 1.60 km/s in v sin i (mean +0.10; only the 39 stars with a measured
+  v sin i, the others are upper limits). ``table.meta["gap"]`` and ``["gap_source"]`` and the
+  error columns' descriptions say which. Its limits: it is a population-level scale, the same
+  for every star, not a per-star error; and the prior assumes the user's gap is like
+  CARMENES-vs-PHOENIX (another instrument, another synthetic grid or a simulator gap may be
+  larger or smaller: measure it).
+
+``mode - P16`` and ``P84 - mode`` are floored at 0 as above.
 
 When the observed latents were aligned onto the synthetic ones (``latent_alignment`` of
 :func:`mdwarf_zoo.pipeline.run_pipeline`), the alignment itself was estimated from the observed
@@ -54,11 +75,13 @@ from scipy.stats import gaussian_kde
 from mdwarf_zoo import labels
 from mdwarf_zoo.labels import DESCRIPTIONS as _DESCRIPTIONS
 from mdwarf_zoo.labels import PARAMETERS
+from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE, check_gap
 
 __all__ = [
     "ERROR_MODELS",
     "PARAMETERS",
     "PARAMETER_UNITS",
+    "describe_errors",
     "ensemble_table",
     "kde_estimate",
     "kde_estimates",
@@ -74,7 +97,9 @@ _GRID_POINTS = 2048
 LOWER_PERCENTILE = 16.0
 UPPER_PERCENTILE = 84.0
 #: The ``error_model`` choices of :func:`ensemble_table` (see the module docstring).
-ERROR_MODELS = ("spread", "spread+validation")
+ERROR_MODELS = ("spread", "spread+validation", "spread+validation+gap")
+#: The error models that add the kept regressors' validation rms.
+_WITH_VALIDATION = ("spread+validation", "spread+validation+gap")
 
 
 def select_best(validation_mse: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
@@ -107,8 +132,9 @@ def select_best(validation_mse: Sequence[float] | np.ndarray, k: int) -> np.ndar
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"select_best: k must be an integer >= 1, got {k!r}")
     if k > mse.size:
-        logger.warning("select_best: asked for the best %d of only %d regressors; keeping all",
-                       k, mse.size)
+        logger.warning(
+            "select_best: asked for the best %d of only %d regressors; keeping all", k, mse.size
+        )
     return np.argsort(mse, kind="stable")[: int(k)]
 
 
@@ -195,6 +221,8 @@ def ensemble_table(
     error_model: str = "spread",
     validation_rms: Mapping[str, Sequence[float]] | None = None,
     alignment_error: Mapping[str, Sequence[float]] | None = None,
+    gap: Mapping[str, float] | None = None,
+    gap_source: str = "given",
 ) -> Table:
     """One row per star: KDE-mode value and lower/upper errors of every parameter, with units.
 
@@ -206,26 +234,31 @@ def ensemble_table(
             selection (MB24: 80 of 130); ``keep=None`` keeps all.
         keep: K for the best-K selection.
         identifier_column: name of the identifier column.
-        error_model: ``"spread"`` (MB24: errors from the P16/P84 of the K predictions) or
+        error_model: ``"spread"`` (MB24: errors from the P16/P84 of the K predictions),
             ``"spread+validation"`` (those errors and the kept regressors' validation rms added
-            in quadrature; see the module docstring).
+            in quadrature) or ``"spread+validation+gap"`` (and a domain-gap scale); see the
+            module docstring.
         validation_rms: per parameter one validation rms per regressor, physical units (same
-            order as ``predictions``); needed by ``"spread+validation"``.
+            order as ``predictions``); needed by both ``"spread+validation"`` models.
         alignment_error: per parameter one standard deviation per star, physical units (the
             latent alignment's bootstrap spread, :func:`mdwarf_zoo.pipeline.alignment_uncertainty`),
             added in quadrature to both errors whatever the ``error_model``.
+        gap: with ``"spread+validation+gap"``, parameter -> gap scale in physical units
+            (finite, >= 0); the others take :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`.
+        gap_source: where ``gap`` comes from, recorded in ``table.meta["gap_source"]``.
 
     Returns:
         An ``astropy.table.Table`` with columns ``id``, then for each parameter ``<p>``,
         ``<p>_err_lower``, ``<p>_err_upper`` (units K, dex, dex, km/s); ``table.meta`` records
-        the rule, the percentiles and how many regressors each parameter used.
+        the rule, the percentiles, how many regressors each parameter used, the
+        ``error_model`` and, with the gap, ``gap`` and ``gap_source`` per parameter.
 
     Raises:
         ValueError: for an unknown parameter, predictions of inconsistent shapes, a
             ``validation_mse`` or ``validation_rms`` of the wrong length, the wrong number of
-            identifiers, an unknown ``error_model``, ``"spread+validation"`` without
-            ``validation_rms`` for a parameter, or an ``alignment_error`` that is not one
-            finite, non-negative value per star.
+            identifiers, an unknown ``error_model``, a validation model without
+            ``validation_rms`` for a parameter, an ``alignment_error`` that is not one finite,
+            non-negative value per star, or a bad ``gap`` (or one without the gap model).
 
     Examples:
         >>> import numpy as np
@@ -248,17 +281,19 @@ def ensemble_table(
         raise ValueError(
             f"ensemble_table: unknown parameter(s) {unknown}; expected names from {PARAMETERS}"
         )
+    names = [p for p in PARAMETERS if p in predictions]
+    gaps = _gap_scales(error_model, gap, gap_source, names)
     n_stars = None
     columns: dict[str, np.ndarray] = {}
     used, scatters = {}, {}
-    for name in [p for p in PARAMETERS if p in predictions]:
+    for name in names:
         array = _predictions_array(name, predictions[name], n_stars)
         n_stars = array.shape[1]
         mse = None if validation_mse is None or keep is None else validation_mse.get(name)
         rms = None if validation_rms is None else validation_rms.get(name)
         extra = None if alignment_error is None else alignment_error.get(name)
         estimates, used[name], scatter = _parameter_estimates(
-            name, array, mse, keep, error_model, rms, extra
+            name, array, mse, keep, error_model, rms, extra, gaps[0].get(name)
         )
         if scatter is not None:
             scatters[name] = scatter
@@ -268,13 +303,33 @@ def ensemble_table(
         identifiers = [f"star_{i}" for i in range(n_stars)]
     identifiers = [str(value).strip() for value in identifiers]
     if len(identifiers) != n_stars:
-        raise ValueError(
-            f"ensemble_table: {len(identifiers)} identifiers for {n_stars} stars"
-        )
-    table = _as_table(columns, identifiers, identifier_column, error_model, alignment_error,
-                      scatters)
+        raise ValueError(f"ensemble_table: {len(identifiers)} identifiers for {n_stars} stars")
+    table = _as_table(
+        columns, identifiers, identifier_column, error_model, alignment_error, scatters, gaps
+    )
     table.meta["n_regressors"] = used
     return table
+
+
+def _gap_scales(
+    error_model: str, gap: Mapping[str, float] | None, source: str, names: Sequence[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The gap scale and its source for each parameter (empty without the gap model)."""
+    if gap is not None:
+        gap = check_gap(gap, "ensemble_table")
+        if error_model != "spread+validation+gap":
+            raise ValueError(
+                f"ensemble_table: gap={gap!r} is only used by error_model="
+                f"'spread+validation+gap', got error_model={error_model!r}"
+            )
+    if error_model != "spread+validation+gap":
+        return {}, {}
+    if gap is not None and (not isinstance(source, str) or not source.strip()):
+        raise ValueError(f"ensemble_table: gap_source must be a non-empty string, got {source!r}")
+    gap = gap or {}
+    scales = {name: gap.get(name, GAP_PRIOR[name]) for name in names}
+    sources = {name: source if name in gap else GAP_PRIOR_SOURCE for name in names}
+    return scales, sources
 
 
 def _predictions_array(name: str, values: np.ndarray, n_stars: int | None) -> np.ndarray:
@@ -304,9 +359,11 @@ def _parameter_estimates(
     error_model: str,
     validation_rms: Sequence[float] | None,
     alignment_error: Sequence[float] | None,
+    gap: float | None,
 ) -> tuple[np.ndarray, int, float | None]:
     """One parameter of :func:`ensemble_table`: (n_stars, 3) mode and errors, the number of
-    regressors used, and the validation scatter added (``None`` under ``"spread"``)."""
+    regressors used, and the validation scatter added (``None`` under ``"spread"``); ``gap``
+    (``None``: none) is added in quadrature too."""
     n_regressors, n_stars = array.shape
     rows = np.arange(n_regressors)
     if mse is not None:
@@ -320,10 +377,10 @@ def _parameter_estimates(
         array = array[rows]
     estimates = kde_estimates(array)
     scatter = None
-    if error_model == "spread+validation":
+    if error_model in _WITH_VALIDATION:
         if validation_rms is None:
             raise ValueError(
-                f"ensemble_table: error_model='spread+validation' needs validation_rms"
+                f"ensemble_table: error_model={error_model!r} needs validation_rms"
                 f"[{name!r}] (one validation rms per regressor, physical units)"
             )
         rms = np.asarray(validation_rms, dtype=np.float64)
@@ -334,6 +391,8 @@ def _parameter_estimates(
             )
         scatter = float(np.sqrt(np.mean(rms[rows] ** 2)))
         estimates[:, 1:] = np.hypot(estimates[:, 1:], scatter)
+    if gap is not None:
+        estimates[:, 1:] = np.hypot(estimates[:, 1:], gap)
     if alignment_error is not None:
         extra = np.asarray(alignment_error, dtype=np.float64)
         if extra.shape != (n_stars,) or not np.all(np.isfinite(extra) & (extra >= 0)):
@@ -352,8 +411,11 @@ def _as_table(
     error_model: str,
     alignment_error: Mapping[str, Sequence[float]] | None,
     scatters: Mapping[str, float],
+    gap_scales: tuple[Mapping[str, float], Mapping[str, str]],
 ) -> Table:
-    """The estimate columns as an astropy table with units, descriptions and the rule."""
+    """The estimate columns as an astropy table with units, descriptions and the rule;
+    ``gap_scales`` holds the gap scale and its source per parameter (empty: no gap)."""
+    gaps, gap_sources = gap_scales
     table = Table()
     table[identifier_column] = identifiers
     for name, values in columns.items():
@@ -367,8 +429,13 @@ def _as_table(
             table[name].description = f"upper error of the {what} (P84 - mode)"
         else:
             table[name].description = f"{what}: mode of the KDE of the ensemble predictions"
-        if "_err_" in name and error_model == "spread+validation":
+        if "_err_" in name and error_model in _WITH_VALIDATION:
             table[name].description += " (+) validation rms, in quadrature"
+        if "_err_" in name and parameter in gaps:
+            table[name].description += (
+                f" (+) domain-gap scale {gaps[parameter]:g} {PARAMETER_UNITS[parameter]} "
+                f"({gap_sources[parameter]}), in quadrature"
+            )
         if "_err_" in name and alignment_error is not None and parameter in alignment_error:
             table[name].description += " (+) alignment bootstrap spread, in quadrature"
     table.meta["estimate"] = "mode of a Gaussian KDE (scipy gaussian_kde, Scott bandwidth)"
@@ -376,19 +443,37 @@ def _as_table(
         f"lower = max(mode - P{LOWER_PERCENTILE:g}, 0), upper = max(P{UPPER_PERCENTILE:g} - "
         "mode, 0), percentiles of the ensemble predictions"
     )
-    if error_model == "spread+validation":
+    if error_model in _WITH_VALIDATION:
         table.meta["errors"] += (
             "; each added in quadrature to sqrt(mean(validation_rms**2)) of the kept regressors"
         )
         table.meta["validation_scatter"] = dict(scatters)
+    if gaps:
+        table.meta["errors"] += "; and to the parameter's domain-gap scale (meta gap)"
+        table.meta["gap"] = dict(gaps)
+        table.meta["gap_source"] = dict(gap_sources)
     if alignment_error is not None:
         table.meta["errors"] += (
-            "; each added in quadrature to the star's latent-alignment bootstrap standard "
-            "deviation"
+            "; each added in quadrature to the star's latent-alignment bootstrap standard deviation"
         )
         table.meta["alignment_error"] = "bootstrap standard deviation, added in quadrature"
     table.meta["error_model"] = error_model
     return table
+
+
+def describe_errors(table: Table) -> str:
+    """The error model of a table of :func:`ensemble_table` in one line, with its gap scales
+    and their sources, e.g. ``"spread+validation+gap (gap teff 50.6 K, ...; prior: ...)"``."""
+    text = str(table.meta.get("error_model", "unknown"))
+    gaps = table.meta.get("gap")
+    if gaps:
+        # In the parameters' order: a table read back from ECSV has its meta keys sorted.
+        names = [name for name in PARAMETERS if name in gaps]
+        scales = ", ".join(f"{name} {gaps[name]:g} {PARAMETER_UNITS[name]}" for name in names)
+        sources = table.meta.get("gap_source") or {}
+        origins = "; ".join(dict.fromkeys(str(sources.get(name)) for name in names))
+        text += f" (gap {scales}; {origins})"
+    return text
 
 
 _FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".csv": "ascii.csv"}

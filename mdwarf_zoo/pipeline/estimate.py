@@ -126,6 +126,8 @@ def estimate(
     error_model: str = "spread",
     alignment: Alignment | None = None,
     parameters: Sequence[str] = PARAMETERS,
+    gap: Mapping[str, float] | None = None,
+    gap_source: str = "given",
 ) -> Estimate:
     """The ensemble estimate of every observed star (see the module docstring).
 
@@ -138,12 +140,16 @@ def estimate(
         error_model: see :mod:`mdwarf_zoo.pipeline.ensemble`.
         alignment: a latent alignment, or ``None`` (MB24).
         parameters: the label columns, in the order of the alignment's synthetic labels.
+        gap, gap_source: the domain-gap scales of ``"spread+validation+gap"`` and where they
+            come from (default :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`); see
+            :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`.
 
     Returns:
         An :class:`Estimate`.
 
     Raises:
-        ValueError: for regressors without latents, a bad error model, or as the alignment.
+        ValueError: for regressors without latents, a bad error model or gap, or as the
+            alignment.
     """
     parameters = tuple(parameters)
     chosen = select_regressors(regressors, keep)
@@ -172,6 +178,8 @@ def estimate(
         error_model=error_model,
         validation_rms=validation_rms,
         alignment_error=alignment_error,
+        gap=gap,
+        gap_source=gap_source,
     )
     table.meta.update(alignment.meta() if alignment else {"latent_alignment": "none"})
     return Estimate(table, chosen, predictions, latents)

@@ -7,7 +7,8 @@ A pipeline folder holds ``pipeline.json`` (format ``mdwarf_zoo.Pipeline/1``) and
     {"format": "mdwarf_zoo.Pipeline/1", "parameters": ["teff", ...], "units": {...},
      "label_scaling": {"teff": {"kind": "standard", "mean": ..., "std": ...}, ...},
      "preprocessing": {... Preprocessor.to_dict() ...}, "transfer": {... settings ...},
-     "ensemble": {"best": K, "error_model": "spread"},
+     "ensemble": {"best": K, "error_model": "spread+validation+gap",
+                  "gap": {"teff": 60.0, ...}, "gap_source": "..."},
      "alignment": {"method": "coral", "neighbours": 20, "resamples": 30, "seed": 0},
      "members": [{"name", "autoencoder": "<synthetic-trained AE>", "transferred": "<fine-tuned
                   AE or null>", "regressors": {"teff": [{"path", "validation_mse",
@@ -21,8 +22,12 @@ they always did):
 * ``latent_scaling`` of a member: its latents are standardised with it
   (``mdwarf_zoo.pipeline.LatentScaler``) before its regressors read them; without it the
   regressors read raw latents.
-* ``ensemble.error_model``: the default ``error_model`` of :meth:`PretrainedPipeline.predict`
-  (``"spread"`` when absent).
+* ``ensemble.error_model``: the default ``error_model`` of :meth:`PretrainedPipeline.predict`;
+  when absent, ``"spread+validation+gap"`` if every selected regressor has a
+  ``validation_mse``, else ``"spread"`` (MB24) with a warning.
+* ``ensemble.gap`` (parameter -> scale, physical units) and ``ensemble.gap_source`` (a string):
+  the domain-gap scales of ``"spread+validation+gap"``; parameters without one take the prior
+  :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`.
 * ``alignment`` and each member's ``alignment_reference`` (latent alignment, not in MB24):
   ``method`` is ``"coral"`` or ``"coral_neighbours"`` and ``neighbours`` the latter's
   neighbours per star (``mdwarf_zoo.pipeline.align_latents``). The reference file is an ``.npz``
@@ -77,6 +82,7 @@ from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
 from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
 from mdwarf_zoo.pipeline.estimate import Alignment, check_choice, estimate
+from mdwarf_zoo.pipeline.gap import check_gap
 from mdwarf_zoo.pipeline.regressors import LatentRegressor
 from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler
 from mdwarf_zoo.spectra.datasets import read_set
@@ -157,8 +163,40 @@ class PretrainedPipeline:
 
     @property
     def error_model(self) -> str:
-        """The pipeline's error model (``"spread"``, MB24, unless the manifest says other)."""
-        return str((self.manifest.get("ensemble") or {}).get("error_model", "spread"))
+        """The error model ``predict(error_model="default")`` uses: the manifest's
+        ``ensemble.error_model``; without one ``"spread+validation+gap"`` when every selected
+        regressor has a finite ``validation_mse``, else ``"spread"`` (MB24), logging why."""
+        named = (self.manifest.get("ensemble") or {}).get("error_model")
+        if named is not None:
+            return str(named)
+        missing = [
+            f"{member['name']}/{name}"
+            for member in self.members
+            for name in self.parameters
+            for regressor in member["regressors"][name]
+            if regressor.get("selected", True)
+            and not np.isfinite(regressor.get("validation_mse", np.nan))
+        ]
+        if missing:
+            logger.warning(
+                "%s names no ensemble.error_model and regressors %s have no finite "
+                "validation_mse, so the errors cannot include the validation rms or the gap: "
+                "using 'spread' (MB24, the ensemble spread only)",
+                self.folder / PIPELINE_FILE,
+                ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+            )
+            return "spread"
+        return "spread+validation+gap"
+
+    def gap(self) -> tuple[dict[str, float] | None, str]:
+        """The manifest's ``ensemble.gap`` (checked) and ``gap_source``; ``(None, "")`` when
+        it has none (the prior applies)."""
+        ensemble = self.manifest.get("ensemble") or {}
+        if ensemble.get("gap") is None:
+            return None, ""
+        where = f"{self.folder / PIPELINE_FILE} ensemble.gap"
+        source = ensemble.get("gap_source") or where
+        return check_gap(ensemble["gap"], where), str(source)
 
     @property
     def latent_alignment(self) -> str | None:
@@ -343,6 +381,7 @@ class PretrainedPipeline:
         latent_alignment: str | None = "default",
         alignment_neighbours: int | None = None,
         alignment_resamples: int | None = None,
+        gap: dict[str, float] | None = None,
     ):
         """Ensemble estimates (KDE mode, -/+ errors) for preprocessed spectra.
 
@@ -356,10 +395,12 @@ class PretrainedPipeline:
                 encode the spectra.
             seed: seed of the fine-tuning.
             progress: show a progress bar over members.
-            error_model: ``"default"`` (the pipeline's, ``"spread"`` unless its manifest says
-                other), ``"spread"`` (MB24) or ``"spread+validation"``: each regressor's
-                validation rms, ``sqrt(validation_mse) * label std`` from the manifest, added
-                in quadrature (see :mod:`mdwarf_zoo.pipeline.ensemble`).
+            error_model: ``"default"`` (the manifest's ``ensemble.error_model``; without one
+                ``"spread+validation+gap"``, see :attr:`error_model`), ``"spread"`` (MB24),
+                ``"spread+validation"`` (each regressor's validation rms,
+                ``sqrt(validation_mse) * label std`` from the manifest, added in quadrature)
+                or ``"spread+validation+gap"`` (and a domain-gap scale per parameter); see
+                :mod:`mdwarf_zoo.pipeline.ensemble`. ``table.meta["error_model"]`` says which.
             latent_alignment: ``"default"`` (the pipeline's ``alignment``, none when absent),
                 ``None`` or ``"none"`` (off), or ``"coral"`` / ``"coral_neighbours"`` (needs the
                 members' alignment references). The alignment is estimated from the spectra
@@ -371,14 +412,18 @@ class PretrainedPipeline:
                 is added to the errors (``mdwarf_zoo.pipeline.alignment_uncertainty``, seeded
                 with the manifest's ``alignment.seed``); default the pipeline's ``resamples``,
                 else 30; 0 leaves it out.
+            gap: with ``"spread+validation+gap"``, parameter -> gap scale (physical units);
+                default the manifest's ``ensemble.gap``, else the prior
+                :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR` (``table.meta["gap_source"]``).
 
         Returns:
             An ``astropy.table.Table`` (see :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`).
 
         Raises:
             ValueError: for a member whose ``latent_scaling`` does not match its latent size,
-                an unknown error model or alignment, an alignment reference that is missing from
-                the manifest or unreadable, or too few spectra for the alignment.
+                an unknown error model or alignment, a bad gap (or one without the gap
+                model), an alignment reference that is missing from the manifest or
+                unreadable, or too few spectra for the alignment.
             FileNotFoundError: for a reference file that does not exist.
 
         Examples:
@@ -392,6 +437,9 @@ class PretrainedPipeline:
         if error_model == "default":
             error_model = self.error_model
         check_choice("predict", "error_model", error_model, ERROR_MODELS, "'default' or ")
+        gap_source = "given to predict"
+        if gap is None and error_model == "spread+validation+gap":
+            gap, gap_source = self.gap()
         if method is not None:
             check_choice("predict", "latent_alignment", method, ALIGNMENTS, "'default', 'none' or ")
         flux = np.asarray(flux, dtype=np.float32)
@@ -408,7 +456,7 @@ class PretrainedPipeline:
                 self._check_reference_size(member, alignment, latents[member["name"]])
         result = estimate(self.regressors(), latents, identifiers, keep=None,
                           error_model=error_model, alignment=alignment,
-                          parameters=self.parameters)
+                          parameters=self.parameters, gap=gap, gap_source=gap_source)
         table = result.table
         table.meta["pipeline"] = str(self.folder)
         table.meta["transfer"] = bool(transfer)

@@ -126,6 +126,7 @@ def run_pipeline(
     latent_alignment: str | None = None,
     alignment_neighbours: int = 20,
     alignment_resamples: int = 30,
+    gap: Mapping[str, float] | None = None,
     **regressor_options: Any,
 ) -> PipelineResult:
     """Fine-tune, encode, train the latent regressors and build the ensemble table (MB24).
@@ -149,13 +150,16 @@ def run_pipeline(
         keep: best K regressors per parameter by validation MSE (MB24: 80); ``None`` keeps all.
         identifiers: star names; default from the observed input (set identifiers, ``OBJECT``
             headers) or ``spectrum_<i>``.
-        error_model: ``"spread"`` (MB24) or ``"spread+validation"`` (the regressors'
-            validation rms added in quadrature); see :mod:`mdwarf_zoo.pipeline.ensemble`.
+        error_model: ``"spread"`` (MB24), ``"spread+validation"`` (the regressors'
+            validation rms added in quadrature) or ``"spread+validation+gap"`` (and a
+            domain-gap scale); see :mod:`mdwarf_zoo.pipeline.ensemble`.
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (:mod:`mdwarf_zoo.pipeline.alignment`); ``result.observed_latents`` holds the
             aligned latents.
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
         alignment_resamples: bootstrap draws of :func:`alignment_uncertainty` (0: none).
+        gap: the domain-gap scales of ``"spread+validation+gap"`` (parameter -> physical
+            units; default :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`).
         **regressor_options: keyword arguments of :func:`train_regressors`.
 
     Returns:
@@ -188,7 +192,7 @@ def run_pipeline(
     )
     names = list(identifiers) if identifiers is not None else observed_ids
     result = estimate(regressors, obs_latents, names, keep=keep, error_model=error_model,
-                      alignment=alignment, parameters=parameters)
+                      alignment=alignment, parameters=parameters, gap=gap)
     table = result.table
     table.meta.update(observed_encoder=observed_encoder, synthetic_encoder=synthetic_encoder,
                       autoencoders=list(named))

@@ -30,7 +30,9 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
     [regressors]      architecture, parameters, seeds, epochs, learning_rate, batch_size,
                       validation_split, standardize_latents (not MB24), fused,
                       [regressors.overrides], [regressors.<parameter>]
-    [ensemble]        best, error_model ("spread" | "spread+validation"),
+    [ensemble]        best, error_model ("spread+validation+gap", default | "spread+validation"
+                      | "spread", MB24), gap (with the gap model: { teff = K, mh = dex ... };
+                      default the prior GAP_PRIOR),
                       latent_alignment ("none" | "coral" | "coral_neighbours"),
                       alignment_neighbours (with "coral_neighbours"),
                       alignment_resamples (with an alignment; 0 leaves the bootstrap out)

@@ -127,6 +127,9 @@ def write_pipeline(run: Run, gathered: dict[str, dict[str, np.ndarray]], synthet
         "ensemble": {"best": keep, "error_model": settings.error_model},
         "members": members,
     }
+    if settings.gap is not None:
+        manifest["ensemble"]["gap"] = dict(settings.gap)
+        manifest["ensemble"]["gap_source"] = f"recipe {run.recipe.name}: [ensemble] gap"
     if settings.latent_alignment is not None:
         manifest["alignment"] = {
             "method": settings.latent_alignment,

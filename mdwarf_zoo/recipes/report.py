@@ -18,7 +18,7 @@ from mdwarf_zoo.diagnostics import drift_of_latents, ks_statistics, mmd, nearest
 from mdwarf_zoo.hub import read_manifest
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS
-from mdwarf_zoo.pipeline.ensemble import ensemble_table
+from mdwarf_zoo.pipeline.ensemble import describe_errors, ensemble_table
 
 if TYPE_CHECKING:
     from mdwarf_zoo.recipes.run import Run
@@ -65,7 +65,7 @@ def write_report(run: Run) -> tuple[Path, list[Path], Path]:
         f"- members: {len(run.recipe.members())}; regressors per parameter: "
         f"{len(run.recipe.members()) * run.recipe.regressors.seeds}, best kept: "
         f"{run.keep() or 'all'}",
-        f"- errors: `{run.recipe.ensemble.error_model}`; latent standardisation: "
+        f"- errors: `{describe_errors(table)}`; latent standardisation: "
         f"{'on' if run.recipe.regressors.standardize_latents else 'off'}; latent "
         f"alignment: {_alignment_text(run)}",
         "",
@@ -178,6 +178,8 @@ def _no_transfer_accuracy(run: Run, gathered, observed) -> dict[str, dict[str, f
         validation_mse={n: g["mse"] for n, g in gathered.items()},
         keep=run.keep(),
         error_model=run.recipe.ensemble.error_model,
+        gap=run.recipe.ensemble.gap,
+        gap_source=f"recipe {run.recipe.name}: [ensemble] gap",
         validation_rms={n: np.sqrt(g["mse"]) * scaling[n]["std"] for n, g in gathered.items()},
     )
     return accuracy(table, observed.labels, run.recipe.regressors.parameters)

@@ -216,8 +216,13 @@ class Ensemble:
 
     Attributes:
         best: K of the best-K selection (``None``: all regressors).
-        error_model: ``"spread"`` (MB24) or ``"spread+validation"``
+        error_model: ``"spread+validation+gap"`` (default: the ensemble spread, the
+            regressors' validation rms and a domain-gap scale in quadrature),
+            ``"spread+validation"`` or ``"spread"`` (MB24)
             (``mdwarf_zoo.pipeline.ensemble.ensemble_table``).
+        gap: the domain-gap scale per parameter of ``"spread+validation+gap"`` (physical
+            units); ``None`` or a parameter left out: the prior
+            ``mdwarf_zoo.pipeline.gap.GAP_PRIOR``.
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (``mdwarf_zoo.pipeline.align_latents``).
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
@@ -226,7 +231,8 @@ class Ensemble:
     """
 
     best: int | None = None
-    error_model: str = "spread"
+    error_model: str = "spread+validation+gap"
+    gap: dict[str, float] | None = None
     latent_alignment: str | None = None
     alignment_neighbours: int = 20
     alignment_resamples: int = 30

@@ -364,6 +364,7 @@ def read_regressors(c: Checker, strategy: str) -> Regressors:
 def read_ensemble(c: Checker, autoencoders: Autoencoders, regressors: Regressors) -> Ensemble:
     from mdwarf_zoo.pipeline import ALIGNMENTS
     from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
+    from mdwarf_zoo.pipeline.gap import check_gap
 
     alignment = c.choice("latent_alignment", ("none", *ALIGNMENTS), "none")
     if c.has("alignment_neighbours") and alignment != "coral_neighbours":
@@ -383,9 +384,29 @@ def read_ensemble(c: Checker, autoencoders: Autoencoders, regressors: Regressors
     resamples = c.integer("alignment_resamples", 30, minimum=0)
     if resamples == 1:
         raise c.fail("alignment_resamples", resamples, "0 (no bootstrap) or at least 2 draws")
+    error_model = c.choice("error_model", ERROR_MODELS, "spread+validation+gap")
+    gap = c.raw("gap")
+    if gap is not None:
+        if error_model != "spread+validation+gap":
+            raise c.fail(
+                "gap",
+                gap,
+                f'the key only with error_model = "spread+validation+gap", '
+                f"got error_model = {error_model!r}",
+            )
+        try:
+            gap = check_gap(gap, "gap")
+        except ValueError as error:
+            raise c.fail(
+                "gap",
+                gap,
+                "a table parameter -> finite scale >= 0 in physical units "
+                f"(K, dex, dex, km/s), e.g. {{ teff = 60, mh = 0.2 }} ({error})",
+            ) from None
     result = Ensemble(
         best=c.integer("best", None, minimum=1),
-        error_model=c.choice("error_model", ERROR_MODELS, "spread"),
+        error_model=error_model,
+        gap=gap,
         latent_alignment=None if alignment == "none" else alignment,
         alignment_neighbours=c.integer("alignment_neighbours", 20, minimum=1),
         alignment_resamples=resamples,

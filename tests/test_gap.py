@@ -1,0 +1,93 @@
+"""The domain-gap scale: the prior recomputed from the real tables, and measure_gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table, join
+from conftest import shared_file
+
+from mdwarf_zoo.pipeline.gap import GAP_PRIOR, check_gap, measure_gap
+from mdwarf_zoo.spectra.simulate import GapConfig, observe, synthetic_spectra
+
+TABLES = "tables/carmenes_params"
+LABELS = np.array(
+    [
+        [3000.0, 5.0, 0.0, 3.0],
+        [3300.0, 4.9, -0.2, 5.0],
+        [3600.0, 4.8, 0.3, 2.0],
+        [3900.0, 4.7, 0.1, 8.0],
+    ]
+)
+
+
+def test_gap_prior_is_the_cnn_minus_mb24_rms_over_the_carmenes_stars():
+    """GAP_PRIOR, to its printed digits: the rms of (Passegger+2020 CNN, the *_MODE columns of
+    lit_dl.csv) - (MB24) over the stars matched on karmn; v sin i only where the literature
+    value (VSINI_VERA) is a measurement above its 1.5 km/s upper-limit flag."""
+    cnn = Table.read(shared_file(f"{TABLES}/lit_dl.csv"), format="ascii.csv")
+    mb24 = Table.read(
+        shared_file(f"{TABLES}/masbuitrago2024_final_estimations.csv"), format="ascii.csv"
+    )
+    cnn.rename_column("KARMN", "karmn")
+    both = join(cnn, mb24, keys="karmn")
+    assert len(both) == 286
+    measured = np.ma.filled(both["VSINI_VERA"], 0.0) > 1.5
+    assert measured.sum() == 39
+    columns = {
+        "teff": ("TEFF", "Teff"),
+        "logg": ("LOGG", "logg"),
+        "mh": ("ZETA", "[M/H]"),
+        "vsini": ("VSINI", "vsini"),
+    }
+    digits = {"teff": 1, "logg": 3, "mh": 3, "vsini": 2}
+    for name, (theirs, ours) in columns.items():
+        difference = np.asarray(both[f"{theirs}_MODE"], float) - np.asarray(both[ours], float)
+        if name == "vsini":
+            difference = difference[measured]
+        rms = float(np.sqrt(np.mean(difference**2)))
+        assert round(rms, digits[name]) == GAP_PRIOR[name], (name, rms)
+
+
+def test_check_gap_accepts_known_parameters_and_refuses_the_rest():
+    assert check_gap({"teff": 60, "vsini": np.float32(1.5)}, "here") == {"teff": 60.0, "vsini": 1.5}
+    assert check_gap({}, "here") == {}
+    with pytest.raises(ValueError, match=r"here: gap names unknown parameter 'feh'"):
+        check_gap({"feh": 0.1}, "here")
+    with pytest.raises(ValueError, match=r"here: gap\['logg'\] = -0.1; expected a finite"):
+        check_gap({"logg": -0.1}, "here")
+
+
+def linear_predictor(flux: np.ndarray) -> dict[str, np.ndarray]:
+    """A deterministic toy: Teff and [M/H] as fixed linear functions of the flux."""
+    weights = np.linspace(-1.0, 1.0, flux.shape[1])
+    return {"teff": 3000.0 + 500.0 * flux @ weights / flux.shape[1], "mh": flux.mean(axis=1)}
+
+
+def test_measure_gap_is_the_rms_shift_of_the_predictions_under_observe():
+    flux = synthetic_spectra(LABELS)
+    shift = measure_gap(linear_predictor, flux, LABELS, snr=150, seed=3)
+    # Independently: the observed twins, then the linear map of their difference.
+    observed = observe(flux, LABELS, snr=150, seed=3)
+    weights = np.linspace(-1.0, 1.0, flux.shape[1])
+    difference = observed - flux
+    expected_teff = np.sqrt(np.mean((500.0 * difference @ weights / flux.shape[1]) ** 2))
+    expected_mh = np.sqrt(np.mean(difference.mean(axis=1) ** 2))
+    assert shift == pytest.approx({"teff": expected_teff, "mh": expected_mh}, rel=1e-10)
+    assert shift["teff"] > 0 and shift["mh"] > 0
+    # No gap and no noise: the observed twins are the synthetic spectra, nothing moves.
+    none = measure_gap(linear_predictor, flux, LABELS, snr=None, gap=GapConfig.none())
+    assert none == pytest.approx({"teff": 0.0, "mh": 0.0}, abs=1e-9)
+
+
+def test_measure_gap_refuses_a_bad_predictor():
+    flux = synthetic_spectra(LABELS[:2])
+    with pytest.raises(ValueError, match="must return a non-empty dict"):
+        measure_gap(lambda f: f.mean(axis=1), flux, LABELS[:2])
+    with pytest.raises(ValueError, match="unknown parameter 'Teff'"):
+        measure_gap(lambda f: {"Teff": f.mean(axis=1)}, flux, LABELS[:2])
+    with pytest.raises(
+        ValueError,
+        match="predictions of 'teff' for the synthetic spectra must be 2 finite values, got shape",
+    ):
+        measure_gap(lambda f: {"teff": f.mean(axis=1)[:1]}, flux, LABELS[:2])
