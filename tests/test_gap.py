@@ -64,9 +64,38 @@ def linear_predictor(flux: np.ndarray) -> dict[str, np.ndarray]:
     return {"teff": 3000.0 + 500.0 * flux @ weights / flux.shape[1], "mh": flux.mean(axis=1)}
 
 
-def test_measure_gap_is_the_rms_shift_of_the_predictions_under_observe():
+def test_measure_gap_excess_is_the_squared_error_the_observed_twins_add():
     flux = synthetic_spectra(LABELS)
-    shift = measure_gap(linear_predictor, flux, LABELS, snr=150, seed=3)
+    weights = np.linspace(-1.0, 1.0, flux.shape[1])
+
+    def predictor(spectra):  # exact on the synthetic spectra, linear in what observe changes
+        change = spectra - flux
+        return {
+            "teff": LABELS[:, 0] + 500.0 * change @ weights / flux.shape[1],
+            "mh": LABELS[:, 2] + change.mean(axis=1),
+        }
+
+    excess = measure_gap(predictor, flux, LABELS, snr=150, seed=3)
+    # Independently: the synthetic errors are 0, so the excess is the observed twins' rms error.
+    change = observe(flux, LABELS, snr=150, seed=3) - flux
+    expected = {
+        "teff": np.sqrt(np.mean((500.0 * change @ weights / flux.shape[1]) ** 2)),
+        "mh": np.sqrt(np.mean(change.mean(axis=1) ** 2)),
+    }
+    assert excess == pytest.approx(expected, rel=1e-9)
+    assert min(excess.values()) > 0
+    # A predictor worse on the synthetic spectra than on their twins adds nothing: floored at 0.
+    worse = measure_gap(
+        lambda f: {"mh": LABELS[:, 2] + 10.0 * (f is flux)}, flux, LABELS, snr=150, seed=3
+    )
+    assert worse == {"mh": 0.0}
+    with pytest.raises(ValueError, match="kind must be 'excess' or 'shift', got 'rms'"):
+        measure_gap(predictor, flux, LABELS, kind="rms")
+
+
+def test_measure_gap_shift_is_the_rms_shift_of_the_predictions_under_observe():
+    flux = synthetic_spectra(LABELS)
+    shift = measure_gap(linear_predictor, flux, LABELS, snr=150, seed=3, kind="shift")
     # Independently: the observed twins, then the linear map of their difference.
     observed = observe(flux, LABELS, snr=150, seed=3)
     weights = np.linspace(-1.0, 1.0, flux.shape[1])
@@ -76,7 +105,7 @@ def test_measure_gap_is_the_rms_shift_of_the_predictions_under_observe():
     assert shift == pytest.approx({"teff": expected_teff, "mh": expected_mh}, rel=1e-10)
     assert shift["teff"] > 0 and shift["mh"] > 0
     # No gap and no noise: the observed twins are the synthetic spectra, nothing moves.
-    none = measure_gap(linear_predictor, flux, LABELS, snr=None, gap=GapConfig.none())
+    none = measure_gap(linear_predictor, flux, LABELS, snr=None, gap=GapConfig.none(), kind="shift")
     assert none == pytest.approx({"teff": 0.0, "mh": 0.0}, abs=1e-9)
 
 
