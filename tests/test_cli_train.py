@@ -3,6 +3,7 @@ member jobs, refusal to overwrite, and predictions for CARACAL-layout files."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from astropy.table import Table
 from recipe_builder import tiny_recipe, write_recipe
 
 from mdwarf_zoo.cli import main
@@ -74,6 +76,27 @@ def reference_run(tmp_path_factory) -> tuple[Path, Path]:
     recipe = write_recipe(folder)
     assert main(["train", str(recipe), "--out", str(folder / "run"), "--no-progress"]) == 0
     return recipe, folder / "run"
+
+
+def test_the_run_measures_its_domain_gap_on_the_simulator(reference_run):
+    """A simulated synthetic set: the default errors add the gap the ensemble stage measured
+    on 300 simulated twins through the run's own pipeline, recorded in pipeline.json and in
+    the table."""
+    _, run = reference_run
+    ensemble = json.loads((run / "pipeline.json").read_text())["ensemble"]
+    assert ensemble["error_model"] == "spread+validation+gap"
+    assert ensemble["gap_source"].startswith("measured on the simulator: 300 held-out")
+    gap = ensemble["gap"]
+    assert set(gap) == {"teff", "logg"}  # the tiny recipe's parameters
+    assert all(np.isfinite(v) and v >= 0 for v in gap.values()) and gap["teff"] > 0
+    assert gap != {"teff": 50.6, "logg": 0.060}  # not the prior
+    table = Table.read(run / "predictions.ecsv")
+    assert table.meta["error_model"] == "spread+validation+gap"
+    assert table.meta["gap"] == pytest.approx(gap)
+    assert set(table.meta["gap_source"].values()) == {ensemble["gap_source"]}
+    # Every error is at least the gap scale (it is added in quadrature).
+    for name, scale in gap.items():
+        assert np.all(np.asarray(table[f"{name}_err_lower"]) >= scale * (1 - 1e-9))
 
 
 def test_train_runs_all_stages_and_is_deterministic(tmp_path: Path, reference_run, capsys):

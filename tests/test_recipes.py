@@ -245,7 +245,7 @@ def test_non_mb24_ensemble_and_regressor_keys():
     defaults = parse_tiny()
     assert defaults.regressors.standardize_latents is False
     assert defaults.ensemble.error_model == "spread+validation+gap"
-    assert defaults.ensemble.gap is None
+    assert defaults.ensemble.gap == "simulator"  # a simulated synthetic set: measured
     assert defaults.ensemble.latent_alignment is None
     changes = {
         "regressors": {"standardize_latents": True},
@@ -282,6 +282,16 @@ def test_ensemble_gap_key():
         with pytest.raises(RecipeError, match=r"\[ensemble\] gap = .*: expected a table parameter "
                            r"-> finite scale >= 0 .*" + message):
             parse_tiny({"ensemble": {"gap": gap}})
+    assert parse_tiny({"ensemble": {"gap": "prior"}}).ensemble.gap == "prior"
+    with pytest.raises(RecipeError, match=r"\[ensemble\] gap = 'measured': expected \"prior\", "
+                       r"\"simulator\" or a table"):
+        parse_tiny({"ensemble": {"gap": "measured"}})
+    from_set = {"data.synthetic": {"source": "set", "path": "train.h5", "n": None},
+                "data.synthetic.label_ranges": None}
+    assert parse(tiny_recipe(from_set), check_files=False).ensemble.gap == "prior"
+    with pytest.raises(RecipeError, match=r"\[ensemble\] gap = 'simulator': .*needs "
+                       r"\[data.synthetic\] source = \"simulator\" \(got 'set'\)"):
+        parse(tiny_recipe(from_set, {"ensemble": {"gap": "simulator"}}), check_files=False)
     with pytest.raises(RecipeError, match=r"\[ensemble\] gap = .*: expected the key only with "
                        r'error_model = "spread\+validation\+gap", got error_model = \'spread\''):
         parse_tiny({"ensemble": {"gap": {"teff": 80}, "error_model": "spread"}})

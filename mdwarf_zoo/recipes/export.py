@@ -127,7 +127,7 @@ def write_pipeline(run: Run, gathered: dict[str, dict[str, np.ndarray]], synthet
         "ensemble": {"best": keep, "error_model": settings.error_model},
         "members": members,
     }
-    if settings.gap is not None:
+    if isinstance(settings.gap, dict):
         manifest["ensemble"]["gap"] = dict(settings.gap)
         manifest["ensemble"]["gap_source"] = f"recipe {run.recipe.name}: [ensemble] gap"
     if settings.latent_alignment is not None:
@@ -138,3 +138,12 @@ def write_pipeline(run: Run, gathered: dict[str, dict[str, np.ndarray]], synthet
             "seed": run.recipe.seed,
         }
     atomic_text(run.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")
+
+
+def record_gap(run: Run, gap: dict[str, float], source: str) -> None:
+    """Add a measured gap scale (``ensemble.gap`` and ``gap_source``) to ``pipeline.json``."""
+    path = run.folder / PIPELINE_FILE
+    manifest = json.loads(path.read_text())
+    manifest["ensemble"]["gap"] = {name: float(value) for name, value in gap.items()}
+    manifest["ensemble"]["gap_source"] = source
+    atomic_text(path, json.dumps(manifest, indent=2) + "\n")

@@ -65,7 +65,7 @@ def parse_recipe(
         autoencoders=autoencoders,
         transfer=transfer,
         regressors=regressors,
-        ensemble=sections.read_ensemble(section("ensemble"), autoencoders, regressors),
+        ensemble=sections.read_ensemble(section("ensemble"), autoencoders, regressors, synthetic),
         calibration=sections.read_calibration(section("calibration")),
         outputs=sections.read_outputs(section("outputs")),
         compare=sections.read_compare(section("compare")),

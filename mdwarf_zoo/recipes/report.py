@@ -16,6 +16,7 @@ from mdwarf_zoo._files import atomic_text
 from mdwarf_zoo._version import __version__
 from mdwarf_zoo.diagnostics import drift_of_latents, ks_statistics, mmd, nearest_neighbour_distances
 from mdwarf_zoo.hub import read_manifest
+from mdwarf_zoo.hub.catalogue import PIPELINE_FILE
 from mdwarf_zoo.labels import COLUMN as _COLUMN
 from mdwarf_zoo.labels import PARAMETER_UNITS
 from mdwarf_zoo.pipeline.ensemble import describe_errors, ensemble_table
@@ -172,14 +173,18 @@ def _alignment_text(run: Run) -> str:
 
 def _no_transfer_accuracy(run: Run, gathered, observed) -> dict[str, dict[str, float]]:
     scaling = run.label_scaling(run.read(run.synthetic_path).labels)
+    # The gap scale the run's pipeline uses (given, measured on the simulator, or the prior).
+    settings = json.loads((run.folder / PIPELINE_FILE).read_text())["ensemble"]
+    gap = (
+        {"gap": settings["gap"], "gap_source": settings["gap_source"]} if "gap" in settings else {}
+    )
     table = ensemble_table(
         {n: g["no_transfer"] for n, g in gathered.items()},
         observed.identifiers,
         validation_mse={n: g["mse"] for n, g in gathered.items()},
         keep=run.keep(),
         error_model=run.recipe.ensemble.error_model,
-        gap=run.recipe.ensemble.gap,
-        gap_source=f"recipe {run.recipe.name}: [ensemble] gap",
+        **gap,
         validation_rms={n: np.sqrt(g["mse"]) * scaling[n]["std"] for n, g in gathered.items()},
     )
     return accuracy(table, observed.labels, run.recipe.regressors.parameters)

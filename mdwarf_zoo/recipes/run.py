@@ -336,6 +336,15 @@ class Run:
         if self.recipe.ensemble.latent_alignment is not None:
             export.write_alignment_references(self, synthetic)
         export.write_pipeline(self, gathered, synthetic)
+        if self.recipe.ensemble.gap == "simulator":
+            gap = sets.measure_simulated_gap(self, load_pipeline(self.folder))
+            export.record_gap(
+                self,
+                gap,
+                f"measured on the simulator: {sets.GAP_TWINS} held-out simulated stars and "
+                "their observed twins (calibrated GapConfig) through this pipeline, "
+                "sqrt(mse observed - mse synthetic)",
+            )
         table = load_pipeline(self.folder).predict(
             observed.flux, observed.identifiers, progress=False
         )

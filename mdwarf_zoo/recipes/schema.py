@@ -220,9 +220,12 @@ class Ensemble:
             regressors' validation rms and a domain-gap scale in quadrature),
             ``"spread+validation"`` or ``"spread"`` (MB24)
             (``mdwarf_zoo.pipeline.ensemble.ensemble_table``).
-        gap: the domain-gap scale per parameter of ``"spread+validation+gap"`` (physical
-            units); ``None`` or a parameter left out: the prior
-            ``mdwarf_zoo.pipeline.gap.GAP_PRIOR``.
+        gap: the domain-gap scale of ``"spread+validation+gap"``: a dict parameter -> scale
+            (physical units; a parameter left out takes the prior
+            ``mdwarf_zoo.pipeline.gap.GAP_PRIOR``), ``"prior"``, or ``"simulator"``
+            (measured by the ensemble stage: ``GAP_TWINS`` held-out simulated stars and their
+            observed twins through the run's own pipeline, ``measure_gap``). ``None``:
+            ``"simulator"`` when the synthetic set is simulated, else ``"prior"``.
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (``mdwarf_zoo.pipeline.align_latents``).
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
@@ -232,7 +235,7 @@ class Ensemble:
 
     best: int | None = None
     error_model: str = "spread+validation+gap"
-    gap: dict[str, float] | None = None
+    gap: dict[str, float] | str | None = None
     latent_alignment: str | None = None
     alignment_neighbours: int = 20
     alignment_resamples: int = 30

@@ -361,10 +361,11 @@ def read_regressors(c: Checker, strategy: str) -> Regressors:
     )
 
 
-def read_ensemble(c: Checker, autoencoders: Autoencoders, regressors: Regressors) -> Ensemble:
+def read_ensemble(
+    c: Checker, autoencoders: Autoencoders, regressors: Regressors, synthetic: SyntheticData
+) -> Ensemble:
     from mdwarf_zoo.pipeline import ALIGNMENTS
     from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
-    from mdwarf_zoo.pipeline.gap import check_gap
 
     alignment = c.choice("latent_alignment", ("none", *ALIGNMENTS), "none")
     if c.has("alignment_neighbours") and alignment != "coral_neighbours":
@@ -394,15 +395,21 @@ def read_ensemble(c: Checker, autoencoders: Autoencoders, regressors: Regressors
                 f'the key only with error_model = "spread+validation+gap", '
                 f"got error_model = {error_model!r}",
             )
-        try:
-            gap = check_gap(gap, "gap")
-        except ValueError as error:
-            raise c.fail(
-                "gap",
-                gap,
-                "a table parameter -> finite scale >= 0 in physical units "
-                f"(K, dex, dex, km/s), e.g. {{ teff = 60, mh = 0.2 }} ({error})",
-            ) from None
+        if isinstance(gap, str):
+            if gap not in ("prior", "simulator"):
+                raise c.fail("gap", gap, '"prior", "simulator" or a table parameter -> scale')
+            if gap == "simulator" and synthetic.source != "simulator":
+                raise c.fail(
+                    "gap",
+                    gap,
+                    '"prior" or a table: "simulator" measures the gap on simulated twins of '
+                    'the synthetic set, which needs [data.synthetic] source = "simulator" '
+                    f"(got {synthetic.source!r})",
+                )
+        else:
+            gap = _gap_scales(c, gap)
+    elif error_model == "spread+validation+gap":
+        gap = "simulator" if synthetic.source == "simulator" else "prior"
     result = Ensemble(
         best=c.integer("best", None, minimum=1),
         error_model=error_model,
@@ -548,3 +555,18 @@ def _gap(checker: Checker) -> dict[str, float]:
     except (TypeError, ValueError) as error:
         raise RecipeError(f"recipe {checker.origin}: [{checker.where}.gap]: {error}") from None
     return table
+
+
+def _gap_scales(c: Checker, gap: object) -> dict[str, float]:
+    """``[ensemble] gap`` given as a table: checked parameter -> scale."""
+    from mdwarf_zoo.pipeline.gap import check_gap
+
+    try:
+        return check_gap(gap, "gap")
+    except ValueError as error:
+        raise c.fail(
+            "gap",
+            gap,
+            "a table parameter -> finite scale >= 0 in physical units "
+            f"(K, dex, dex, km/s), e.g. {{ teff = 60, mh = 0.2 }} ({error})",
+        ) from None

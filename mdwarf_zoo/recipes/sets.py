@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo.labels import PARAMETERS
+from mdwarf_zoo.pipeline.gap import measure_gap
 from mdwarf_zoo.pipeline.pretrained import read_template, rest_frame
 from mdwarf_zoo.recipes import (
     cluster,
@@ -72,15 +73,31 @@ def _random_labels(self, n: int, ranges: dict[str, tuple[float, float]], seed: i
     return np.column_stack([rng.uniform(*ranges[name], n) for name in PARAMETERS])
 
 
+def _simulation_grid(run: Run) -> WavelengthGrid:
+    """The grid the simulator works on: the window, plus the margin the continuum fit needs."""
+    prep = run.recipe.preprocessing
+    preprocessor = prep.preprocessor()
+    if prep.normalisation == "none":
+        return preprocessor.grid
+    low, high = preprocessor.span
+    return WavelengthGrid(low, high, prep.window[2])
+
+
+def _prepared(run: Run, grid: WavelengthGrid, flux: np.ndarray) -> np.ndarray:
+    """Simulator flux on ``grid`` through the recipe's normalisation and scaling."""
+    prep = run.recipe.preprocessing
+    if prep.normalisation == "none":
+        return scale(flux, prep.scaling).astype(np.float32)
+    preprocessor = prep.preprocessor()
+    return np.stack([preprocessor.finish(grid.wavelength, row)[0] for row in flux]).astype(
+        np.float32
+    )
+
+
 def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarray:
     """Simulator flux on the window, through the recipe's normalisation and scaling."""
     prep = run.recipe.preprocessing
-    preprocessor = prep.preprocessor()
-    grid = preprocessor.grid
-    if prep.normalisation != "none":
-        # The continuum fit needs the margin: simulate window + margin, then finish().
-        low, high = preprocessor.span
-        grid = WavelengthGrid(low, high, prep.window[2])
+    grid = _simulation_grid(run)
     synthetic = run.recipe.synthetic
     flux = synthetic_spectra(
         labels,
@@ -104,10 +121,47 @@ def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarr
             progress=run.progress,
             **source.gap,
         )
-    if prep.normalisation == "none":
-        return scale(flux, prep.scaling).astype(np.float32)
-    return np.stack([preprocessor.finish(grid.wavelength, row)[0] for row in flux]).astype(
-        np.float32
+    return _prepared(run, grid, flux)
+
+
+#: Held-out simulated stars whose observed twins measure ``[ensemble] gap = "simulator"``.
+GAP_TWINS = 300
+
+
+def measure_simulated_gap(run: Run, pipeline) -> dict[str, float]:
+    """The gap scale of ``[ensemble] gap = "simulator"``: ``GAP_TWINS`` new simulated stars
+    (the synthetic set's label ranges, a seed of their own) and their observed twins
+    (``observe`` with the calibrated ``GapConfig`` defaults, not the recipe's own observed
+    knobs, at the observed set's S/N) through ``pipeline``'s own estimate
+    (:func:`mdwarf_zoo.pipeline.gap.measure_gap`, ``kind="excess"``)."""
+    synthetic = run.recipe.synthetic
+    labels = _random_labels(run, GAP_TWINS, synthetic.label_ranges, run.recipe.seed + 7919)
+    grid = _simulation_grid(run)
+    resolving_power = run.recipe.preprocessing.resolving_power
+    flux = synthetic_spectra(
+        labels,
+        grid,
+        seed=synthetic.line_list_seed,
+        resolving_power=resolving_power,
+        workers=synthetic.workers,
+    )
+    snr = run.recipe.observed.snr if run.recipe.observed.source == "simulator" else 150
+
+    def estimate(spectra: np.ndarray) -> dict[str, np.ndarray]:
+        table = pipeline.predict(
+            _prepared(run, grid, spectra), error_model="spread", progress=False
+        )
+        return {name: np.asarray(table[name], dtype=np.float64) for name in pipeline.parameters}
+
+    return measure_gap(
+        estimate,
+        flux,
+        labels,
+        snr=snr,
+        seed=run.recipe.seed + 7920,
+        grid=grid,
+        resolving_power=resolving_power,
+        synthetic_seed=synthetic.line_list_seed,
     )
 
 
