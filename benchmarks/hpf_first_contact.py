@@ -184,7 +184,10 @@ def first_contact(pipeline_source: str, data: Path, error_model: str = "default"
     pipeline = load_pipeline(pipeline_source)
     template = pipeline.rv_template()
     if template is None:
-        raise ValueError(f"--pipeline {pipeline_source}: the pipeline has no rv_template")
+        raise ValueError(
+            f"--pipeline {pipeline_source}: the pipeline has no rv_template; give a run folder "
+            "one with mdwarf_zoo.pipeline.pretrained.write_rv_template(FOLDER)"
+        )
     tables = data / "tables"
     carmencita = Table.read(tables / "carmencita" / "cif03_full_table.csv", format="ascii.csv")
     specmatch = Table.read(tables / "HPF_SpecMatch_Emp_Stars.csv", format="ascii.csv")

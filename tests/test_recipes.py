@@ -335,3 +335,13 @@ def test_regressors_fused_key():
     assert parse_tiny(mirrored).regressors.fused is False
     with pytest.raises(RecipeError, match=r'fused = true .* strategy = "default"'):
         parse_tiny(fused, mirrored)
+
+
+def test_the_hpf_first_contact_recipe_parses():
+    """The recipe of benchmarks/hpf_first_contact.py: HPF's R, VB 10's Teff, gap measured."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hpf_first_contact.toml"
+    recipe = load_recipe(path, check_models=True)
+    assert recipe.preprocessing.resolving_power == 55000
+    assert recipe.synthetic.label_ranges["teff"] == (2300.0, 4300.0)
+    assert recipe.transfer.mode == "decoder_only"
+    assert recipe.ensemble.gap == "simulator"
