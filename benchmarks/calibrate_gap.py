@@ -12,7 +12,9 @@ physics knobs on the 286 stars, which only needs new observed spectra, not a new
 grid over ``missing_lines``, ``loggf_scatter``, ``loggf_bias`` and ``molecular_scale``, with cosmic
 rays and bad pixels off (MB24's observed spectra are SERVAL co-added templates, in which the
 co-adding removes both), scored by the worst log-ratio of simulated to real offset and rms
-over Teff, log g and [M/H]. The ``GapConfig`` defaults are the best candidate of this grid.
+over Teff, log g and [M/H]. The ``GapConfig`` defaults are the best candidate of this grid
+that keeps missing lines (``missing_lines`` 10: x1.20; 0 scores x1.20 too, 20 fails, see
+``docs/simulator.md``).
 
 Run: python benchmarks/calibrate_gap.py [--n-train 6000] [--epochs 30] [--model cnn.keras]
 """
