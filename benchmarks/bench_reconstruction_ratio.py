@@ -74,7 +74,7 @@ def main() -> None:
         "--large-missing-lines",
         type=int,
         default=120,
-        help="missing_lines of the larger gap (default gap: 40; 120 gives a gap "
+        help="missing_lines of the larger gap (default gap: 10; 120 gives a gap "
         "rms of ~0.13, VB 10's against PHOENIX)",
     )
     parser.add_argument("--seed", type=int, default=0)
