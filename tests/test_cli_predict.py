@@ -9,6 +9,7 @@ import pytest
 from astropy.table import Table
 
 from mdwarf_zoo.cli import main
+from mdwarf_zoo.pipeline.pretrained import load_pipeline
 from mdwarf_zoo.spectra.grid import WavelengthGrid
 from mdwarf_zoo.spectra.observed import write_caracal
 from mdwarf_zoo.spectra.simulate import observe, synthetic_spectra
@@ -100,12 +101,14 @@ def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_file
     assert scatter > 0
     assert np.allclose(both["teff"], spread["teff"])
     assert np.allclose(both["teff_err_lower"], np.hypot(spread["teff_err_lower"], scatter))
-    # The gap model: the demo names no gap, so the prior; the ECSV keeps its meta.
+    # The gap model: the demo records the gap it measured; the ECSV keeps the meta.
+    recorded = load_pipeline(DEMO).manifest["ensemble"]["gap"]["teff"]
     assert gap.meta["error_model"] == "spread+validation+gap"
-    assert gap.meta["gap"]["teff"] == 50.6 and gap.meta["gap_source"]["teff"].startswith("prior")
-    assert np.allclose(gap["teff_err_lower"], np.hypot(both["teff_err_lower"], 50.6))
+    assert gap.meta["gap"]["teff"] == pytest.approx(recorded)
+    assert gap.meta["gap_source"]["teff"].startswith("measured on the simulator")
+    assert np.allclose(gap["teff_err_lower"], np.hypot(both["teff_err_lower"], recorded))
     assert "errors: spread\n" in printed["spread"]
-    assert "errors: spread+validation+gap (gap teff 50.6 K, logg 0.06 dex" in printed[
+    assert f"errors: spread+validation+gap (gap teff {recorded:g} K" in printed[
         "spread+validation+gap"
     ]
 

@@ -49,7 +49,7 @@ def test_latent_scaling_in_the_manifest_is_applied_before_the_regressors(tmp_pat
 
 def test_spread_plus_validation_errors_from_the_manifest(flux):
     demo = load_pipeline(DEMO)
-    spread = demo.predict(flux, progress=False)
+    spread = demo.predict(flux, progress=False, error_model="spread")
     loaded = dict(demo._models)
     both = demo.predict(flux, progress=False, error_model="spread+validation")
     # A loaded pipeline keeps its models: the second call loads nothing again.
@@ -125,11 +125,20 @@ def test_default_error_model_resolution(tmp_path, flux, caplog):
     from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE
 
     demo = load_pipeline(DEMO)
-    # The bundled demo names "spread" (MB24) and keeps it.
-    assert demo.manifest["ensemble"]["error_model"] == "spread" and demo.error_model == "spread"
-    spread = demo.predict(flux, progress=False)
+    # The bundled demo names the gap model, with the gap its ensemble stage measured.
+    ensemble = demo.manifest["ensemble"]
+    assert ensemble["error_model"] == demo.error_model == "spread+validation+gap"
+    assert ensemble["gap_source"].startswith("measured on the simulator")
+    measured = demo.predict(flux, progress=False)
+    assert measured.meta["gap"] == pytest.approx(ensemble["gap"])
+    spread = demo.predict(flux, progress=False, error_model="spread")
     assert spread.meta["error_model"] == "spread" and "gap" not in spread.meta
     both = demo.predict(flux, progress=False, error_model="spread+validation")
+    for name in demo.parameters:
+        np.testing.assert_allclose(
+            measured[f"{name}_err_upper"],
+            np.hypot(both[f"{name}_err_upper"], ensemble["gap"][name]),
+        )
     # An old manifest that names no error model: the gap model, with the prior.
     old = with_ensemble(tmp_path / "old", {"best": 3})
     assert old.error_model == "spread+validation+gap"
@@ -158,7 +167,7 @@ def test_default_error_model_resolution(tmp_path, flux, caplog):
     assert given.meta["gap"]["teff"] == 10.0
     assert given.meta["gap_source"]["teff"] == "given to predict"
     with pytest.raises(ValueError, match=r"is only used by error_model='spread\+validation\+gap'"):
-        demo.predict(flux, progress=False, gap={"teff": 10.0})
+        demo.predict(flux, progress=False, gap={"teff": 10.0}, error_model="spread")
     bad = with_ensemble(tmp_path / "bad", {"error_model": "spread+validation+gap",
                                            "gap": {"teff": -5}})
     with pytest.raises(ValueError, match=r"pipeline.json ensemble.gap: gap\['teff'\] = -5"):
