@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from recipe_builder import tiny_recipe
 
@@ -345,3 +346,25 @@ def test_the_hpf_first_contact_recipe_parses():
     assert recipe.synthetic.label_ranges["teff"] == (2300.0, 4300.0)
     assert recipe.transfer.mode == "decoder_only"
     assert recipe.ensemble.gap == "simulator"
+
+
+def test_gap_twins_follow_the_synthetic_label_ranges(tmp_path):
+    """The held-out stars of [ensemble] gap = "simulator": the recipe's label ranges, or the
+    range of a simulated set's labels table when the set was simulated from one."""
+    from mdwarf_zoo.recipes.run import Run
+    from mdwarf_zoo.recipes.sets import GAP_TWINS, twin_labels
+
+    ranged = Run(parse_tiny(), tmp_path / "a", progress=False)
+    low, high = ranged.recipe.synthetic.label_ranges["teff"]
+    labels = twin_labels(ranged, np.zeros((3, 4)))
+    assert labels.shape == (GAP_TWINS, 4)
+    assert labels[:, 0].min() >= low and labels[:, 0].max() <= high
+    assert labels[:, 0].max() - labels[:, 0].min() > 0.9 * (high - low)
+    table = tmp_path / "labels.csv"
+    rows = [[3000.0, 4.9, -0.1, 2.0], [3400.0, 5.1, 0.2, 4.0], [3200.0, 5.0, 0.0, 3.0]]
+    table.write_text("teff,logg,mh,vsini\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    from_table = {"data.synthetic": {"n": None, "labels": str(table)}}
+    tabled = Run(parse_tiny(from_table), tmp_path / "b", progress=False)
+    labels = twin_labels(tabled, np.array(rows))
+    assert labels[:, 0].min() >= 3000.0 and labels[:, 0].max() <= 3400.0
+    assert labels[:, 2].min() >= -0.1 and labels[:, 2].max() <= 0.2

@@ -337,7 +337,7 @@ class Run:
             export.write_alignment_references(self, synthetic)
         export.write_pipeline(self, gathered, synthetic)
         if self.recipe.ensemble.gap == "simulator":
-            gap = sets.measure_simulated_gap(self, load_pipeline(self.folder))
+            gap = sets.measure_simulated_gap(self, load_pipeline(self.folder), synthetic.labels)
             export.record_gap(
                 self,
                 gap,

@@ -128,14 +128,27 @@ def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarr
 GAP_TWINS = 300
 
 
-def measure_simulated_gap(run: Run, pipeline) -> dict[str, float]:
+def twin_labels(run: Run, synthetic_labels: np.ndarray) -> np.ndarray:
+    """The labels of :func:`measure_simulated_gap`'s held-out stars (see there)."""
+    synthetic = run.recipe.synthetic
+    ranges = synthetic.label_ranges
+    if synthetic.labels is not None:
+        ranges = {
+            name: (float(np.min(column)), float(np.max(column)))
+            for name, column in zip(PARAMETERS, np.asarray(synthetic_labels).T, strict=True)
+        }
+    return _random_labels(run, GAP_TWINS, ranges, run.recipe.seed + 7919)
+
+
+def measure_simulated_gap(run: Run, pipeline, synthetic_labels: np.ndarray) -> dict[str, float]:
     """The gap scale of ``[ensemble] gap = "simulator"``: ``GAP_TWINS`` new simulated stars
-    (the synthetic set's label ranges, a seed of their own) and their observed twins
-    (``observe`` with the calibrated ``GapConfig`` defaults, not the recipe's own observed
-    knobs, at the observed set's S/N) through ``pipeline``'s own estimate
+    (uniform over the recipe's label ranges, or, for a synthetic set simulated from a labels
+    table, over the ranges of ``synthetic_labels``; a seed of their own) and their observed
+    twins (``observe`` with the calibrated ``GapConfig`` defaults, not the recipe's own
+    observed knobs, at the observed set's S/N) through ``pipeline``'s own estimate
     (:func:`mdwarf_zoo.pipeline.gap.measure_gap`, ``kind="excess"``)."""
     synthetic = run.recipe.synthetic
-    labels = _random_labels(run, GAP_TWINS, synthetic.label_ranges, run.recipe.seed + 7919)
+    labels = twin_labels(run, synthetic_labels)
     grid = _simulation_grid(run)
     resolving_power = run.recipe.preprocessing.resolving_power
     flux = synthetic_spectra(
