@@ -140,10 +140,9 @@ def write_pipeline(run: Run, gathered: dict[str, dict[str, np.ndarray]], synthet
     atomic_text(run.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")
 
 
-def record_gap(run: Run, gap: dict[str, float], source: str) -> None:
-    """Add a measured gap scale (``ensemble.gap`` and ``gap_source``) to ``pipeline.json``."""
-    path = run.folder / PIPELINE_FILE
-    manifest = json.loads(path.read_text())
+def record_gap(run: Run, manifest: dict, gap: dict[str, float], source: str) -> None:
+    """Add a measured gap scale (``ensemble.gap`` and ``gap_source``) to ``manifest`` (the
+    loaded pipeline's, so that it predicts with it) and to ``pipeline.json``."""
     manifest["ensemble"]["gap"] = {name: float(value) for name, value in gap.items()}
     manifest["ensemble"]["gap_source"] = source
-    atomic_text(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_text(run.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")

@@ -336,18 +336,17 @@ class Run:
         if self.recipe.ensemble.latent_alignment is not None:
             export.write_alignment_references(self, synthetic)
         export.write_pipeline(self, gathered, synthetic)
+        pipeline = load_pipeline(self.folder)
         if self.recipe.ensemble.gap == "simulator":
-            gap = sets.measure_simulated_gap(self, load_pipeline(self.folder), synthetic.labels)
             export.record_gap(
                 self,
-                gap,
+                pipeline.manifest,
+                sets.measure_simulated_gap(self, pipeline, synthetic.labels),
                 f"measured on the simulator: {sets.GAP_TWINS} held-out simulated stars and "
                 "their observed twins (calibrated GapConfig) through this pipeline, "
                 "sqrt(mse observed - mse synthetic)",
             )
-        table = load_pipeline(self.folder).predict(
-            observed.flux, observed.identifiers, progress=False
-        )
+        table = pipeline.predict(observed.flux, observed.identifiers, progress=False)
         for key in ("pipeline", "transfer"):
             table.meta.pop(key, None)
         table.meta["recipe"] = self.recipe.name

@@ -94,19 +94,27 @@ def _prepared(run: Run, grid: WavelengthGrid, flux: np.ndarray) -> np.ndarray:
     )
 
 
+def _synthetic_flux(
+    run: Run, labels: np.ndarray, grid: WavelengthGrid, *, progress: bool
+) -> np.ndarray:
+    """The recipe's simulated synthetic spectra of ``labels`` on ``grid``, before preprocessing."""
+    synthetic = run.recipe.synthetic
+    return synthetic_spectra(
+        labels,
+        grid,
+        seed=synthetic.line_list_seed,
+        resolving_power=run.recipe.preprocessing.resolving_power,
+        workers=synthetic.workers,
+        progress=progress,
+    )
+
+
 def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarray:
     """Simulator flux on the window, through the recipe's normalisation and scaling."""
     prep = run.recipe.preprocessing
     grid = _simulation_grid(run)
     synthetic = run.recipe.synthetic
-    flux = synthetic_spectra(
-        labels,
-        grid,
-        seed=synthetic.line_list_seed,
-        resolving_power=prep.resolving_power,
-        workers=synthetic.workers,
-        progress=run.progress,
-    )
+    flux = _synthetic_flux(run, labels, grid, progress=run.progress)
     if observed:
         source = run.recipe.observed
         flux = observe(
@@ -150,14 +158,7 @@ def measure_simulated_gap(run: Run, pipeline, synthetic_labels: np.ndarray) -> d
     synthetic = run.recipe.synthetic
     labels = twin_labels(run, synthetic_labels)
     grid = _simulation_grid(run)
-    resolving_power = run.recipe.preprocessing.resolving_power
-    flux = synthetic_spectra(
-        labels,
-        grid,
-        seed=synthetic.line_list_seed,
-        resolving_power=resolving_power,
-        workers=synthetic.workers,
-    )
+    flux = _synthetic_flux(run, labels, grid, progress=False)
     snr = run.recipe.observed.snr if run.recipe.observed.source == "simulator" else 150
 
     def estimate(spectra: np.ndarray) -> dict[str, np.ndarray]:
@@ -173,7 +174,7 @@ def measure_simulated_gap(run: Run, pipeline, synthetic_labels: np.ndarray) -> d
         snr=snr,
         seed=run.recipe.seed + 7920,
         grid=grid,
-        resolving_power=resolving_power,
+        resolving_power=run.recipe.preprocessing.resolving_power,
         synthetic_seed=synthetic.line_list_seed,
     )
 
