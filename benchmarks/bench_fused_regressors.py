@@ -16,7 +16,11 @@ stratified 70/30 split of them), latent_cnn nf1 64 / nf2 32 / nu 64, Adam 0.01, 
 FLOPs: a training step is counted as 3x the forward multiply-adds x 2 per sample and branch
 (forward, gradient with respect to inputs and to weights); validation is not counted.
 
-Run: ``python benchmarks/bench_fused_regressors.py [--epochs E] [--batch-sizes 32 128]``.
+With ``--precision mixed_bfloat16`` the fused run is repeated with the regressors built in that
+dtype policy (bfloat16 compute, float32 weights and Adam).
+
+Run: ``python benchmarks/bench_fused_regressors.py [--epochs E] [--batch-sizes 32 128]
+[--precision mixed_bfloat16]``.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def part_separate(batch_size: int, epochs: int) -> dict:
             "step_ms": 1e3 * epoch / steps, "steps_per_epoch": steps}
 
 
-def part_fused(batch_size: int, epochs: int) -> dict:
+def part_fused(batch_size: int, epochs: int, precision: str = "float32") -> dict:
     import mdwarf_zoo as mz
     from mdwarf_zoo.training.fused import train_fused
 
@@ -123,8 +127,8 @@ def part_fused(batch_size: int, epochs: int) -> dict:
     logger = logging.getLogger("mdwarf_zoo.training.fused")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(Epochs())
-    models = [mz.create_model("latent_cnn", latent_dim=LATENT_DIM, seed=s, **SETTINGS)
-              for s in seeds]
+    models = [mz.create_model("latent_cnn", latent_dim=LATENT_DIM, seed=s, precision=precision,
+                              **SETTINGS) for s in seeds]
     start = time.perf_counter()
     train_fused(models, x, targets, train, val, seeds=seeds, epochs=1 + epochs,
                 batch_size=batch_size, progress=False)
@@ -135,9 +139,9 @@ def part_fused(batch_size: int, epochs: int) -> dict:
             "step_ms": 1e3 * epoch / steps, "steps_per_epoch": steps}
 
 
-def _child(part: str, batch_size: int, epochs: int) -> dict:
+def _child(part: str, batch_size: int, epochs: int, precision: str = "float32") -> dict:
     command = [sys.executable, __file__, "--part", part, "--batch-sizes", str(batch_size),
-               "--epochs", str(epochs)]
+               "--epochs", str(epochs), "--precision", precision]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -147,11 +151,17 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 32])
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
     parser.add_argument("--part", choices=["matmul", "separate", "fused"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="dtype policy of the fused regressors (also timed in float32)")
     args = parser.parse_args()
     if args.part:
         function = {"matmul": part_matmul, "separate": part_separate, "fused": part_fused}
-        result = (function[args.part]() if args.part == "matmul"
-                  else function[args.part](args.batch_sizes[0], args.epochs))
+        if args.part == "matmul":
+            result = function[args.part]()
+        elif args.part == "fused":
+            result = function[args.part](args.batch_sizes[0], args.epochs, args.precision)
+        else:
+            result = function[args.part](args.batch_sizes[0], args.epochs)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -186,6 +196,11 @@ def main() -> None:
               f"{26 * 200 * min(epochs_separate) / 3600:.1f}-"
               f"{26 * 200 * max(epochs_separate) / 3600:.1f} h, fused "
               f"{26 * (200 * fused['epoch_s'] + fused['first_epoch_s']) / 3600:.1f} h")
+        if args.precision != "float32":
+            low = _child("fused", batch_size, args.epochs, args.precision)
+            print(f"  fused x{branches} in {args.precision}: {low['step_ms']:.2f} ms/step, "
+                  f"{fused['epoch_s'] / low['epoch_s']:.2f}x the float32 fused epoch; stage 3 "
+                  f"{26 * (200 * low['epoch_s'] + low['first_epoch_s']) / 3600:.1f} h")
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
 
 

@@ -414,7 +414,7 @@ def _epoch_function(models, trainable, x_all, y_all, batch_size: int) -> Callabl
 
     def branch_step(k, rows, weight, on):
         with tf.GradientTape() as tape:
-            predicted = models[k](tf.gather(x_all, rows), training=True)[:, 0]
+            predicted = tf.cast(models[k](tf.gather(x_all, rows), training=True)[:, 0], tf.float32)
             error = tf.square(tf.gather(y_all[k], rows) - predicted)
             count = tf.reduce_sum(weight)
             loss = tf.reduce_sum(weight * error) / tf.maximum(count, 1.0)
@@ -461,7 +461,7 @@ def _validation_function(
 
     @tf.function(input_signature=[tf.TensorSpec([k_branches, None], tf.int32)])
     def predict_rows(rows):
-        return fused(tf.gather(x_all, rows))[:, :, 0]
+        return tf.cast(fused(tf.gather(x_all, rows))[:, :, 0], tf.float32)
 
     def validation_loss() -> np.ndarray:
         chunk = 2048
