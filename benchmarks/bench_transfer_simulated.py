@@ -18,9 +18,13 @@ On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is 
    ``--no-standardize-latents``, which is MB24), best-K ensemble, KDE mode and errors
    (``--error-model`` for the rows: MB24's P16/P84 ``spread``, ``spread+validation`` with
    the regressors' validation rms added in quadrature, or ``spread+validation+gap`` with the
-   domain-gap scale too; coverage is printed for every model, the gap model twice: with the
-   real-star prior ``GAP_PRIOR`` and with the gap ``measure_gap`` measures on
-   ``--gap-twins`` held-out synthetic stars and their simulated observed twins);
+   domain-gap scale too; coverage is printed for every model, the gap model three times: with
+   the real-star prior ``GAP_PRIOR``, with the gap ``measure_gap`` measures on
+   ``--gap-twins`` held-out synthetic stars and their simulated observed twins, and with that
+   gap and the coverage factor ``coverage_scale`` measures on the same twins, the errors a
+   recipe's pipeline gives by default; the twins are other stars than the scored observed
+   ones: no twin sits at a scored star's grid row, and their jitter and noise have seeds of
+   their own);
 5. the same autoencoders and regressors **without** transfer (observed spectra through the
    original encoder); with ``--fine-tuned-variant`` the other latent choice (synthetic spectra
    through the fine-tuned encoder too, with regressors trained on those latents); and the
@@ -35,7 +39,8 @@ parameter refitted as a quadratic function of the four estimates with the true l
 ``--gap-budget`` (on by default) runs the no-transfer ensemble with one gap knob at a time and
 reports what each source of the gap costs, before and after that oracle calibration.
 Issue 6 targets: with transfer Teff rms <= 30 K, log g <= 0.05,
-[M/H] <= 0.05 dex, at most half the error of no transfer, coverage 68 +- 5 %.
+[M/H] <= 0.05 dex, at most half the error of no transfer, coverage 68 +- 5 % (issue 16: with
+the gap and the coverage factor measured on the twins).
 
 Run: python benchmarks/bench_transfer_simulated.py [--n-synthetic 3000] [--n-observed 300]
 """
@@ -61,16 +66,25 @@ UNITS = ("K", "dex", "dex", "km/s")
 JITTER = np.array([12.5, 0.05, 0.05, 0.0])
 
 
-def grid_labels(n: int, rng: np.random.Generator, path: Path) -> np.ndarray:
+def grid_labels(n: int, rng: np.random.Generator, path: Path,
+                exclude: np.ndarray | None = None) -> np.ndarray:
+    """``n`` label rows of MB24's grid (rows of ``path``, else draws on the same grids), none
+    equal to a row of ``exclude``."""
+    taken = set() if exclude is None else {tuple(row) for row in np.asarray(exclude, float)}
     if path.is_file():
         table = np.load(path)
-        return table[rng.choice(table.shape[0], n, replace=False)]
-    return np.column_stack([
-        rng.choice(np.arange(2325, 4476, 25), n),
-        rng.choice(np.round(np.arange(4.7, 5.31, 0.1), 1), n),
-        rng.choice(np.round(np.arange(-1.0, 0.61, 0.1), 1), n),
-        rng.choice([1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30], n),
-    ]).astype(float)
+        free = np.flatnonzero([tuple(row) not in taken for row in table.astype(float)])
+        return table[rng.choice(free, n, replace=False)]
+    rows = np.empty((0, 4))
+    while len(rows) < n:
+        draw = np.column_stack([
+            rng.choice(np.arange(2325, 4476, 25), n),
+            rng.choice(np.round(np.arange(4.7, 5.31, 0.1), 1), n),
+            rng.choice(np.round(np.arange(-1.0, 0.61, 0.1), 1), n),
+            rng.choice([1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30], n),
+        ]).astype(float)
+        rows = np.vstack([rows, [row for row in draw if tuple(row) not in taken]])
+    return rows[:n]
 
 
 def scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -171,6 +185,7 @@ def main() -> None:
         LabelScaler,
         align_observed_latents,
         alignment_uncertainty,
+        coverage_scale,
         encode,
         measure_gap,
         predict_ensemble,
@@ -200,6 +215,7 @@ def main() -> None:
             raise SystemExit(f"--observed-teff-max {args.observed_teff_max}: only {len(pool)} "
                              f"label rows, {args.n_observed} needed")
         obs_labels = pool[: args.n_observed]
+    obs_grid_rows = obs_labels  # before the jitter: the twins of the gap avoid these rows
     obs_labels = obs_labels + rng.uniform(-1, 1, obs_labels.shape) * JITTER
     print(f"simulating {len(syn_labels)} synthetic + {len(obs_labels)} observed spectra ...",
           flush=True)
@@ -305,30 +321,50 @@ def main() -> None:
     if args.floors:
         variants.append(("no gap (same stars and noise), no transfer", regressors, nogap_latents,
                          None))
-    # The gap scale measured on the simulator: held-out synthetic stars and their observed
-    # twins through the no-transfer ensemble (what the gap model's ``gap=`` would hold).
-    twin_labels = grid_labels(args.gap_twins, np.random.default_rng(args.seed + 7), args.labels)
+    # The gap scale and the coverage scale measured on the simulator: held-out synthetic stars
+    # and their observed twins through the no-transfer ensemble (what the gap model's ``gap=``
+    # and ``error_scale=`` would hold). The twins are other stars than the scored observed
+    # ones: no twin sits at a scored star's grid row, and jitter and noise have seeds of
+    # their own, so the scale is not fitted on the stars whose coverage it is judged by.
+    twin_labels = grid_labels(args.gap_twins, np.random.default_rng(args.seed + 7), args.labels,
+                              exclude=obs_grid_rows)
     twin_labels = twin_labels + np.random.default_rng(args.seed + 8).uniform(
         -1, 1, twin_labels.shape) * JITTER
+    regressor_rms = {p: [r.validation_rms for r in regressors if r.parameter == p]
+                     for p in PARAMETERS}
+    twin_tables = []
 
     def no_transfer(flux: np.ndarray) -> dict[str, np.ndarray]:
         latents = {name: encode(model, scale(flux).astype("float32"))
                    for name, model in autoencoders.items()}
         predictions, mse = predict_ensemble(regressors, latents)
-        table = ensemble_table(predictions, validation_mse=mse, keep=keep)
+        table = ensemble_table(predictions, validation_mse=mse, keep=keep,
+                               error_model="spread+validation", validation_rms=regressor_rms)
+        twin_tables.append(table)
         return {p: np.asarray(table[p]) for p in PARAMETERS}
 
     measured_gap = measure_gap(no_transfer, synthetic_spectra(twin_labels, workers=args.workers),
                                twin_labels, snr=args.snr, seed=args.seed + 9)
+    # measure_gap predicts the synthetic spectra, then their observed twins: the last table
+    # holds the twins' estimates, whose default errors add the measured gap in quadrature.
+    twins = twin_tables[-1]
+    error_scale = {}
+    for j, p in enumerate(PARAMETERS):
+        sigma = np.hypot([twins[f"{p}_err_lower"], twins[f"{p}_err_upper"]], measured_gap[p])
+        error_scale[p] = coverage_scale(np.asarray(twins[p]) - twin_labels[:, j], sigma)
     print("gap measured on the simulator: " + ", ".join(
-        f"{p} {v:.3g}" for p, v in measured_gap.items()), flush=True)
+        f"{p} {v:.3g}" for p, v in measured_gap.items()) + "; error scale on the same twins: "
+        + ", ".join(f"{p} {v:.3g}" for p, v in error_scale.items()), flush=True)
     error_models = {"spread": {"error_model": "spread"},
                     "spread+validation": {"error_model": "spread+validation"},
                     "gap prior": {"error_model": "spread+validation+gap"},
                     "gap measured": {"error_model": "spread+validation+gap",
-                                     "gap": measured_gap}}
+                                     "gap": measured_gap},
+                    "gap measured + scale": {"error_model": "spread+validation+gap",
+                                             "gap": measured_gap, "error_scale": error_scale,
+                                             "error_scale_source": "the gap's twins"}}
     row_model = {"spread": "spread", "spread+validation": "spread+validation",
-                 "spread+validation+gap": "gap prior"}[args.error_model]
+                 "spread+validation+gap": "gap measured + scale"}[args.error_model]
     for label, regs, obs_latents, extra in variants:
         predictions, mse = predict_ensemble(regs, obs_latents)
         rms = {p: [r.validation_rms for r in regs if r.parameter == p] for p in PARAMETERS}
@@ -442,7 +478,7 @@ def main() -> None:
             0.63 <= with_t[p]["coverage"] <= 0.73 for p in PARAMETERS),
     }
     for label in ("without transfer", *(f"with transfer, mode {m}" for m in args.transfer_modes)):
-        for name in ("gap prior", "gap measured"):
+        for name in ("gap measured", "gap measured + scale"):
             checks[f"coverage 63-73 % {label} ({name})"] = all(
                 0.63 <= results[label][p][f"coverage {name}"] <= 0.73 for p in PARAMETERS)
     for name, ok in checks.items():
@@ -451,6 +487,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "results": results, "gap": gap, "checks": checks,
                                          "gap_budget": budget, "measured_gap": measured_gap,
+                                         "error_scale": error_scale,
                                          "in_domain_rms": in_domain,
                                          "latent_drift": drift,
                                          "seconds": total}, indent=2))

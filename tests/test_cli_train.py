@@ -80,8 +80,8 @@ def reference_run(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_the_run_measures_its_domain_gap_on_the_simulator(reference_run):
     """A simulated synthetic set: the default errors add the gap the ensemble stage measured
-    on 300 simulated twins through the run's own pipeline, recorded in pipeline.json and in
-    the table."""
+    on 300 simulated twins through the run's own pipeline and are rescaled by the coverage
+    factor measured on the same twins, both recorded in pipeline.json and in the table."""
     _, run = reference_run
     ensemble = json.loads((run / "pipeline.json").read_text())["ensemble"]
     assert ensemble["error_model"] == "spread+validation+gap"
@@ -94,9 +94,16 @@ def test_the_run_measures_its_domain_gap_on_the_simulator(reference_run):
     assert table.meta["error_model"] == "spread+validation+gap"
     assert table.meta["gap"] == pytest.approx(gap)
     assert set(table.meta["gap_source"].values()) == {ensemble["gap_source"]}
-    # Every error is at least the gap scale (it is added in quadrature).
+    factors = ensemble["error_scale"]
+    assert set(factors) == {"teff", "logg"}
+    assert all(np.isfinite(c) and c > 0 for c in factors.values())
+    assert ensemble["error_scale_source"].startswith("measured on the simulator: 300 held-out")
+    assert table.meta["error_scale"] == pytest.approx(factors)
+    assert table.meta["error_scale_source"] == ensemble["error_scale_source"]
+    # Every error is at least c times the gap scale (added in quadrature, then rescaled).
     for name, scale in gap.items():
-        assert np.all(np.asarray(table[f"{name}_err_lower"]) >= scale * (1 - 1e-9))
+        floor = factors[name] * scale * (1 - 1e-9)
+        assert np.all(np.asarray(table[f"{name}_err_lower"]) >= floor)
 
 
 def test_train_runs_all_stages_and_is_deterministic(tmp_path: Path, reference_run, capsys):

@@ -8,6 +8,7 @@ from astropy.table import Table
 from scipy import stats
 
 from mdwarf_zoo.pipeline.ensemble import (
+    NO_ERROR_SCALE,
     describe_errors,
     ensemble_table,
     kde_estimate,
@@ -289,3 +290,40 @@ def test_ensemble_table_refuses_a_gap_without_the_gap_model():
     with pytest.raises(ValueError, match=r"error_model='spread\+validation\+gap' needs "
                                          r"validation_rms\['teff'\]"):
         ensemble_table(predictions, error_model="spread+validation+gap")
+
+
+def test_ensemble_table_error_scale_multiplies_the_gap_models_errors_and_is_recorded():
+    rng = np.random.default_rng(11)
+    predictions = {"teff": rng.normal(3300.0, 10.0, (6, 4)), "mh": rng.normal(0, 0.01, (6, 4))}
+    rms = {"teff": [30.0] * 6, "mh": [0.02] * 6}
+    options = {"error_model": "spread+validation+gap", "validation_rms": rms, "gap": {"teff": 90}}
+    plain = ensemble_table(predictions, **options)
+    # Without a scale the errors are not rescaled, and the table says so.
+    assert plain.meta["error_scale"] == {"teff": 1.0, "mh": 1.0}
+    assert plain.meta["error_scale_source"] == NO_ERROR_SCALE
+    assert describe_errors(plain).startswith("spread+validation+gap (gap teff 90 K")
+    assert "errors x" not in describe_errors(plain)
+    scaled = ensemble_table(predictions, **options, error_scale={"teff": 0.8},
+                            error_scale_source="300 simulated twins")
+    assert np.array_equal(scaled["teff"], plain["teff"])
+    for side in ("lower", "upper"):
+        np.testing.assert_allclose(scaled[f"teff_err_{side}"], 0.8 * plain[f"teff_err_{side}"],
+                                   rtol=1e-12)
+        np.testing.assert_array_equal(scaled[f"mh_err_{side}"], plain[f"mh_err_{side}"])
+    assert scaled.meta["error_scale"] == {"teff": 0.8, "mh": 1.0}
+    assert scaled.meta["error_scale_source"] == "300 simulated twins (c = 1 for mh: none given)"
+    assert "all x error scale 0.8" in scaled["teff_err_lower"].description
+    assert describe_errors(scaled).endswith(", errors x teff 0.8, mh 1 (300 simulated twins "
+                                            "(c = 1 for mh: none given))")
+    # The other models neither take a scale nor record one.
+    both = ensemble_table(predictions, error_model="spread+validation", validation_rms=rms)
+    assert "error_scale" not in both.meta
+    with pytest.raises(ValueError, match=r"error_scale=\{'teff': 0.8\} is only used by "
+                                         r"error_model='spread\+validation\+gap'"):
+        ensemble_table(predictions, error_model="spread+validation", validation_rms=rms,
+                       error_scale={"teff": 0.8})
+    with pytest.raises(ValueError, match=r"ensemble_table: error_scale\['teff'\] = 0.0; "
+                                         r"expected a finite number > 0"):
+        ensemble_table(predictions, **options, error_scale={"teff": 0.0})
+    with pytest.raises(ValueError, match="error_scale_source must be a non-empty string"):
+        ensemble_table(predictions, **options, error_scale={"teff": 0.8}, error_scale_source=" ")

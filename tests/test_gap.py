@@ -7,7 +7,14 @@ import pytest
 from astropy.table import Table, join
 from conftest import shared_file
 
-from mdwarf_zoo.pipeline.gap import GAP_PRIOR, check_gap, measure_gap
+from mdwarf_zoo.pipeline.gap import (
+    COVERAGE_LEVEL,
+    GAP_PRIOR,
+    check_error_scale,
+    check_gap,
+    coverage_scale,
+    measure_gap,
+)
 from mdwarf_zoo.spectra.simulate import GapConfig, observe, synthetic_spectra
 
 TABLES = "tables/carmenes_params"
@@ -120,3 +127,96 @@ def test_measure_gap_refuses_a_bad_predictor():
         match="predictions of 'teff' for the synthetic spectra must be 2 finite values, got shape",
     ):
         measure_gap(lambda f: {"teff": f.mean(axis=1)[:1]}, flux, LABELS[:2])
+
+
+@pytest.mark.parametrize("draw", ["gaussian", "student_t"])
+def test_coverage_scale_makes_the_errors_cover_68_percent_of_a_fresh_draw(draw):
+    """Errors that are each star's true scale times 2 (too wide): ``c`` is the 68.27 %
+    quantile of |z| of the residuals' distribution divided by 2, and the rescaled errors cover
+    68 % of a new draw from the same distribution. Student-t with 3 degrees of freedom is the
+    heavy-tailed case where rms-based errors over-cover."""
+    rng = np.random.default_rng(4)
+
+    def residuals_and_errors(n):
+        width = rng.uniform(0.5, 2.0, n)  # a per-star scale, known up to the factor 2
+        z = rng.normal(size=n) if draw == "gaussian" else rng.standard_t(3, size=n)
+        return width * z, 2.0 * width
+
+    residuals, sigma = residuals_and_errors(20000)
+    c = coverage_scale(residuals, sigma)
+    quantile = {"gaussian": 1.0, "student_t": 1.1969}[draw]  # |z| at 68.27 %: N(0,1), t(3)
+    assert c == pytest.approx(quantile / 2, rel=0.03)
+    assert np.mean(np.abs(residuals) <= c * sigma) == pytest.approx(COVERAGE_LEVEL, abs=1e-3)
+    fresh, fresh_sigma = residuals_and_errors(20000)
+    assert np.mean(np.abs(fresh) <= c * fresh_sigma) == pytest.approx(0.6827, abs=0.01)
+    # The rms-based scale (what the validation term is) over-covers the heavy-tailed draw.
+    rms = np.sqrt(np.mean((residuals / sigma) ** 2))
+    coverage_of_rms = np.mean(np.abs(fresh) <= rms * fresh_sigma)
+    assert coverage_of_rms > (0.75 if draw == "student_t" else 0.66)
+
+
+def test_coverage_scale_uses_the_error_on_the_side_of_the_truth():
+    """Estimates above the truth (residual > 0) are judged by the lower error, those below by
+    the upper one, as a coverage of [value - lower, value + upper] counts them."""
+    residuals = np.concatenate([np.full(50, 2.0), np.full(50, -1.0)])
+    lower, upper = np.full(100, 4.0), np.full(100, 1.0)
+    # Ratios: 0.5 for the 50 estimates above the truth, 1.0 for the 50 below.
+    assert coverage_scale(residuals, np.stack([lower, upper]), level=0.4) == 0.5
+    assert coverage_scale(residuals, np.stack([lower, upper]), level=0.6) == 1.0
+    # Swapped sides: 2.0 above, 0.25 below.
+    assert coverage_scale(residuals, np.stack([upper, lower]), level=0.4) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("residuals", "sigma", "level", "match"),
+    [
+        (
+            np.ones(29),
+            np.ones(29),
+            0.6827,
+            r"residuals must be \(n,\) with n >= 30 stars, got "
+            r"shape \(29,\)",
+        ),
+        (np.ones((40, 2)), np.ones(40), 0.6827, r"residuals must be \(n,\).*\(40, 2\)"),
+        (
+            np.ones(40),
+            np.ones(39),
+            0.6827,
+            r"sigma must be \(40,\) errors or \(2, 40\) lower "
+            r"and upper errors for the 40 residuals, got shape \(39,\)",
+        ),
+        (np.r_[np.ones(39), np.nan], np.ones(40), 0.6827, r"residuals\[39\] = nan, not finite"),
+        (
+            np.ones(40),
+            np.r_[np.ones(39), 0.0],
+            0.6827,
+            r"sigma\[39\] = 0.0; expected finite "
+            r"errors > 0",
+        ),
+        (
+            np.ones(40),
+            np.stack([np.ones(40), np.r_[np.inf, np.ones(39)]]),
+            0.6827,
+            r"sigma\[1, 0\] = inf; expected finite errors > 0",
+        ),
+        (np.ones(40), np.ones(40), 1.0, r"level = 1.0; expected a number in \(0, 1\)"),
+        (np.ones(40), np.ones(40), True, r"level = True; expected a number in \(0, 1\)"),
+    ],
+)
+def test_coverage_scale_refuses_bad_input(residuals, sigma, level, match):
+    with pytest.raises(ValueError, match="coverage_scale: " + match):
+        coverage_scale(residuals, sigma, level=level)
+
+
+def test_check_error_scale_accepts_positive_factors_and_refuses_the_rest():
+    assert check_error_scale({"teff": 0.8, "mh": np.float32(1.5)}, "here") == {
+        "teff": 0.8,
+        "mh": 1.5,
+    }
+    with pytest.raises(ValueError, match=r"here: error_scale names unknown parameter 'feh'"):
+        check_error_scale({"feh": 1.0}, "here")
+    for bad in (0.0, -1.0, float("nan"), "1", True):
+        with pytest.raises(ValueError, match=r"here: error_scale\['teff'\] = .*; expected a fin"):
+            check_error_scale({"teff": bad}, "here")
+    with pytest.raises(ValueError, match="here: error_scale must be a dict parameter -> factor"):
+        check_error_scale([1.0], "here")

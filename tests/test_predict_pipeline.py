@@ -177,3 +177,39 @@ def test_default_error_model_resolution(tmp_path, flux, caplog):
     with caplog.at_level("WARNING", logger="mdwarf_zoo.pipeline.pretrained"):
         assert blind.error_model == "spread"
     assert "no finite validation_mse" in caplog.text and "member_000/teff" in caplog.text
+
+
+def test_the_manifests_error_scale_multiplies_the_errors_with_its_gap(tmp_path, flux):
+    """``ensemble.error_scale`` is applied under the gap model with the manifest's gap and
+    recorded in the table; a gap given to predict leaves it out (it was calibrated with the
+    stored gap) unless error_scale is given too; a bad one is refused naming the file."""
+    gap = {"teff": 120.0, "logg": 0.05, "mh": 0.2, "vsini": 1.0}
+    stored = {"best": 3, "error_model": "spread+validation+gap", "gap": gap,
+              "gap_source": "measured", "error_scale": {"teff": 0.7, "mh": 1.3},
+              "error_scale_source": "300 simulated twins"}
+    pipeline = with_ensemble(tmp_path / "scaled", stored)
+    assert pipeline.error_scale() == ({"teff": 0.7, "mh": 1.3}, "300 simulated twins")
+    plain = with_ensemble(tmp_path / "plain", {k: v for k, v in stored.items()
+                                               if not k.startswith("error_scale")})
+    assert plain.error_scale() == (None, "")
+    scaled, unscaled = pipeline.predict(flux, progress=False), plain.predict(flux, progress=False)
+    assert unscaled.meta["error_scale"] == dict.fromkeys(pipeline.parameters, 1.0)
+    assert unscaled.meta["error_scale_source"].startswith("none: the errors are not rescaled")
+    assert scaled.meta["error_scale"] == {"teff": 0.7, "logg": 1.0, "mh": 1.3, "vsini": 1.0}
+    assert scaled.meta["error_scale_source"].startswith("300 simulated twins (c = 1 for logg")
+    for name in pipeline.parameters:
+        factor = scaled.meta["error_scale"][name]
+        np.testing.assert_allclose(scaled[name], unscaled[name])
+        for side in ("lower", "upper"):
+            np.testing.assert_allclose(scaled[f"{name}_err_{side}"],
+                                       factor * unscaled[f"{name}_err_{side}"], rtol=1e-6)
+    own_gap = pipeline.predict(flux, progress=False, gap={"teff": 120.0})
+    assert own_gap.meta["error_scale"]["teff"] == 1.0
+    given = pipeline.predict(flux, progress=False, gap={"teff": 120.0}, error_scale={"teff": 2.0})
+    assert given.meta["error_scale"]["teff"] == 2.0
+    assert given.meta["error_scale_source"].startswith("given to predict")
+    assert "error_scale" not in pipeline.predict(flux, progress=False, error_model="spread").meta
+    bad = with_ensemble(tmp_path / "bad", {**stored, "error_scale": {"teff": -1}})
+    with pytest.raises(ValueError, match=r"pipeline.json ensemble.error_scale: error_scale"
+                                         r"\['teff'\] = -1; expected a finite number > 0"):
+        bad.predict(flux, progress=False)

@@ -19,7 +19,7 @@ from mdwarf_zoo.pipeline.alignment import (
     alignment_uncertainty,
 )
 from mdwarf_zoo.pipeline.estimate import Alignment, Estimate, estimate
-from mdwarf_zoo.pipeline.gap import GAP_PRIOR, measure_gap
+from mdwarf_zoo.pipeline.gap import GAP_PRIOR, coverage_scale, measure_gap
 from mdwarf_zoo.pipeline.regressors import (
     LatentRegressor,
     RegressorJob,
@@ -47,6 +47,7 @@ __all__ = [
     "align_latents",
     "align_observed_latents",
     "alignment_uncertainty",
+    "coverage_scale",
     "encode",
     "estimate",
     "latents",

@@ -49,13 +49,29 @@ for only 10-21 % of the stars. Three ``error_model`` choices:
   CARMENES-vs-PHOENIX (another instrument, another synthetic grid or a simulator gap may be
   larger or smaller: measure it).
 
+  Under this model both errors are then multiplied by a coverage factor ``c`` per parameter
+  (``error_scale=``; ``PretrainedPipeline.predict`` takes the manifest's ``ensemble.error_scale``
+  with its gap; ``c = 1`` when none is given, as ``table.meta["error_scale_source"]`` says)::
+
+      lower = c * sqrt((mode - P16)**2 + s**2 + g**2),  upper = c * sqrt(... + g**2)
+
+  ``c`` (:func:`mdwarf_zoo.pipeline.gap.coverage_scale`) is the 68.27 % quantile, over stars
+  with known labels, of ``|estimate - true| / error`` (each star's error on the side of its
+  truth), so that +-1 sigma covers 68.27 % of them. Why it is needed: ``s`` is each member's
+  rms and ``g`` an rms too, while the ensemble's residuals are heavy-tailed (on the simulator,
+  Teff rms 170 K, yet +-160 K covered 91 % of the stars), so the unscaled errors over-cover
+  (``c < 1``); where they under-cover, ``c > 1``. A recipe with ``[ensemble] gap =
+  "simulator"`` measures ``c`` on the simulated observed twins it measures the gap on. It is a
+  population-level factor: it fixes the fraction covered on stars like the twins, not each
+  star's error, and a gap unlike the simulator's calls for a ``c`` measured on stars like it.
+
 ``mode - P16`` and ``P84 - mode`` are floored at 0 as above.
 
 When the observed latents were aligned onto the synthetic ones (``latent_alignment`` of
 :func:`mdwarf_zoo.pipeline.run_pipeline`), the alignment itself was estimated from the observed
 sample; ``alignment_error`` (each star's standard deviation over bootstrap resamples of the
 stars that define the alignment, :func:`mdwarf_zoo.pipeline.alignment_uncertainty`) is then
-added in quadrature to both errors, after the rule above.
+added in quadrature to both errors, before the factor ``c``.
 
 The output is an ``astropy.table.Table`` with one row per star.
 """
@@ -75,10 +91,11 @@ from scipy.stats import gaussian_kde
 from mdwarf_zoo import labels
 from mdwarf_zoo.labels import DESCRIPTIONS as _DESCRIPTIONS
 from mdwarf_zoo.labels import PARAMETERS
-from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE, check_gap
+from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE, check_error_scale, check_gap
 
 __all__ = [
     "ERROR_MODELS",
+    "NO_ERROR_SCALE",
     "PARAMETERS",
     "PARAMETER_UNITS",
     "describe_errors",
@@ -223,6 +240,8 @@ def ensemble_table(
     alignment_error: Mapping[str, Sequence[float]] | None = None,
     gap: Mapping[str, float] | None = None,
     gap_source: str = "given",
+    error_scale: Mapping[str, float] | None = None,
+    error_scale_source: str = "given",
 ) -> Table:
     """One row per star: KDE-mode value and lower/upper errors of every parameter, with units.
 
@@ -234,10 +253,8 @@ def ensemble_table(
             selection (MB24: 80 of 130); ``keep=None`` keeps all.
         keep: K for the best-K selection.
         identifier_column: name of the identifier column.
-        error_model: ``"spread"`` (MB24: errors from the P16/P84 of the K predictions),
-            ``"spread+validation"`` (those errors and the kept regressors' validation rms added
-            in quadrature) or ``"spread+validation+gap"`` (and a domain-gap scale); see the
-            module docstring.
+        error_model: ``"spread"`` (MB24), ``"spread+validation"`` or
+            ``"spread+validation+gap"``; see the module docstring.
         validation_rms: per parameter one validation rms per regressor, physical units (same
             order as ``predictions``); needed by both ``"spread+validation"`` models.
         alignment_error: per parameter one standard deviation per star, physical units (the
@@ -246,19 +263,21 @@ def ensemble_table(
         gap: with ``"spread+validation+gap"``, parameter -> gap scale in physical units
             (finite, >= 0); the others take :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`.
         gap_source: where ``gap`` comes from, recorded in ``table.meta["gap_source"]``.
+        error_scale, error_scale_source: with ``"spread+validation+gap"``, parameter -> factor
+            ``c`` (finite, > 0) multiplying both final errors, and where it comes from
+            (:func:`mdwarf_zoo.pipeline.gap.coverage_scale`); the others take ``c = 1``.
 
     Returns:
         An ``astropy.table.Table`` with columns ``id``, then for each parameter ``<p>``,
         ``<p>_err_lower``, ``<p>_err_upper`` (units K, dex, dex, km/s); ``table.meta`` records
-        the rule, the percentiles, how many regressors each parameter used, the
-        ``error_model`` and, with the gap, ``gap`` and ``gap_source`` per parameter.
+        the rule, the regressors used per parameter, the ``error_model`` and, with the gap,
+        ``gap``, ``gap_source``, ``error_scale`` (per parameter) and ``error_scale_source``.
 
     Raises:
-        ValueError: for an unknown parameter, predictions of inconsistent shapes, a
-            ``validation_mse`` or ``validation_rms`` of the wrong length, the wrong number of
-            identifiers, an unknown ``error_model``, a validation model without
-            ``validation_rms`` for a parameter, an ``alignment_error`` that is not one finite,
-            non-negative value per star, or a bad ``gap`` (or one without the gap model).
+        ValueError: for an unknown parameter or ``error_model``, inconsistent shapes or
+            lengths, a validation model without ``validation_rms``, an ``alignment_error``
+            that is not one finite value >= 0 per star, or a bad ``gap`` or ``error_scale``
+            (or one without the gap model).
 
     Examples:
         >>> import numpy as np
@@ -270,19 +289,9 @@ def ensemble_table(
         >>> str(table["teff"].unit)
         'K'
     """
-    if not predictions:
-        raise ValueError("ensemble_table: predictions is empty")
-    if error_model not in ERROR_MODELS:
-        raise ValueError(
-            f"ensemble_table: error_model must be one of {ERROR_MODELS}, got {error_model!r}"
-        )
-    unknown = [name for name in predictions if name not in PARAMETERS]
-    if unknown:
-        raise ValueError(
-            f"ensemble_table: unknown parameter(s) {unknown}; expected names from {PARAMETERS}"
-        )
-    names = [p for p in PARAMETERS if p in predictions]
+    names = _parameter_names(predictions, error_model)
     gaps = _gap_scales(error_model, gap, gap_source, names)
+    scales = _error_scales(error_model, error_scale, error_scale_source, names)
     n_stars = None
     columns: dict[str, np.ndarray] = {}
     used, scatters = {}, {}
@@ -295,6 +304,7 @@ def ensemble_table(
         estimates, used[name], scatter = _parameter_estimates(
             name, array, mse, keep, error_model, rms, extra, gaps[0].get(name)
         )
+        estimates[:, 1:] *= scales[0].get(name, 1.0)
         if scatter is not None:
             scatters[name] = scatter
         for i, suffix in enumerate(("", "_err_lower", "_err_upper")):
@@ -304,11 +314,26 @@ def ensemble_table(
     identifiers = [str(value).strip() for value in identifiers]
     if len(identifiers) != n_stars:
         raise ValueError(f"ensemble_table: {len(identifiers)} identifiers for {n_stars} stars")
-    table = _as_table(
-        columns, identifiers, identifier_column, error_model, alignment_error, scatters, gaps
-    )
+    errors = (error_model, alignment_error, scatters, gaps, scales)
+    table = _as_table(columns, identifiers, identifier_column, *errors)
     table.meta["n_regressors"] = used
     return table
+
+
+def _parameter_names(predictions: Mapping[str, np.ndarray], error_model: str) -> list[str]:
+    """The parameters of ``predictions`` in the usual order, once the request is checked."""
+    if not predictions:
+        raise ValueError("ensemble_table: predictions is empty")
+    if error_model not in ERROR_MODELS:
+        raise ValueError(
+            f"ensemble_table: error_model must be one of {ERROR_MODELS}, got {error_model!r}"
+        )
+    unknown = [name for name in predictions if name not in PARAMETERS]
+    if unknown:
+        raise ValueError(
+            f"ensemble_table: unknown parameter(s) {unknown}; expected names from {PARAMETERS}"
+        )
+    return [p for p in PARAMETERS if p in predictions]
 
 
 def _gap_scales(
@@ -330,6 +355,36 @@ def _gap_scales(
     scales = {name: gap.get(name, GAP_PRIOR[name]) for name in names}
     sources = {name: source if name in gap else GAP_PRIOR_SOURCE for name in names}
     return scales, sources
+
+
+#: ``table.meta["error_scale_source"]`` under the gap model when no scale was given.
+NO_ERROR_SCALE = "none: the errors are not rescaled (c = 1)"
+
+
+def _error_scales(
+    error_model: str, scale: Mapping[str, float] | None, source: str, names: Sequence[str]
+) -> tuple[dict[str, float], str]:
+    """The coverage factor ``c`` of each parameter and its source, under the gap model (``c``
+    = 1 where none is given); empty under the other models."""
+    if scale is not None:
+        scale = check_error_scale(scale, "ensemble_table")
+        if error_model != "spread+validation+gap":
+            raise ValueError(
+                f"ensemble_table: error_scale={scale!r} is only used by error_model="
+                f"'spread+validation+gap', got error_model={error_model!r}"
+            )
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(
+                f"ensemble_table: error_scale_source must be a non-empty string, got {source!r}"
+            )
+    if error_model != "spread+validation+gap":
+        return {}, ""
+    if not scale:
+        return dict.fromkeys(names, 1.0), NO_ERROR_SCALE
+    missing = [name for name in names if name not in scale]
+    if missing:
+        source += f" (c = 1 for {', '.join(missing)}: none given)"
+    return {name: scale.get(name, 1.0) for name in names}, source
 
 
 def _predictions_array(name: str, values: np.ndarray, n_stars: int | None) -> np.ndarray:
@@ -412,10 +467,13 @@ def _as_table(
     alignment_error: Mapping[str, Sequence[float]] | None,
     scatters: Mapping[str, float],
     gap_scales: tuple[Mapping[str, float], Mapping[str, str]],
+    error_scales: tuple[Mapping[str, float], str],
 ) -> Table:
     """The estimate columns as an astropy table with units, descriptions and the rule;
-    ``gap_scales`` holds the gap scale and its source per parameter (empty: no gap)."""
+    ``gap_scales`` holds the gap scale and its source per parameter (empty: no gap),
+    ``error_scales`` the coverage factor per parameter and its source (empty: none)."""
     gaps, gap_sources = gap_scales
+    factors, factor_source = error_scales
     table = Table()
     table[identifier_column] = identifiers
     for name, values in columns.items():
@@ -438,6 +496,8 @@ def _as_table(
             )
         if "_err_" in name and alignment_error is not None and parameter in alignment_error:
             table[name].description += " (+) alignment bootstrap spread, in quadrature"
+        if "_err_" in name and parameter in factors:
+            table[name].description += f"; all x error scale {factors[parameter]:g}"
     table.meta["estimate"] = "mode of a Gaussian KDE (scipy gaussian_kde, Scott bandwidth)"
     table.meta["errors"] = (
         f"lower = max(mode - P{LOWER_PERCENTILE:g}, 0), upper = max(P{UPPER_PERCENTILE:g} - "
@@ -457,13 +517,18 @@ def _as_table(
             "; each added in quadrature to the star's latent-alignment bootstrap standard deviation"
         )
         table.meta["alignment_error"] = "bootstrap standard deviation, added in quadrature"
+    if factors:
+        table.meta["errors"] += "; then multiplied by the parameter's error scale c (meta)"
+        table.meta["error_scale"] = dict(factors)
+        table.meta["error_scale_source"] = factor_source
     table.meta["error_model"] = error_model
     return table
 
 
 def describe_errors(table: Table) -> str:
     """The error model of a table of :func:`ensemble_table` in one line, with its gap scales
-    and their sources, e.g. ``"spread+validation+gap (gap teff 50.6 K, ...; prior: ...)"``."""
+    and their sources, e.g. ``"spread+validation+gap (gap teff 50.6 K, ...; prior: ...)"``,
+    and its error scales when they were given (``", errors x teff 0.81, ... (source)"``)."""
     text = str(table.meta.get("error_model", "unknown"))
     gaps = table.meta.get("gap")
     if gaps:
@@ -473,6 +538,11 @@ def describe_errors(table: Table) -> str:
         sources = table.meta.get("gap_source") or {}
         origins = "; ".join(dict.fromkeys(str(sources.get(name)) for name in names))
         text += f" (gap {scales}; {origins})"
+    factors = table.meta.get("error_scale")
+    if factors and table.meta.get("error_scale_source") != NO_ERROR_SCALE:
+        names = [name for name in PARAMETERS if name in factors]
+        scales = ", ".join(f"{name} {factors[name]:.3g}" for name in names)
+        text += f", errors x {scales} ({table.meta.get('error_scale_source')})"
     return text
 
 

@@ -128,6 +128,8 @@ def estimate(
     parameters: Sequence[str] = PARAMETERS,
     gap: Mapping[str, float] | None = None,
     gap_source: str = "given",
+    error_scale: Mapping[str, float] | None = None,
+    error_scale_source: str = "given",
 ) -> Estimate:
     """The ensemble estimate of every observed star (see the module docstring).
 
@@ -143,13 +145,15 @@ def estimate(
         gap, gap_source: the domain-gap scales of ``"spread+validation+gap"`` and where they
             come from (default :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`); see
             :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`.
+        error_scale, error_scale_source: the coverage factor of ``"spread+validation+gap"``
+            per parameter and where it comes from (default 1); see ``ensemble_table``.
 
     Returns:
         An :class:`Estimate`.
 
     Raises:
-        ValueError: for regressors without latents, a bad error model or gap, or as the
-            alignment.
+        ValueError: for regressors without latents, a bad error model, gap or error scale, or
+            as the alignment.
     """
     parameters = tuple(parameters)
     chosen = select_regressors(regressors, keep)
@@ -180,6 +184,8 @@ def estimate(
         alignment_error=alignment_error,
         gap=gap,
         gap_source=gap_source,
+        error_scale=error_scale,
+        error_scale_source=error_scale_source,
     )
     table.meta.update(alignment.meta() if alignment else {"latent_alignment": "none"})
     return Estimate(table, chosen, predictions, latents)

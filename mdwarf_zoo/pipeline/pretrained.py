@@ -8,7 +8,8 @@ A pipeline folder holds ``pipeline.json`` (format ``mdwarf_zoo.Pipeline/1``) and
      "label_scaling": {"teff": {"kind": "standard", "mean": ..., "std": ...}, ...},
      "preprocessing": {... Preprocessor.to_dict() ...}, "transfer": {... settings ...},
      "ensemble": {"best": K, "error_model": "spread+validation+gap",
-                  "gap": {"teff": 60.0, ...}, "gap_source": "..."},
+                  "gap": {"teff": 60.0, ...}, "gap_source": "...",
+                  "error_scale": {"teff": 0.8, ...}, "error_scale_source": "..."},
      "alignment": {"method": "coral", "neighbours": 20, "resamples": 30, "seed": 0},
      "members": [{"name", "autoencoder": "<synthetic-trained AE>", "transferred": "<fine-tuned
                   AE or null>", "regressors": {"teff": [{"path", "validation_mse",
@@ -28,6 +29,13 @@ they always did):
 * ``ensemble.gap`` (parameter -> scale, physical units) and ``ensemble.gap_source`` (a string):
   the domain-gap scales of ``"spread+validation+gap"``; parameters without one take the prior
   :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`.
+* ``ensemble.error_scale`` (parameter -> factor ``c`` > 0) and ``ensemble.error_scale_source``:
+  the factor by which ``"spread+validation+gap"`` multiplies both errors so that they cover
+  the truth 68.27 % of the time on stars with known labels
+  (:func:`mdwarf_zoo.pipeline.gap.coverage_scale`; a recipe with ``[ensemble] gap =
+  "simulator"`` measures it on the same simulated twins as the gap). It belongs to the stored
+  gap: it applies when ``predict`` takes the manifest's gap, not a ``gap=`` of its own.
+  Without it ``c = 1``; ``table.meta["error_scale"]`` and ``["error_scale_source"]`` say which.
 * ``alignment`` and each member's ``alignment_reference`` (latent alignment, not in MB24):
   ``method`` is ``"coral"`` or ``"coral_neighbours"`` and ``neighbours`` the latter's
   neighbours per star (``mdwarf_zoo.pipeline.align_latents``). The reference file is an ``.npz``
@@ -82,7 +90,7 @@ from mdwarf_zoo.models.inference import encode
 from mdwarf_zoo.pipeline.alignment import ALIGNMENTS
 from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
 from mdwarf_zoo.pipeline.estimate import Alignment, check_choice, estimate
-from mdwarf_zoo.pipeline.gap import check_gap
+from mdwarf_zoo.pipeline.gap import check_error_scale, check_gap
 from mdwarf_zoo.pipeline.regressors import LatentRegressor
 from mdwarf_zoo.pipeline.scaling import LabelScaler, LatentScaler
 from mdwarf_zoo.spectra.datasets import read_set
@@ -197,6 +205,16 @@ class PretrainedPipeline:
         where = f"{self.folder / PIPELINE_FILE} ensemble.gap"
         source = ensemble.get("gap_source") or where
         return check_gap(ensemble["gap"], where), str(source)
+
+    def error_scale(self) -> tuple[dict[str, float] | None, str]:
+        """The manifest's ``ensemble.error_scale`` (checked) and ``error_scale_source``;
+        ``(None, "")`` when it has none (``c = 1``)."""
+        ensemble = self.manifest.get("ensemble") or {}
+        if ensemble.get("error_scale") is None:
+            return None, ""
+        where = f"{self.folder / PIPELINE_FILE} ensemble.error_scale"
+        source = ensemble.get("error_scale_source") or where
+        return check_error_scale(ensemble["error_scale"], where), str(source)
 
     @property
     def latent_alignment(self) -> str | None:
@@ -382,6 +400,7 @@ class PretrainedPipeline:
         alignment_neighbours: int | None = None,
         alignment_resamples: int | None = None,
         gap: dict[str, float] | None = None,
+        error_scale: dict[str, float] | None = None,
     ):
         """Ensemble estimates (KDE mode, -/+ errors) for preprocessed spectra.
 
@@ -415,14 +434,16 @@ class PretrainedPipeline:
             gap: with ``"spread+validation+gap"``, parameter -> gap scale (physical units);
                 default the manifest's ``ensemble.gap``, else the prior
                 :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR` (``table.meta["gap_source"]``).
+            error_scale: parameter -> factor ``c`` on both errors of the gap model; default
+                the manifest's ``ensemble.error_scale`` with the manifest's gap, else 1.
 
         Returns:
             An ``astropy.table.Table`` (see :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`).
 
         Raises:
             ValueError: for a member whose ``latent_scaling`` does not match its latent size,
-                an unknown error model or alignment, a bad gap (or one without the gap
-                model), an alignment reference that is missing from the manifest or
+                an unknown error model or alignment, a bad gap or error scale (or one
+                without the gap model), an alignment reference that is missing from the manifest or
                 unreadable, or too few spectra for the alignment.
             FileNotFoundError: for a reference file that does not exist.
 
@@ -437,9 +458,11 @@ class PretrainedPipeline:
         if error_model == "default":
             error_model = self.error_model
         check_choice("predict", "error_model", error_model, ERROR_MODELS, "'default' or ")
-        gap_source = "given to predict"
-        if gap is None and error_model == "spread+validation+gap":
+        gap_source = scale_source = "given to predict"
+        if error_model == "spread+validation+gap" and gap is None:
             gap, gap_source = self.gap()
+            if error_scale is None:  # calibrated with the stored gap: only with that gap
+                error_scale, scale_source = self.error_scale()
         if method is not None:
             check_choice("predict", "latent_alignment", method, ALIGNMENTS, "'default', 'none' or ")
         flux = np.asarray(flux, dtype=np.float32)
@@ -454,9 +477,10 @@ class PretrainedPipeline:
         if alignment is not None:
             for member in self.members:
                 self._check_reference_size(member, alignment, latents[member["name"]])
+        scales = {"error_scale": error_scale, "error_scale_source": scale_source}
         result = estimate(self.regressors(), latents, identifiers, keep=None,
                           error_model=error_model, alignment=alignment,
-                          parameters=self.parameters, gap=gap, gap_source=gap_source)
+                          parameters=self.parameters, gap=gap, gap_source=gap_source, **scales)
         table = result.table
         table.meta["pipeline"] = str(self.folder)
         table.meta["transfer"] = bool(transfer)

@@ -140,9 +140,21 @@ def write_pipeline(run: Run, gathered: dict[str, dict[str, np.ndarray]], synthet
     atomic_text(run.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")
 
 
-def record_gap(run: Run, manifest: dict, gap: dict[str, float], source: str) -> None:
-    """Add a measured gap scale (``ensemble.gap`` and ``gap_source``) to ``manifest`` (the
-    loaded pipeline's, so that it predicts with it) and to ``pipeline.json``."""
+def record_gap(
+    run: Run,
+    manifest: dict,
+    gap: dict[str, float],
+    source: str,
+    error_scale: dict[str, float] | None = None,
+    error_scale_source: str = "",
+) -> None:
+    """Add a measured gap scale (``ensemble.gap`` and ``gap_source``) and, when given, the
+    coverage factor measured with it (``ensemble.error_scale`` and ``error_scale_source``) to
+    ``manifest`` (the loaded pipeline's, so that it predicts with them) and to
+    ``pipeline.json``."""
     manifest["ensemble"]["gap"] = {name: float(value) for name, value in gap.items()}
     manifest["ensemble"]["gap_source"] = source
+    if error_scale is not None:
+        manifest["ensemble"]["error_scale"] = {k: float(v) for k, v in error_scale.items()}
+        manifest["ensemble"]["error_scale_source"] = error_scale_source
     atomic_text(run.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")

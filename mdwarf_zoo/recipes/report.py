@@ -173,11 +173,14 @@ def _alignment_text(run: Run) -> str:
 
 def _no_transfer_accuracy(run: Run, gathered, observed) -> dict[str, dict[str, float]]:
     scaling = run.label_scaling(run.read(run.synthetic_path).labels)
-    # The gap scale the run's pipeline uses (given, measured on the simulator, or the prior).
+    # The gap scale the run's pipeline uses (given, measured on the simulator, or the prior),
+    # and the coverage factor measured with it.
     settings = json.loads((run.folder / PIPELINE_FILE).read_text())["ensemble"]
-    gap = (
-        {"gap": settings["gap"], "gap_source": settings["gap_source"]} if "gap" in settings else {}
-    )
+    gap = {key: settings[key] for key in ("gap", "gap_source") if "gap" in settings}
+    if "error_scale" in settings:
+        gap.update(
+            error_scale=settings["error_scale"], error_scale_source=settings["error_scale_source"]
+        )
     table = ensemble_table(
         {n: g["no_transfer"] for n, g in gathered.items()},
         observed.identifiers,

@@ -338,13 +338,19 @@ class Run:
         export.write_pipeline(self, gathered, synthetic)
         pipeline = load_pipeline(self.folder)
         if self.recipe.ensemble.gap == "simulator":
+            gap, scale = sets.measure_simulated_errors(self, pipeline, synthetic.labels)
+            twins = (
+                f"{sets.GAP_TWINS} held-out simulated stars and their observed twins "
+                "(calibrated GapConfig) through this pipeline"
+            )
             export.record_gap(
                 self,
                 pipeline.manifest,
-                sets.measure_simulated_gap(self, pipeline, synthetic.labels),
-                f"measured on the simulator: {sets.GAP_TWINS} held-out simulated stars and "
-                "their observed twins (calibrated GapConfig) through this pipeline, "
-                "sqrt(mse observed - mse synthetic)",
+                gap,
+                f"measured on the simulator: {twins}, sqrt(mse observed - mse synthetic)",
+                scale,
+                f"measured on the simulator: {twins}, the 68.27 % quantile of |estimate - "
+                "true| / error (spread+validation+gap with the measured gap)",
             )
         table = pipeline.predict(observed.flux, observed.identifiers, progress=False)
         for key in ("pipeline", "transfer"):

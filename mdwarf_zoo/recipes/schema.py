@@ -224,7 +224,9 @@ class Ensemble:
             (physical units; a parameter left out takes the prior
             ``mdwarf_zoo.pipeline.gap.GAP_PRIOR``), ``"prior"``, or ``"simulator"``
             (measured by the ensemble stage: ``GAP_TWINS`` held-out simulated stars and their
-            observed twins through the run's own pipeline, ``measure_gap``). ``None``:
+            observed twins through the run's own pipeline, ``measure_gap``; the same twins
+            give the coverage factor ``ensemble.error_scale`` of the errors,
+            ``coverage_scale``). ``None``:
             ``"simulator"`` when the synthetic set is simulated, else ``"prior"``.
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (``mdwarf_zoo.pipeline.align_latents``).

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo.labels import PARAMETERS
-from mdwarf_zoo.pipeline.gap import measure_gap
+from mdwarf_zoo.pipeline.gap import coverage_scale, measure_gap
 from mdwarf_zoo.pipeline.pretrained import read_template, rest_frame
 from mdwarf_zoo.recipes import (
     cluster,
@@ -132,12 +132,13 @@ def _simulated_flux(run: Run, labels: np.ndarray, *, observed: bool) -> np.ndarr
     return _prepared(run, grid, flux)
 
 
-#: Held-out simulated stars whose observed twins measure ``[ensemble] gap = "simulator"``.
+#: Held-out simulated stars whose observed twins measure ``[ensemble] gap = "simulator"`` and
+#: the coverage factor of the errors (:func:`measure_simulated_errors`).
 GAP_TWINS = 300
 
 
 def twin_labels(run: Run, synthetic_labels: np.ndarray) -> np.ndarray:
-    """The labels of :func:`measure_simulated_gap`'s held-out stars (see there)."""
+    """The labels of :func:`measure_simulated_errors`'s held-out stars (see there)."""
     synthetic = run.recipe.synthetic
     ranges = synthetic.label_ranges
     if synthetic.labels is not None:
@@ -148,26 +149,42 @@ def twin_labels(run: Run, synthetic_labels: np.ndarray) -> np.ndarray:
     return _random_labels(run, GAP_TWINS, ranges, run.recipe.seed + 7919)
 
 
-def measure_simulated_gap(run: Run, pipeline, synthetic_labels: np.ndarray) -> dict[str, float]:
-    """The gap scale of ``[ensemble] gap = "simulator"``: ``GAP_TWINS`` new simulated stars
-    (uniform over the recipe's label ranges, or, for a synthetic set simulated from a labels
-    table, over the ranges of ``synthetic_labels``; a seed of their own) and their observed
-    twins (``observe`` with the calibrated ``GapConfig`` defaults, not the recipe's own
-    observed knobs, at the observed set's S/N) through ``pipeline``'s own estimate
-    (:func:`mdwarf_zoo.pipeline.gap.measure_gap`, ``kind="excess"``)."""
+def measure_simulated_errors(
+    run: Run, pipeline, synthetic_labels: np.ndarray
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The gap scale of ``[ensemble] gap = "simulator"`` and the coverage factor of the errors
+    that use it, both measured on the same stars: ``GAP_TWINS`` new simulated stars (uniform
+    over the recipe's label ranges, or, for a synthetic set simulated from a labels table, over
+    the ranges of ``synthetic_labels``; a seed of their own) and their observed twins
+    (``observe`` with the calibrated ``GapConfig`` defaults, not the recipe's own observed
+    knobs, at the observed set's S/N) through ``pipeline``'s own estimate.
+
+    The gap is :func:`mdwarf_zoo.pipeline.gap.measure_gap` (``kind="excess"``). The factor
+    ``c`` of each parameter is :func:`mdwarf_zoo.pipeline.gap.coverage_scale` of the twins'
+    residuals against their errors under ``"spread+validation+gap"`` with that gap, each
+    star's error on the side of its truth: with ``c`` applied, +-1 sigma covers 68.27 % of
+    the twins.
+
+    Returns:
+        ``(gap, error_scale)``: parameter -> gap scale (physical units), parameter -> ``c``.
+    """
     synthetic = run.recipe.synthetic
     labels = twin_labels(run, synthetic_labels)
     grid = _simulation_grid(run)
     flux = _synthetic_flux(run, labels, grid, progress=False)
     snr = run.recipe.observed.snr if run.recipe.observed.source == "simulator" else 150
+    tables = []
 
     def estimate(spectra: np.ndarray) -> dict[str, np.ndarray]:
+        # The values do not depend on the error model; the errors without the gap are kept
+        # to add the measured gap to them afterwards (terms add in quadrature, in any order).
         table = pipeline.predict(
-            _prepared(run, grid, spectra), error_model="spread", progress=False
+            _prepared(run, grid, spectra), error_model="spread+validation", progress=False
         )
+        tables.append(table)
         return {name: np.asarray(table[name], dtype=np.float64) for name in pipeline.parameters}
 
-    return measure_gap(
+    gap = measure_gap(
         estimate,
         flux,
         labels,
@@ -177,6 +194,13 @@ def measure_simulated_gap(run: Run, pipeline, synthetic_labels: np.ndarray) -> d
         resolving_power=run.recipe.preprocessing.resolving_power,
         synthetic_seed=synthetic.line_list_seed,
     )
+    twins = tables[-1]  # measure_gap predicts the synthetic spectra first, then their twins
+    scale = {}
+    for name in pipeline.parameters:
+        errors = [np.asarray(twins[f"{name}_err_{side}"]) for side in ("lower", "upper")]
+        residuals = np.asarray(twins[name]) - labels[:, PARAMETERS.index(name)]
+        scale[name] = coverage_scale(residuals, np.hypot(errors, gap[name]))
+    return gap, scale
 
 
 def _synthetic_set(run: Run) -> SpectrumSet:
