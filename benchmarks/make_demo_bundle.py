@@ -2,7 +2,9 @@
 
 The bundle is member 0 of ``mdwarf-zoo train quickstart`` (the autoencoder, its fine-tuned
 copy and the latent CNNs the ensemble selected), exported with ``export_pipeline``, given a
-radial-velocity template from the simulator (``write_rv_template``), and recorded as the
+radial-velocity template from the simulator (``write_rv_template``), given its own gap and
+coverage factor (measured on the recipe's twins through the bundle: the run's describe the
+run's whole ensemble), and recorded as the
 weights entry ``weights_cards/mb24_quickstart_demo``. Run it whenever the simulator changes,
 since the bundle is only meaningful on spectra of the simulator it was trained on:
 
@@ -54,6 +56,35 @@ ENTRY_DESCRIPTION = ("Demo pipeline (autoencoder + fine-tuned copy + latent CNNs
                      "science")
 
 
+def measure_errors(run_folder: Path, staged: Path) -> None:
+    """The bundle's own gap and coverage factor, measured as the recipe's ensemble stage
+    measures them (same twins, seeds and simulator) but through the bundle's one-member
+    ensemble: the run's numbers describe its whole ensemble, so the export dropped them."""
+    from mdwarf_zoo.pipeline.pretrained import PIPELINE_FILE, load_pipeline
+    from mdwarf_zoo.recipes import load_recipe, sets
+    from mdwarf_zoo.recipes.run import Run
+
+    run = Run(load_recipe(run_folder / "recipe.toml"), run_folder, progress=False)
+    pipeline = load_pipeline(staged)
+    gap, scale = sets.measure_simulated_errors(
+        run, pipeline, run.read(run.synthetic_path).labels
+    )
+    twins = (f"{sets.GAP_TWINS} held-out simulated stars and their observed twins (calibrated "
+             "GapConfig) through this bundle")
+    manifest = json.loads((staged / PIPELINE_FILE).read_text())
+    manifest["ensemble"].update({
+        "gap": gap,
+        "gap_source": f"measured on the simulator: {twins}, sqrt(mse observed - mse synthetic)",
+        "error_scale": scale,
+        "error_scale_source": f"measured on the simulator: {twins}, the 68.27 % quantile of "
+                              "|estimate - true| / error (spread+validation+gap with that gap)",
+    })
+    manifest["exported_from"]["dropped"] += "; measured again on this bundle"
+    (staged / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    print("bundle gap " + ", ".join(f"{k} {v:.3g}" for k, v in gap.items())
+          + "; error scale " + ", ".join(f"{k} {v:.3g}" for k, v in scale.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished quickstart run folder")
@@ -73,6 +104,7 @@ def main() -> None:
         staged = Path(scratch) / NAME
         export_pipeline(args.run, staged, members=[0], metadata=CARD)
         write_rv_template(staged)
+        measure_errors(args.run, staged)
         load_pipeline(staged)  # verifies every checksum
         cards = Path(scratch) / "cards"
         write_entry(NAME, staged, description=ENTRY_DESCRIPTION, license=CARD["license"],

@@ -103,10 +103,11 @@ def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_file
     assert np.allclose(both["teff_err_lower"], np.hypot(spread["teff_err_lower"], scatter))
     # The gap model: the demo records the gap it measured; the ECSV keeps the meta.
     recorded = load_pipeline(DEMO).manifest["ensemble"]["gap"]["teff"]
+    factor = load_pipeline(DEMO).manifest["ensemble"]["error_scale"]["teff"]
     assert gap.meta["error_model"] == "spread+validation+gap"
     assert gap.meta["gap"]["teff"] == pytest.approx(recorded)
     assert gap.meta["gap_source"]["teff"].startswith("measured on the simulator")
-    assert np.allclose(gap["teff_err_lower"], np.hypot(both["teff_err_lower"], recorded))
+    assert np.allclose(gap["teff_err_lower"], factor * np.hypot(both["teff_err_lower"], recorded))
     assert "errors: spread\n" in printed["spread"]
     assert f"errors: spread+validation+gap (gap teff {recorded:g} K" in printed[
         "spread+validation+gap"

@@ -106,6 +106,32 @@ def test_the_run_measures_its_domain_gap_on_the_simulator(reference_run):
         assert np.all(np.asarray(table[f"{name}_err_lower"]) >= floor)
 
 
+def test_an_export_of_fewer_members_drops_the_gap_and_factor_measured_on_the_whole(
+    reference_run, tmp_path: Path, caplog
+):
+    """The gap and the coverage factor were measured through the run's whole ensemble; an
+    export of one of its two members makes other estimates, so it must not carry them."""
+    from mdwarf_zoo.pipeline.pretrained import export_pipeline, load_pipeline
+    from mdwarf_zoo.spectra.datasets import read_set
+
+    _, run = reference_run
+    whole = json.loads((export_pipeline(run, tmp_path / "all") / "pipeline.json").read_text())
+    assert whole["ensemble"]["error_scale"] and whole["ensemble"]["gap"]
+    assert "dropped" not in whole["exported_from"]
+    with caplog.at_level("WARNING"):
+        part = export_pipeline(run, tmp_path / "one", members=[0])
+    manifest = json.loads((part / "pipeline.json").read_text())
+    for key in ("gap", "gap_source", "error_scale", "error_scale_source"):
+        assert key not in manifest["ensemble"]
+    assert "error_scale and gap" in manifest["exported_from"]["dropped"]
+    assert "1 of its 2 members" in caplog.text
+    table = load_pipeline(part).predict(
+        read_set(run / "data" / "observed.h5").flux[:3], progress=False
+    )
+    assert table.meta["gap_source"]["teff"].startswith("prior")
+    assert table.meta["error_scale"] == {"teff": 1.0, "logg": 1.0}
+
+
 def test_train_runs_all_stages_and_is_deterministic(tmp_path: Path, reference_run, capsys):
     recipe, run = reference_run
     for member in ("member_000", "member_001"):

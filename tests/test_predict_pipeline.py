@@ -134,10 +134,14 @@ def test_default_error_model_resolution(tmp_path, flux, caplog):
     spread = demo.predict(flux, progress=False, error_model="spread")
     assert spread.meta["error_model"] == "spread" and "gap" not in spread.meta
     both = demo.predict(flux, progress=False, error_model="spread+validation")
+    # The bundle's own coverage factor, measured with that gap on the bundle's ensemble.
+    factors = ensemble["error_scale"]
+    assert ensemble["error_scale_source"].endswith("spread+validation+gap with that gap)")
+    assert measured.meta["error_scale"] == pytest.approx(factors)
     for name in demo.parameters:
         np.testing.assert_allclose(
             measured[f"{name}_err_upper"],
-            np.hypot(both[f"{name}_err_upper"], ensemble["gap"][name]),
+            factors[name] * np.hypot(both[f"{name}_err_upper"], ensemble["gap"][name]),
         )
     # An old manifest that names no error model: the gap model, with the prior.
     old = with_ensemble(tmp_path / "old", {"best": 3})

@@ -777,6 +777,32 @@ def load_pipeline(source: str | os.PathLike) -> PretrainedPipeline:
     return PretrainedPipeline(folder, manifest)
 
 
+def _drop_measurements(manifest: dict, why: str) -> None:
+    """Remove from an exported manifest what was measured through the source ensemble's own
+    estimates: the coverage factor ``ensemble.error_scale`` and a *measured* ``ensemble.gap``
+    (a gap given by the recipe, e.g. a table, is kept). An export with other members or
+    encoders makes other estimates, which those numbers do not describe; the export then
+    predicts with the gap prior and c = 1, and ``exported_from.dropped`` says what went."""
+    ensemble = manifest.get("ensemble") or {}
+    dropped = []
+    if ensemble.get("error_scale") is not None:
+        dropped.append("error_scale")
+    if ensemble.get("gap") is not None and str(ensemble.get("gap_source", "")).startswith(
+        "measured"
+    ):
+        dropped.append("gap")
+    if not dropped:
+        return
+    for key in dropped:
+        ensemble.pop(key)
+        ensemble.pop(f"{key}_source", None)
+    manifest["exported_from"]["dropped"] = (
+        f"{' and '.join(dropped)}: measured through the source's whole ensemble, not this one "
+        f"({why}); measure them again on this pipeline (benchmarks/make_demo_bundle.py shows how)"
+    )
+    logger.warning("export_pipeline: %s", manifest["exported_from"]["dropped"])
+
+
 def export_pipeline(
     run_folder: str | os.PathLike,
     target: str | os.PathLike,
@@ -798,7 +824,9 @@ def export_pipeline(
         target: the new folder (must not exist).
         members: indices of the members to keep (default all).
         selected_only: keep only the regressors the ensemble selected.
-        transferred: keep the fine-tuned autoencoders.
+        transferred: keep the fine-tuned autoencoders. An export with fewer members or
+            without them drops the source's measured gap and coverage factor (they describe
+            the source's estimates; see ``exported_from.dropped`` in its manifest).
         metadata: ``save_pretrained`` metadata (``license``, ``description``,
             ``intended_use``, ``limitations`` ...) for the folder's own model card; the root
             autoencoder is then re-saved with it instead of copied.
@@ -866,6 +894,13 @@ def export_pipeline(
         "members": [m["name"] for m in kept],
         "selected_only": selected_only,
     }
+    changed = []
+    if len(kept) < len(source.manifest["members"]):
+        changed.append(f"{len(kept)} of its {len(source.manifest['members'])} members")
+    if not transferred and any(m.get("transferred") for m in source.manifest["members"]):
+        changed.append("no fine-tuned autoencoders")
+    if changed:
+        _drop_measurements(manifest, f"{run_folder}: this export keeps " + " and ".join(changed))
     (staging / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     staging.rename(target)
     return target
