@@ -900,7 +900,7 @@ def export_pipeline(
     if not transferred and any(m.get("transferred") for m in source.manifest["members"]):
         changed.append("no fine-tuned autoencoders")
     if changed:
-        _drop_measurements(manifest, f"{run_folder}: this export keeps " + " and ".join(changed))
+        _drop_measurements(manifest, "this export keeps " + " and ".join(changed))
     (staging / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     staging.rename(target)
     return target
