@@ -79,28 +79,10 @@ def check_gap(gap: Mapping[str, float], where: str) -> dict[str, float]:
         ValueError: for a non-mapping, an unknown parameter, or a value that is not a finite
             number >= 0, naming the key, the value and what is expected.
     """
-    if not isinstance(gap, Mapping):
-        raise ValueError(
-            f"{where}: gap must be a dict parameter -> scale, got {type(gap).__name__} {gap!r}"
-        )
-    out = {}
-    for name, value in gap.items():
-        if name not in PARAMETERS:
-            raise ValueError(
-                f"{where}: gap names unknown parameter {name!r}; expected names from "
-                f"{list(PARAMETERS)}"
-            )
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float, np.integer, np.floating))
-            or not (math.isfinite(value) and value >= 0)
-        ):
-            raise ValueError(
-                f"{where}: gap[{name!r}] = {value!r}; expected a finite number >= 0 in "
-                "physical units (K, dex, dex, km/s)"
-            )
-        out[name] = float(value)
-    return out
+    return _checked_per_parameter(
+        gap, where, "gap", "scale", zero_allowed=True,
+        expected="a finite number >= 0 in physical units (K, dex, dex, km/s)",
+    )
 
 
 def check_error_scale(scale: Mapping[str, float], where: str) -> dict[str, float]:
@@ -117,27 +99,36 @@ def check_error_scale(scale: Mapping[str, float], where: str) -> dict[str, float
         ValueError: for a non-mapping, an unknown parameter, or a value that is not a finite
             number > 0, naming the key, the value and what is expected.
     """
-    if not isinstance(scale, Mapping):
+    return _checked_per_parameter(
+        scale, where, "error_scale", "factor", zero_allowed=False,
+        expected="a finite number > 0 (the factor applied to both errors)",
+    )
+
+
+def _checked_per_parameter(
+    values: Mapping[str, float], where: str, key: str, what: str, *, zero_allowed: bool,
+    expected: str,
+) -> dict[str, float]:
+    """``values`` (parameter -> number) checked as :func:`check_gap` and
+    :func:`check_error_scale` describe, naming ``key`` in the errors."""
+    if not isinstance(values, Mapping):
         raise ValueError(
-            f"{where}: error_scale must be a dict parameter -> factor, got "
-            f"{type(scale).__name__} {scale!r}"
+            f"{where}: {key} must be a dict parameter -> {what}, got "
+            f"{type(values).__name__} {values!r}"
         )
     out = {}
-    for name, value in scale.items():
+    for name, value in values.items():
         if name not in PARAMETERS:
             raise ValueError(
-                f"{where}: error_scale names unknown parameter {name!r}; expected names from "
+                f"{where}: {key} names unknown parameter {name!r}; expected names from "
                 f"{list(PARAMETERS)}"
             )
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float, np.integer, np.floating))
-            or not (math.isfinite(value) and value > 0)
+            or not (math.isfinite(value) and (value > 0 or (zero_allowed and value == 0)))
         ):
-            raise ValueError(
-                f"{where}: error_scale[{name!r}] = {value!r}; expected a finite number > 0 "
-                "(the factor applied to both errors)"
-            )
+            raise ValueError(f"{where}: {key}[{name!r}] = {value!r}; expected {expected}")
         out[name] = float(value)
     return out
 

@@ -199,22 +199,21 @@ class PretrainedPipeline:
     def gap(self) -> tuple[dict[str, float] | None, str]:
         """The manifest's ``ensemble.gap`` (checked) and ``gap_source``; ``(None, "")`` when
         it has none (the prior applies)."""
-        ensemble = self.manifest.get("ensemble") or {}
-        if ensemble.get("gap") is None:
-            return None, ""
-        where = f"{self.folder / PIPELINE_FILE} ensemble.gap"
-        source = ensemble.get("gap_source") or where
-        return check_gap(ensemble["gap"], where), str(source)
+        return self._ensemble_scales("gap", check_gap)
 
     def error_scale(self) -> tuple[dict[str, float] | None, str]:
         """The manifest's ``ensemble.error_scale`` (checked) and ``error_scale_source``;
         ``(None, "")`` when it has none (``c = 1``)."""
+        return self._ensemble_scales("error_scale", check_error_scale)
+
+    def _ensemble_scales(self, key: str, check) -> tuple[dict[str, float] | None, str]:
+        """``ensemble.<key>`` checked with ``check`` and its ``<key>_source`` (default: where
+        it was read); ``(None, "")`` when the manifest has none."""
         ensemble = self.manifest.get("ensemble") or {}
-        if ensemble.get("error_scale") is None:
+        if ensemble.get(key) is None:
             return None, ""
-        where = f"{self.folder / PIPELINE_FILE} ensemble.error_scale"
-        source = ensemble.get("error_scale_source") or where
-        return check_error_scale(ensemble["error_scale"], where), str(source)
+        where = f"{self.folder / PIPELINE_FILE} ensemble.{key}"
+        return check(ensemble[key], where), str(ensemble.get(f"{key}_source") or where)
 
     @property
     def latent_alignment(self) -> str | None:
