@@ -21,8 +21,10 @@ On the spectrum simulator (``mdwarf_zoo.spectra.simulate``), where the truth is 
    domain-gap scale too; coverage is printed for every model, the gap model three times: with
    the real-star prior ``GAP_PRIOR``, with the gap ``measure_gap`` measures on
    ``--gap-twins`` held-out synthetic stars and their simulated observed twins, and with that
-   gap and the coverage factor ``coverage_scale`` measures on the same twins, the errors a
-   recipe's pipeline gives by default; the twins are other stars than the scored observed
+   gap and the coverage factor ``coverage_scale`` measures on the same twins, and with that gap
+   and the factor in ``--error-scale-bins`` bins of the estimate (``coverage_profile``), the
+   errors a recipe's pipeline gives by default; coverage is also printed in five equal-count
+   bins of the true value; the twins are other stars than the scored observed
    ones: no twin sits at a scored star's grid row, and their jitter and noise have seeds of
    their own);
 5. the same autoencoders and regressors **without** transfer (observed spectra through the
@@ -112,6 +114,12 @@ def oracle_calibration(values: np.ndarray, truth: np.ndarray, folds: int = 5) ->
     return out
 
 
+def numeric_columns(table, prefix: str) -> dict[str, np.ndarray]:
+    """The numeric columns of an estimate table as plain arrays, keyed ``prefix/column``."""
+    return {f"{prefix}/{key}": np.asarray(table[key]) for key in table.colnames
+            if np.asarray(table[key]).dtype.kind in "fiu"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
@@ -151,6 +159,9 @@ def main() -> None:
                         help="ensemble errors of the rows (coverage is reported for all)")
     parser.add_argument("--gap-twins", type=int, default=300,
                         help="held-out synthetic stars whose observed twins measure the gap")
+    parser.add_argument("--error-scale-bins", type=int, default=5,
+                        help="bins of the estimate of the coverage factor's profile "
+                        "(coverage_profile; the recipes' [ensemble] error_scale_bins)")
     parser.add_argument("--fine-tuned-variant", action=argparse.BooleanOptionalAction,
                         default=False, help="also train regressors on fine-tuned synthetic latents")
     parser.add_argument("--latent-alignment", nargs="*", default=["coral", "coral_neighbours"],
@@ -173,6 +184,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write the per-star numbers here (.npz): the twins' labels, "
+                        "estimates and errors, and each row's estimates and errors on the "
+                        "scored stars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -185,6 +200,7 @@ def main() -> None:
         LabelScaler,
         align_observed_latents,
         alignment_uncertainty,
+        coverage_profile,
         coverage_scale,
         encode,
         measure_gap,
@@ -348,13 +364,20 @@ def main() -> None:
     # measure_gap predicts the synthetic spectra, then their observed twins: the last table
     # holds the twins' estimates, whose default errors add the measured gap in quadrature.
     twins = twin_tables[-1]
-    error_scale = {}
+    error_scale, error_profile = {}, {}
     for j, p in enumerate(PARAMETERS):
         sigma = np.hypot([twins[f"{p}_err_lower"], twins[f"{p}_err_upper"]], measured_gap[p])
-        error_scale[p] = coverage_scale(np.asarray(twins[p]) - twin_labels[:, j], sigma)
+        residuals = np.asarray(twins[p]) - twin_labels[:, j]
+        error_scale[p] = coverage_scale(residuals, sigma)
+        error_profile[p] = coverage_profile(np.asarray(twins[p]), residuals, sigma,
+                                            bins=args.error_scale_bins)
     print("gap measured on the simulator: " + ", ".join(
         f"{p} {v:.3g}" for p, v in measured_gap.items()) + "; error scale on the same twins: "
-        + ", ".join(f"{p} {v:.3g}" for p, v in error_scale.items()), flush=True)
+        + ", ".join(f"{p} {v:.3g}" for p, v in error_scale.items()) + "; in bins of the "
+        "estimate: " + "; ".join(
+            f"{p} " + "/".join(f"{c:.3g}" for c in v["factors"]) + " (edges "
+            + "/".join(f"{e:.4g}" for e in v["edges"]) + ")" for p, v in error_profile.items()),
+        flush=True)
     error_models = {"spread": {"error_model": "spread"},
                     "spread+validation": {"error_model": "spread+validation"},
                     "gap prior": {"error_model": "spread+validation+gap"},
@@ -362,9 +385,16 @@ def main() -> None:
                                      "gap": measured_gap},
                     "gap measured + scale": {"error_model": "spread+validation+gap",
                                              "gap": measured_gap, "error_scale": error_scale,
-                                             "error_scale_source": "the gap's twins"}}
+                                             "error_scale_source": "the gap's twins"},
+                    "gap measured + profile": {"error_model": "spread+validation+gap",
+                                               "gap": measured_gap,
+                                               "error_scale": error_profile,
+                                               "error_scale_source": "the gap's twins, binned"}}
     row_model = {"spread": "spread", "spread+validation": "spread+validation",
-                 "spread+validation+gap": "gap measured + scale"}[args.error_model]
+                 "spread+validation+gap": "gap measured + profile"}[args.error_model]
+    per_star = {"twin_labels": twin_labels, "observed_labels": obs_labels,
+                **numeric_columns(twin_tables[0], "twins_synthetic"),
+                **numeric_columns(twins, "twins")}
     for label, regs, obs_latents, extra in variants:
         predictions, mse = predict_ensemble(regs, obs_latents)
         rms = {p: [r.validation_rms for r in regs if r.parameter == p] for p in PARAMETERS}
@@ -372,6 +402,8 @@ def main() -> None:
                                        validation_rms=rms, alignment_error=extra, **options)
                   for name, options in error_models.items()}
         table = tables[row_model]
+        for name, other in tables.items():
+            per_star.update(numeric_columns(other, f"{label}/{name}"))
         entry = {}
         for j, p in enumerate(PARAMETERS):
             value = np.asarray(table[p])
@@ -383,6 +415,9 @@ def main() -> None:
                 high = value + np.asarray(other[f"{p}_err_upper"])
                 inside = (obs_labels[:, j] >= low) & (obs_labels[:, j] <= high)
                 entry[p][f"coverage {name}"] = float(inside.mean())
+                # ... and in five equal-count bins of the true value (conditional coverage).
+                parts = np.array_split(np.argsort(obs_labels[:, j], kind="stable"), 5)
+                entry[p][f"coverage by truth {name}"] = [float(inside[k].mean()) for k in parts]
             entry[p]["coverage"] = entry[p][f"coverage {row_model}"]
         if args.floors:  # the best any calibration of these values could do (needs the truth)
             values = np.column_stack([np.asarray(table[p]) for p in PARAMETERS])
@@ -448,6 +483,11 @@ def main() -> None:
         for name in error_models:
             print(f"coverage {label} ({name}): " + ", ".join(
                 f"{p} {100 * results[label][p][f'coverage {name}']:.0f} %" for p in PARAMETERS))
+        for name in ("gap measured + scale", "gap measured + profile"):
+            print(f"coverage {label} ({name}) in 5 bins of the true value: " + "; ".join(
+                f"{p} " + "/".join(f"{100 * v:.0f}" for v in
+                                   results[label][p][f"coverage by truth {name}"])
+                for p in PARAMETERS))
         print(f"median errors {label}: " + ", ".join(
             f"{p} -{results[label][p]['median_err_lower']:.3g}/"
             f"+{results[label][p]['median_err_upper']:.3g}" for p in PARAMETERS))
@@ -478,16 +518,19 @@ def main() -> None:
             0.63 <= with_t[p]["coverage"] <= 0.73 for p in PARAMETERS),
     }
     for label in ("without transfer", *(f"with transfer, mode {m}" for m in args.transfer_modes)):
-        for name in ("gap measured", "gap measured + scale"):
+        for name in ("gap measured", "gap measured + scale", "gap measured + profile"):
             checks[f"coverage 63-73 % {label} ({name})"] = all(
                 0.63 <= results[label][p][f"coverage {name}"] <= 0.73 for p in PARAMETERS)
     for name, ok in checks.items():
         print(f"target {name}: {'met' if ok else 'NOT met'}")
+    if args.dump:
+        np.savez_compressed(args.dump, **per_star)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "results": results, "gap": gap, "checks": checks,
                                          "gap_budget": budget, "measured_gap": measured_gap,
                                          "error_scale": error_scale,
+                                         "error_profile": error_profile,
                                          "in_domain_rms": in_domain,
                                          "latent_drift": drift,
                                          "seconds": total}, indent=2))

@@ -18,6 +18,7 @@ from astropy.table import Table
 from recipe_builder import tiny_recipe, write_recipe
 
 from mdwarf_zoo.cli import main
+from mdwarf_zoo.pipeline.gap import check_error_scale, scale_factors
 
 # The tiny recipe with fewer pretraining steps, for runs that are never killed in pretraining.
 SMALL = {"data.synthetic": {"n": 120}, "autoencoders": {"epochs": 2, "batch_size": 16}}
@@ -94,15 +95,18 @@ def test_the_run_measures_its_domain_gap_on_the_simulator(reference_run):
     assert table.meta["error_model"] == "spread+validation+gap"
     assert table.meta["gap"] == pytest.approx(gap)
     assert set(table.meta["gap_source"].values()) == {ensemble["gap_source"]}
+    # The coverage factor: a profile in the default 5 bins of the estimate (60 twins each).
     factors = ensemble["error_scale"]
     assert set(factors) == {"teff", "logg"}
-    assert all(np.isfinite(c) and c > 0 for c in factors.values())
+    assert check_error_scale(factors, "test") == factors
+    assert all(len(profile["factors"]) == 5 for profile in factors.values())
     assert ensemble["error_scale_source"].startswith("measured on the simulator: 300 held-out")
-    assert table.meta["error_scale"] == pytest.approx(factors)
+    assert "in 5 bins of the estimate at most" in ensemble["error_scale_source"]
+    assert table.meta["error_scale"] == factors
     assert table.meta["error_scale_source"] == ensemble["error_scale_source"]
-    # Every error is at least c times the gap scale (added in quadrature, then rescaled).
+    # Every error is at least its bin's c times the gap scale (in quadrature, then rescaled).
     for name, scale in gap.items():
-        floor = factors[name] * scale * (1 - 1e-9)
+        floor = scale_factors(factors[name], np.asarray(table[name])) * scale * (1 - 1e-9)
         assert np.all(np.asarray(table[f"{name}_err_lower"]) >= floor)
 
 

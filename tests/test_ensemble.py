@@ -327,3 +327,28 @@ def test_ensemble_table_error_scale_multiplies_the_gap_models_errors_and_is_reco
         ensemble_table(predictions, **options, error_scale={"teff": 0.0})
     with pytest.raises(ValueError, match="error_scale_source must be a non-empty string"):
         ensemble_table(predictions, **options, error_scale={"teff": 0.8}, error_scale_source=" ")
+
+
+def test_ensemble_table_error_scale_profile_gives_each_star_the_factor_of_its_estimate():
+    """A profile of factors in bins of the estimate (coverage_profile): each star's errors are
+    multiplied by the factor of the bin its own estimate (the KDE mode) falls in."""
+    rng = np.random.default_rng(12)
+    centres = np.array([2.0, 5.0, 12.0, 28.0])
+    predictions = {"vsini": centres + rng.normal(0, 0.05, (8, 4))}
+    options = {"error_model": "spread+validation+gap", "validation_rms": {"vsini": [0.5] * 8},
+               "gap": {"vsini": 1.0}}
+    plain = ensemble_table(predictions, **options)
+    profile = {"edges": [4.0, 20.0], "factors": [0.2, 0.4, 1.5]}
+    scaled = ensemble_table(predictions, **options, error_scale={"vsini": profile},
+                            error_scale_source="1000 twins")
+    expected = np.array([0.2, 0.4, 0.4, 1.5])  # 2 -> bin 0, 5 and 12 -> bin 1, 28 -> bin 2
+    for side in ("lower", "upper"):
+        np.testing.assert_allclose(scaled[f"vsini_err_{side}"],
+                                   expected * plain[f"vsini_err_{side}"], rtol=1e-12)
+    assert scaled.meta["error_scale"] == {"vsini": profile}
+    assert "0.2-1.5 in 3 bins of the estimate" in scaled["vsini_err_lower"].description
+    assert describe_errors(scaled).endswith(
+        ", errors x vsini 0.2-1.5 in 3 bins of the estimate (1000 twins)")
+    with pytest.raises(ValueError, match=r"error_scale\['vsini'\]: edges \[20.0, 4.0\]"):
+        ensemble_table(predictions, **options,
+                       error_scale={"vsini": {"edges": [20.0, 4.0], "factors": [1, 1, 1]}})

@@ -12,8 +12,10 @@ from mdwarf_zoo.pipeline.gap import (
     GAP_PRIOR,
     check_error_scale,
     check_gap,
+    coverage_profile,
     coverage_scale,
     measure_gap,
+    scale_factors,
 )
 from mdwarf_zoo.spectra.simulate import GapConfig, observe, synthetic_spectra
 
@@ -220,3 +222,79 @@ def test_check_error_scale_accepts_positive_factors_and_refuses_the_rest():
             check_error_scale({"teff": bad}, "here")
     with pytest.raises(ValueError, match="here: error_scale must be a dict parameter -> factor"):
         check_error_scale([1.0], "here")
+
+
+def _heteroscedastic(rng, n):
+    """Estimates over 0-30 (km/s, say) whose residuals grow with the estimate, while the
+    errors are the same for every star: what v sin i's population-scale errors look like."""
+    estimates = rng.uniform(0, 30, n)
+    return estimates, rng.normal(0, 0.1 * estimates + 0.2), np.ones(n)
+
+
+def test_coverage_profile_covers_each_range_of_estimates_where_one_factor_cannot():
+    rng = np.random.default_rng(5)
+    profile = coverage_profile(*_heteroscedastic(rng, 5000), bins=5)
+    assert len(profile["edges"]) == 4 and len(profile["factors"]) == 5
+    assert profile["edges"] == pytest.approx([6, 12, 18, 24], abs=0.6)  # equal-count bins
+    assert np.all(np.diff(profile["factors"]) > 0)  # wider residuals, larger factor
+    single = coverage_scale(*_heteroscedastic(np.random.default_rng(5), 5000)[1:])
+    estimates, residuals, sigma = _heteroscedastic(rng, 5000)  # a fresh draw
+    by_profile = np.abs(residuals) <= scale_factors(profile, estimates) * sigma
+    by_single = np.abs(residuals) <= scale_factors(single, estimates) * sigma
+    low, high = estimates < 6, estimates >= 24
+    for part in np.array_split(np.argsort(estimates), 5):
+        assert np.mean(by_profile[part]) == pytest.approx(COVERAGE_LEVEL, abs=0.04)
+    # One factor covers the whole draw 68 % of the time, but not its ends.
+    assert np.mean(by_single) == pytest.approx(COVERAGE_LEVEL, abs=0.02)
+    assert np.mean(by_single[low]) > 0.95 and np.mean(by_single[high]) < 0.5
+
+
+def test_coverage_profile_keeps_fifty_stars_per_bin_and_places_an_edge_in_the_bin_above():
+    rng = np.random.default_rng(6)
+    estimates, residuals, sigma = _heteroscedastic(rng, 160)
+    profile = coverage_profile(estimates, residuals, sigma, bins=5)
+    assert len(profile["factors"]) == 3  # 160 stars fill 3 bins of >= 50
+    few = coverage_profile(estimates[:99], residuals[:99], sigma[:99], bins=5)
+    assert few == {"edges": [], "factors": [coverage_scale(residuals[:99], sigma[:99])]}
+    # The same bins on both sides: a star on an edge counts in the bin above it.
+    edge = profile["edges"][0]
+    assert scale_factors(profile, np.array([edge - 1e-9, edge]))[1] == profile["factors"][1]
+    # Ties that empty a bin (140 stars at 0, every inner quantile but one at 0): fewer bins,
+    # here one, rather than a bin of fewer than 30 stars.
+    tied = coverage_profile(np.r_[np.zeros(140), np.arange(60.0)], np.ones(200), np.ones(200),
+                            bins=4)
+    assert tied == {"edges": [], "factors": [1.0]}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"bins": 0}, r"coverage_profile: bins = 0; expected an integer >= 1"),
+        ({"bins": 2.5}, r"coverage_profile: bins = 2.5; expected an integer >= 1"),
+        ({"estimates": np.ones(99)}, r"estimates must be 100 finite values .*shape \(99,\)"),
+        ({"estimates": np.r_[np.nan, np.ones(99)]}, r"estimates must be 100 finite values"),
+    ],
+)
+def test_coverage_profile_refuses_bad_input(kwargs, match):
+    arguments = {"estimates": np.arange(100.0), "residuals": np.ones(100),
+                 "sigma": np.ones(100), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        coverage_profile(**arguments)
+
+
+def test_check_error_scale_accepts_profiles_and_refuses_broken_ones():
+    profile = {"edges": [3, np.float32(10.0)], "factors": [0.2, 0.5, 1.2]}
+    assert check_error_scale({"vsini": profile, "teff": 0.4}, "here") == {
+        "vsini": {"edges": [3.0, 10.0], "factors": [0.2, 0.5, 1.2]},
+        "teff": 0.4,
+    }
+    bad = {
+        "keys": ({"edges": [1.0], "factors": [1, 2], "n": 3}, "exactly the keys"),
+        "count": ({"edges": [1.0, 2.0], "factors": [1, 2]}, "2 edges and 2 factors"),
+        "order": ({"edges": [2.0, 1.0], "factors": [1, 2, 3]}, "strictly increasing"),
+        "factor": ({"edges": [1.0], "factors": [1, 0]}, r"factors \[1.0, 0.0\]; expected"),
+        "text": ({"edges": ["a"], "factors": [1, 2]}, "lists of numbers"),
+    }
+    for value, match in bad.values():
+        with pytest.raises(ValueError, match=r"here: error_scale\['vsini'\].*" + match):
+            check_error_scale({"vsini": value}, "here")

@@ -217,3 +217,18 @@ def test_the_manifests_error_scale_multiplies_the_errors_with_its_gap(tmp_path, 
     with pytest.raises(ValueError, match=r"pipeline.json ensemble.error_scale: error_scale"
                                          r"\['teff'\] = -1; expected a finite number > 0"):
         bad.predict(flux, progress=False)
+    # A profile in bins of the estimate: each star takes the factor of its estimate's bin.
+    split = float(np.median(unscaled["teff"]))
+    profile = {"edges": [split], "factors": [0.5, 2.0]}
+    binned = with_ensemble(tmp_path / "binned", {**stored, "error_scale": {"teff": profile}})
+    table = binned.predict(flux, progress=False)
+    factor = np.where(np.asarray(unscaled["teff"]) >= split, 2.0, 0.5)
+    assert 0 < np.sum(factor == 2.0) < len(factor)
+    np.testing.assert_allclose(table["teff_err_upper"], factor * unscaled["teff_err_upper"],
+                               rtol=1e-6)
+    assert table.meta["error_scale"]["teff"] == profile
+    broken = with_ensemble(tmp_path / "broken", {**stored, "error_scale": {
+        "teff": {"edges": [1.0], "factors": [1.0]}}})
+    with pytest.raises(ValueError, match=r"pipeline.json ensemble.error_scale: error_scale"
+                                         r"\['teff'\]: 1 edges and 1 factors"):
+        broken.predict(flux, progress=False)

@@ -298,6 +298,17 @@ def test_ensemble_gap_key():
         parse_tiny({"ensemble": {"gap": {"teff": 80}, "error_model": "spread"}})
 
 
+def test_ensemble_error_scale_bins_key():
+    assert parse_tiny({}).ensemble.gap == "simulator"
+    assert parse_tiny({}).ensemble.error_scale_bins == 5
+    assert parse_tiny({"ensemble": {"error_scale_bins": 1}}).ensemble.error_scale_bins == 1
+    with pytest.raises(RecipeError, match=r"\[ensemble\] error_scale_bins = 0: expected"):
+        parse_tiny({"ensemble": {"error_scale_bins": 0}})
+    with pytest.raises(RecipeError, match=r"\[ensemble\] error_scale_bins = 3: expected the key "
+                       r"only with gap = \"simulator\" .*; gap is 'prior'"):
+        parse_tiny({"ensemble": {"gap": "prior", "error_scale_bins": 3}})
+
+
 def test_alignment_refuses_too_few_observed_spectra_before_training():
     # dense_ae_tiny and conv_ae_tiny have 8-d latents: CORAL needs 16 observed spectra.
     coral = {"ensemble": {"latent_alignment": "coral"}}

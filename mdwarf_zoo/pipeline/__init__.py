@@ -19,7 +19,13 @@ from mdwarf_zoo.pipeline.alignment import (
     alignment_uncertainty,
 )
 from mdwarf_zoo.pipeline.estimate import Alignment, Estimate, estimate
-from mdwarf_zoo.pipeline.gap import GAP_PRIOR, coverage_scale, measure_gap
+from mdwarf_zoo.pipeline.gap import (
+    GAP_PRIOR,
+    coverage_profile,
+    coverage_scale,
+    measure_gap,
+    scale_factors,
+)
 from mdwarf_zoo.pipeline.regressors import (
     LatentRegressor,
     RegressorJob,
@@ -47,7 +53,9 @@ __all__ = [
     "align_latents",
     "align_observed_latents",
     "alignment_uncertainty",
+    "coverage_profile",
     "coverage_scale",
+    "scale_factors",
     "encode",
     "estimate",
     "latents",

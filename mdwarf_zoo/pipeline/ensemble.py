@@ -61,9 +61,15 @@ for only 10-21 % of the stars. Three ``error_model`` choices:
   rms and ``g`` an rms too, while the ensemble's residuals are heavy-tailed (on the simulator,
   Teff rms 170 K, yet +-160 K covered 91 % of the stars), so the unscaled errors over-cover
   (``c < 1``); where they under-cover, ``c > 1``. A recipe with ``[ensemble] gap =
-  "simulator"`` measures ``c`` on the simulated observed twins it measures the gap on. It is a
-  population-level factor: it fixes the fraction covered on stars like the twins, not each
-  star's error, and a gap unlike the simulator's calls for a ``c`` measured on stars like it.
+  "simulator"`` measures ``c`` on the simulated observed twins it measures the gap on. One
+  ``c`` per parameter fixes the fraction covered over a population like the twins, not each
+  kind of star: ``s`` and ``g`` barely change from star to star while the residuals do (v sin
+  i on the simulator: +-0.44 km/s for every star covered 95 % of the stars at 8 km/s and 9 %
+  at 30 km/s). So ``c`` may be a profile in bins of the estimate
+  (:func:`mdwarf_zoo.pipeline.gap.coverage_profile`; the recipe measures one, ``[ensemble]
+  error_scale_bins``): each star takes the ``c`` of the bin its estimate falls in, and each
+  range of estimates is covered 68 % of the time. A gap unlike the simulator's calls for a
+  ``c`` measured on stars like it.
 
 ``mode - P16`` and ``P84 - mode`` are floored at 0 as above.
 
@@ -91,7 +97,13 @@ from scipy.stats import gaussian_kde
 from mdwarf_zoo import labels
 from mdwarf_zoo.labels import DESCRIPTIONS as _DESCRIPTIONS
 from mdwarf_zoo.labels import PARAMETERS
-from mdwarf_zoo.pipeline.gap import GAP_PRIOR, GAP_PRIOR_SOURCE, check_error_scale, check_gap
+from mdwarf_zoo.pipeline.gap import (
+    GAP_PRIOR,
+    GAP_PRIOR_SOURCE,
+    check_error_scale,
+    check_gap,
+    scale_factors,
+)
 
 __all__ = [
     "ERROR_MODELS",
@@ -240,7 +252,7 @@ def ensemble_table(
     alignment_error: Mapping[str, Sequence[float]] | None = None,
     gap: Mapping[str, float] | None = None,
     gap_source: str = "given",
-    error_scale: Mapping[str, float] | None = None,
+    error_scale: Mapping[str, float | Mapping[str, list[float]]] | None = None,
     error_scale_source: str = "given",
 ) -> Table:
     """One row per star: KDE-mode value and lower/upper errors of every parameter, with units.
@@ -264,8 +276,10 @@ def ensemble_table(
             (finite, >= 0); the others take :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`.
         gap_source: where ``gap`` comes from, recorded in ``table.meta["gap_source"]``.
         error_scale, error_scale_source: with ``"spread+validation+gap"``, parameter -> factor
-            ``c`` (finite, > 0) multiplying both final errors, and where it comes from
-            (:func:`mdwarf_zoo.pipeline.gap.coverage_scale`); the others take ``c = 1``.
+            ``c`` (finite, > 0) multiplying both final errors, or a profile of factors in
+            bins of the estimate (each star takes its bin's; ``{"edges": [...], "factors":
+            [...]}``, :func:`mdwarf_zoo.pipeline.gap.coverage_profile`), and where it comes
+            from (:func:`mdwarf_zoo.pipeline.gap.coverage_scale`); the others take ``c = 1``.
 
     Returns:
         An ``astropy.table.Table`` with columns ``id``, then for each parameter ``<p>``,
@@ -304,7 +318,7 @@ def ensemble_table(
         estimates, used[name], scatter = _parameter_estimates(
             name, array, mse, keep, error_model, rms, extra, gaps[0].get(name)
         )
-        estimates[:, 1:] *= scales[0].get(name, 1.0)
+        estimates[:, 1:] *= scale_factors(scales[0].get(name, 1.0), estimates[:, 0])[:, None]
         if scatter is not None:
             scatters[name] = scatter
         for i, suffix in enumerate(("", "_err_lower", "_err_upper")):
@@ -497,7 +511,7 @@ def _as_table(
         if "_err_" in name and alignment_error is not None and parameter in alignment_error:
             table[name].description += " (+) alignment bootstrap spread, in quadrature"
         if "_err_" in name and parameter in factors:
-            table[name].description += f"; all x error scale {factors[parameter]:g}"
+            table[name].description += f"; all x error scale {_factor_text(factors[parameter])}"
     table.meta["estimate"] = "mode of a Gaussian KDE (scipy gaussian_kde, Scott bandwidth)"
     table.meta["errors"] = (
         f"lower = max(mode - P{LOWER_PERCENTILE:g}, 0), upper = max(P{UPPER_PERCENTILE:g} - "
@@ -518,7 +532,10 @@ def _as_table(
         )
         table.meta["alignment_error"] = "bootstrap standard deviation, added in quadrature"
     if factors:
-        table.meta["errors"] += "; then multiplied by the parameter's error scale c (meta)"
+        table.meta["errors"] += (
+            "; then multiplied by the parameter's error scale c (meta; a profile gives each "
+            "star the c of the bin of its estimate)"
+        )
         table.meta["error_scale"] = dict(factors)
         table.meta["error_scale_source"] = factor_source
     table.meta["error_model"] = error_model
@@ -541,9 +558,19 @@ def describe_errors(table: Table) -> str:
     factors = table.meta.get("error_scale")
     if factors and table.meta.get("error_scale_source") != NO_ERROR_SCALE:
         names = [name for name in PARAMETERS if name in factors]
-        scales = ", ".join(f"{name} {factors[name]:.3g}" for name in names)
+        scales = ", ".join(f"{name} {_factor_text(factors[name])}" for name in names)
         text += f", errors x {scales} ({table.meta.get('error_scale_source')})"
     return text
+
+
+def _factor_text(factor: float | Mapping[str, list[float]]) -> str:
+    """An error scale in words: ``"0.81"``, or ``"0.13-1.19 in 5 bins of the estimate"``."""
+    if not isinstance(factor, Mapping):
+        return f"{factor:.3g}"
+    factors = factor["factors"]
+    if len(factors) == 1:
+        return f"{factors[0]:.3g}"
+    return f"{min(factors):.3g}-{max(factors):.3g} in {len(factors)} bins of the estimate"
 
 
 _FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".csv": "ascii.csv"}

@@ -18,6 +18,14 @@ ensemble's residuals are heavy-tailed (most stars are much better than the rms, 
 worse), so +-1 sigma covers the truth more often than 68 %. :func:`coverage_scale` measures the
 factor ``c`` that makes them cover 68.27 % of stars with known labels (the simulated observed
 twins of :func:`measure_gap`); ``ensemble_table(error_scale=...)`` multiplies both errors by it.
+
+One ``c`` per parameter makes the errors cover 68 % of a population, not of each kind of star:
+the gap and validation terms are population scales, so the errors hardly change from star to
+star while the residuals do (v sin i: a few tenths of a km/s at 5-10 km/s, several km/s at
+25-30 km/s). :func:`coverage_profile` measures ``c`` in bins of the estimate itself (equal
+numbers of stars per bin, as Mondrian conformal prediction does with its categories), so that
+each range of estimates is covered 68 % of the time; :func:`scale_factors` gives each star the
+factor of its bin. ``error_scale`` values are either one factor or such a profile.
 """
 
 from __future__ import annotations
@@ -32,13 +40,17 @@ from mdwarf_zoo.spectra.simulate import GapConfig, WavelengthGrid, observe
 
 __all__ = [
     "COVERAGE_LEVEL",
+    "DEFAULT_COVERAGE_BINS",
     "GAP_PRIOR",
     "GAP_PRIOR_SOURCE",
+    "MIN_BIN_STARS",
     "MIN_COVERAGE_STARS",
     "check_error_scale",
     "check_gap",
+    "coverage_profile",
     "coverage_scale",
     "measure_gap",
+    "scale_factors",
 ]
 
 # Measured once from the shared tables/carmenes_params files (never shipped; the test
@@ -85,24 +97,108 @@ def check_gap(gap: Mapping[str, float], where: str) -> dict[str, float]:
     )
 
 
-def check_error_scale(scale: Mapping[str, float], where: str) -> dict[str, float]:
-    """An error-scale dict checked: known parameter names, finite values > 0, as floats.
+def check_error_scale(
+    scale: Mapping[str, float | Mapping[str, list[float]]], where: str
+) -> dict[str, float | dict[str, list[float]]]:
+    """An error-scale dict checked: known parameter names; each value a finite factor > 0, or
+    a profile ``{"edges": [...], "factors": [...]}`` of :func:`coverage_profile`.
 
     Args:
-        scale: parameter name -> factor ``c`` applied to both errors (dimensionless).
+        scale: parameter name -> factor ``c`` applied to both errors (dimensionless), or
+            parameter name -> profile: ``k - 1`` strictly increasing finite ``edges`` (in the
+            parameter's units, bounds of the estimate's bins) and ``k`` finite ``factors``
+            > 0.
         where: what to name in the error (the function or the manifest key).
 
     Returns:
-        The same dict with float values.
+        The same dict, factors as floats and profiles as ``{"edges": list, "factors": list}``
+        of floats.
 
     Raises:
-        ValueError: for a non-mapping, an unknown parameter, or a value that is not a finite
-            number > 0, naming the key, the value and what is expected.
+        ValueError: for a non-mapping, an unknown parameter, a factor that is not a finite
+            number > 0, or a profile with other keys, edges that are not finite and strictly
+            increasing, or not one factor more than edges; naming the key, the value and what
+            is expected.
     """
-    return _checked_per_parameter(
-        scale, where, "error_scale", "factor", zero_allowed=False,
-        expected="a finite number > 0 (the factor applied to both errors)",
-    )
+    plain = {name: value for name, value in _named(scale, where, "error_scale", "factor").items()
+             if not isinstance(value, Mapping)}
+    out: dict[str, float | dict[str, list[float]]] = dict(_checked_per_parameter(
+        plain, where, "error_scale", "factor", zero_allowed=False,
+        expected="a finite number > 0 (the factor applied to both errors) or a profile "
+        "{'edges': [...], 'factors': [...]}",
+    ))
+    for name, value in scale.items():
+        if isinstance(value, Mapping):
+            out[name] = _checked_profile(value, f"{where}: error_scale[{name!r}]")
+    return {name: out[name] for name in scale}
+
+
+def _named(values: object, where: str, key: str, what: str) -> Mapping:
+    """``values`` if it is a mapping whose keys are parameter names, else a ValueError."""
+    if not isinstance(values, Mapping):
+        raise ValueError(
+            f"{where}: {key} must be a dict parameter -> {what}, got "
+            f"{type(values).__name__} {values!r}"
+        )
+    for name in values:
+        if name not in PARAMETERS:
+            raise ValueError(
+                f"{where}: {key} names unknown parameter {name!r}; expected names from "
+                f"{list(PARAMETERS)}"
+            )
+    return values
+
+
+def _checked_profile(profile: Mapping, where: str) -> dict[str, list[float]]:
+    """A coverage profile checked (see :func:`check_error_scale`), as lists of floats."""
+    if set(profile) != {"edges", "factors"}:
+        raise ValueError(
+            f"{where} = {dict(profile)!r}; a profile needs exactly the keys 'edges' and "
+            "'factors'"
+        )
+    try:
+        edges = np.asarray(profile["edges"], dtype=np.float64)
+        factors = np.asarray(profile["factors"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where} = {dict(profile)!r}; edges and factors must be lists of numbers"
+        ) from None
+    if edges.ndim != 1 or factors.ndim != 1 or factors.size != edges.size + 1:
+        raise ValueError(
+            f"{where}: {edges.size} edges and {factors.size} factors; expected one factor "
+            "more than edges (k - 1 bounds of k bins)"
+        )
+    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"{where}: edges {edges.tolist()}; expected finite, strictly increasing")
+    if not np.all(np.isfinite(factors) & (factors > 0)):
+        raise ValueError(f"{where}: factors {factors.tolist()}; expected finite numbers > 0")
+    return {"edges": edges.tolist(), "factors": factors.tolist()}
+
+
+def scale_factors(
+    scale: float | Mapping[str, list[float]], estimates: np.ndarray
+) -> np.ndarray:
+    """The factor ``c`` of each star: ``scale`` itself, or the factor of the bin of a
+    profile (:func:`coverage_profile`) that holds the star's estimate.
+
+    A star on an edge takes the bin above it, as :func:`coverage_profile` counted it.
+
+    Args:
+        scale: a factor, or a checked profile ``{"edges": [...], "factors": [...]}``.
+        estimates: (n,) the stars' estimates of the parameter, physical units.
+
+    Returns:
+        (n,) factors.
+    """
+    estimates = np.asarray(estimates, dtype=np.float64)
+    if not isinstance(scale, Mapping):
+        return np.full(estimates.shape, float(scale))
+    return np.asarray(scale["factors"], dtype=np.float64)[_bins(scale["edges"], estimates)]
+
+
+def _bins(edges: list[float], estimates: np.ndarray) -> np.ndarray:
+    """The bin of each estimate (``k - 1`` edges, bins 0 .. k - 1; an edge opens its bin)."""
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), estimates, side="right")
 
 
 def _checked_per_parameter(
@@ -111,18 +207,8 @@ def _checked_per_parameter(
 ) -> dict[str, float]:
     """``values`` (parameter -> number) checked as :func:`check_gap` and
     :func:`check_error_scale` describe, naming ``key`` in the errors."""
-    if not isinstance(values, Mapping):
-        raise ValueError(
-            f"{where}: {key} must be a dict parameter -> {what}, got "
-            f"{type(values).__name__} {values!r}"
-        )
     out = {}
-    for name, value in values.items():
-        if name not in PARAMETERS:
-            raise ValueError(
-                f"{where}: {key} names unknown parameter {name!r}; expected names from "
-                f"{list(PARAMETERS)}"
-            )
+    for name, value in _named(values, where, key, what).items():
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float, np.integer, np.floating))
@@ -138,6 +224,12 @@ COVERAGE_LEVEL = 0.6827
 #: Fewest stars :func:`coverage_scale` accepts: with fewer, the 68 % quantile of the ratios is
 #: too noisy to rescale a pipeline's errors by (its standard error is ~ 10 % at 30 stars).
 MIN_COVERAGE_STARS = 30
+#: Fewest stars per bin of :func:`coverage_profile` (its standard error in coverage is then
+#: ~ 6.6 %; the whole population's coverage averages the bins' errors out).
+MIN_BIN_STARS = 50
+#: Bins of the estimate of :func:`coverage_profile` unless told (fewer when the stars do not
+#: fill that many bins of :data:`MIN_BIN_STARS`).
+DEFAULT_COVERAGE_BINS = 5
 
 
 def coverage_scale(
@@ -201,6 +293,75 @@ def coverage_scale(
     if sigma.ndim == 2:
         sigma = np.where(residuals < 0, sigma[1], sigma[0])
     return float(np.quantile(np.abs(residuals) / sigma, level))
+
+
+def coverage_profile(
+    estimates: np.ndarray,
+    residuals: np.ndarray,
+    sigma: np.ndarray,
+    *,
+    bins: int = DEFAULT_COVERAGE_BINS,
+    level: float = COVERAGE_LEVEL,
+) -> dict[str, list[float]]:
+    """The coverage factor ``c`` in bins of the estimate: :func:`coverage_scale` measured
+    separately on the stars of each bin, so that +-1 sigma covers ``level`` of the stars of
+    every range of estimates, not only of the whole population.
+
+    The bins hold equal numbers of stars (bounds at quantiles of ``estimates``); there are
+    ``bins`` of them, or as many as hold :data:`MIN_BIN_STARS` stars each, at least one. The
+    bins are of the *estimate*, which every star has, not of the truth, so that
+    :func:`scale_factors` can place a new star.
+
+    Args:
+        estimates: (n,) the stars' estimates of the parameter, physical units.
+        residuals: (n,) estimate - true.
+        sigma: (n,) errors, or (2, n) lower and upper errors (as :func:`coverage_scale`).
+        bins: the number of bins wanted, an integer >= 1.
+        level: the coverage wanted in each bin, in (0, 1).
+
+    Returns:
+        ``{"edges": [...], "factors": [...]}``: the ``k - 1`` inner bounds of the ``k`` bins
+        (a star on a bound belongs to the bin above) and each bin's ``c``; with ``k = 1``
+        the edges are empty and the factor is :func:`coverage_scale` of all stars.
+
+    Raises:
+        ValueError: as :func:`coverage_scale`, for ``estimates`` that are not one finite
+            value per residual, or ``bins`` that is not an integer >= 1.
+
+    Examples:
+        >>> import numpy as np
+        >>> from mdwarf_zoo.pipeline.gap import coverage_profile
+        >>> rng = np.random.default_rng(0)
+        >>> estimates = rng.uniform(0, 30, 2000)   # residuals grow with the estimate,
+        >>> residuals = rng.normal(0, 0.1 * estimates + 0.2)   # errors are all 1
+        >>> profile = coverage_profile(estimates, residuals, np.ones(2000), bins=3)
+        >>> [round(edge) for edge in profile["edges"]], [round(c, 1) for c in profile["factors"]]
+        ([10, 20], [0.6, 1.7, 2.7])
+    """
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"coverage_profile: bins = {bins!r}; expected an integer >= 1")
+    overall = coverage_scale(residuals, sigma, level=level)  # checks residuals and sigma
+    residuals = np.asarray(residuals, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    estimates = np.asarray(estimates, dtype=np.float64)
+    if estimates.shape != residuals.shape or not np.all(np.isfinite(estimates)):
+        raise ValueError(
+            f"coverage_profile: estimates must be {residuals.size} finite values (one per "
+            f"residual), got shape {estimates.shape}"
+        )
+    k = max(1, min(int(bins), residuals.size // MIN_BIN_STARS))
+    while k > 1:
+        edges = np.unique(np.quantile(estimates, np.linspace(0, 1, k + 1))[1:-1])
+        index = _bins(edges.tolist(), estimates)
+        counts = np.bincount(index, minlength=edges.size + 1)
+        if counts.min() >= MIN_COVERAGE_STARS:  # ties in the estimates can empty a bin
+            factors = [
+                coverage_scale(residuals[index == b], sigma[..., index == b], level=level)
+                for b in range(edges.size + 1)
+            ]
+            return {"edges": edges.tolist(), "factors": factors}
+        k -= 1
+    return {"edges": [], "factors": [overall]}
 
 
 def measure_gap(

@@ -29,7 +29,9 @@ they always did):
 * ``ensemble.gap`` (parameter -> scale, physical units) and ``ensemble.gap_source`` (a string):
   the domain-gap scales of ``"spread+validation+gap"``; parameters without one take the prior
   :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR`.
-* ``ensemble.error_scale`` (parameter -> factor ``c`` > 0) and ``ensemble.error_scale_source``:
+* ``ensemble.error_scale`` (parameter -> factor ``c`` > 0, or a profile ``{"edges": [...],
+  "factors": [...]}`` of factors in bins of the estimate,
+  :func:`mdwarf_zoo.pipeline.gap.coverage_profile`) and ``ensemble.error_scale_source``:
   the factor by which ``"spread+validation+gap"`` multiplies both errors so that they cover
   the truth 68.27 % of the time on stars with known labels
   (:func:`mdwarf_zoo.pipeline.gap.coverage_scale`; a recipe with ``[ensemble] gap =
@@ -201,7 +203,7 @@ class PretrainedPipeline:
         it has none (the prior applies)."""
         return self._ensemble_scales("gap", check_gap)
 
-    def error_scale(self) -> tuple[dict[str, float] | None, str]:
+    def error_scale(self) -> tuple[dict[str, float | dict[str, list[float]]] | None, str]:
         """The manifest's ``ensemble.error_scale`` (checked) and ``error_scale_source``;
         ``(None, "")`` when it has none (``c = 1``)."""
         return self._ensemble_scales("error_scale", check_error_scale)
@@ -399,7 +401,7 @@ class PretrainedPipeline:
         alignment_neighbours: int | None = None,
         alignment_resamples: int | None = None,
         gap: dict[str, float] | None = None,
-        error_scale: dict[str, float] | None = None,
+        error_scale: dict[str, float | dict[str, list[float]]] | None = None,
     ):
         """Ensemble estimates (KDE mode, -/+ errors) for preprocessed spectra.
 
@@ -433,8 +435,10 @@ class PretrainedPipeline:
             gap: with ``"spread+validation+gap"``, parameter -> gap scale (physical units);
                 default the manifest's ``ensemble.gap``, else the prior
                 :data:`mdwarf_zoo.pipeline.gap.GAP_PRIOR` (``table.meta["gap_source"]``).
-            error_scale: parameter -> factor ``c`` on both errors of the gap model; default
-                the manifest's ``ensemble.error_scale`` with the manifest's gap, else 1.
+            error_scale: parameter -> factor ``c`` on both errors of the gap model, or a
+                profile of factors in bins of the estimate (``{"edges": [...], "factors":
+                [...]}``); default the manifest's ``ensemble.error_scale`` with the manifest's
+                gap, else 1.
 
         Returns:
             An ``astropy.table.Table`` (see :func:`mdwarf_zoo.pipeline.ensemble.ensemble_table`).

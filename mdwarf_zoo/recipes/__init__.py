@@ -32,7 +32,8 @@ Sections and keys (see ``training_recipes/*.toml`` for commented examples)::
                       [regressors.overrides], [regressors.<parameter>]
     [ensemble]        best, error_model ("spread+validation+gap", default | "spread+validation"
                       | "spread", MB24), gap (with the gap model: { teff = K, mh = dex ... };
-                      default the prior GAP_PRIOR),
+                      default the prior GAP_PRIOR), error_scale_bins (with gap = "simulator":
+                      bins of the estimate of the coverage factor, default 5),
                       latent_alignment ("none" | "coral" | "coral_neighbours"),
                       alignment_neighbours (with "coral_neighbours"),
                       alignment_resamples (with an alignment; 0 leaves the bootstrap out)

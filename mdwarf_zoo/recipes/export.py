@@ -19,6 +19,7 @@ from mdwarf_zoo.pipeline import (
     LatentScaler,
 )
 from mdwarf_zoo.pipeline.ensemble import select_best
+from mdwarf_zoo.pipeline.gap import check_error_scale
 from mdwarf_zoo.recipes import (
     AutoencoderMember,
 )
@@ -145,7 +146,7 @@ def record_gap(
     manifest: dict,
     gap: dict[str, float],
     source: str,
-    error_scale: dict[str, float] | None = None,
+    error_scale: dict[str, float | dict[str, list[float]]] | None = None,
     error_scale_source: str = "",
 ) -> None:
     """Add a measured gap scale (``ensemble.gap`` and ``gap_source``) and, when given, the
@@ -155,6 +156,6 @@ def record_gap(
     manifest["ensemble"]["gap"] = {name: float(value) for name, value in gap.items()}
     manifest["ensemble"]["gap_source"] = source
     if error_scale is not None:
-        manifest["ensemble"]["error_scale"] = {k: float(v) for k, v in error_scale.items()}
+        manifest["ensemble"]["error_scale"] = check_error_scale(error_scale, "record_gap")
         manifest["ensemble"]["error_scale_source"] = error_scale_source
     atomic_text(run.folder / PIPELINE_FILE, json.dumps(manifest, indent=2) + "\n")

@@ -350,7 +350,9 @@ class Run:
                 f"measured on the simulator: {twins}, sqrt(mse observed - mse synthetic)",
                 scale,
                 f"measured on the simulator: {twins}, the 68.27 % quantile of |estimate - "
-                "true| / error (spread+validation+gap with the measured gap)",
+                "true| / error (spread+validation+gap with the measured gap) in "
+                f"{self.recipe.ensemble.error_scale_bins} bins of the estimate at most "
+                "(coverage_profile)",
             )
         table = pipeline.predict(observed.flux, observed.identifiers, progress=False)
         for key in ("pipeline", "transfer"):

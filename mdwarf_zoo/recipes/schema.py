@@ -226,8 +226,12 @@ class Ensemble:
             (measured by the ensemble stage: ``GAP_TWINS`` held-out simulated stars and their
             observed twins through the run's own pipeline, ``measure_gap``; the same twins
             give the coverage factor ``ensemble.error_scale`` of the errors,
-            ``coverage_scale``). ``None``:
+            ``coverage_profile``). ``None``:
             ``"simulator"`` when the synthetic set is simulated, else ``"prior"``.
+        error_scale_bins: with ``gap = "simulator"``, the bins of the estimate in which the
+            coverage factor is measured (``mdwarf_zoo.pipeline.gap.coverage_profile``; fewer
+            when the twins do not fill that many bins of ``MIN_BIN_STARS``; 1: one factor per
+            parameter).
         latent_alignment: ``None`` (MB24), ``"coral"`` or ``"coral_neighbours"``
             (``mdwarf_zoo.pipeline.align_latents``).
         alignment_neighbours: ``neighbours`` of ``"coral_neighbours"``.
@@ -238,6 +242,7 @@ class Ensemble:
     best: int | None = None
     error_model: str = "spread+validation+gap"
     gap: dict[str, float] | str | None = None
+    error_scale_bins: int = 5
     latent_alignment: str | None = None
     alignment_neighbours: int = 20
     alignment_resamples: int = 30

@@ -366,6 +366,7 @@ def read_ensemble(
 ) -> Ensemble:
     from mdwarf_zoo.pipeline import ALIGNMENTS
     from mdwarf_zoo.pipeline.ensemble import ERROR_MODELS
+    from mdwarf_zoo.pipeline.gap import DEFAULT_COVERAGE_BINS
 
     alignment = c.choice("latent_alignment", ("none", *ALIGNMENTS), "none")
     if c.has("alignment_neighbours") and alignment != "coral_neighbours":
@@ -410,10 +411,18 @@ def read_ensemble(
             gap = _gap_scales(c, gap)
     elif error_model == "spread+validation+gap":
         gap = "simulator" if synthetic.source == "simulator" else "prior"
+    if c.has("error_scale_bins") and gap != "simulator":
+        raise c.fail(
+            "error_scale_bins",
+            c.table["error_scale_bins"],
+            'the key only with gap = "simulator" (the bins of the coverage factor measured on '
+            f"the simulated twins); gap is {gap!r}",
+        )
     result = Ensemble(
         best=c.integer("best", None, minimum=1),
         error_model=error_model,
         gap=gap,
+        error_scale_bins=c.integer("error_scale_bins", DEFAULT_COVERAGE_BINS, minimum=1),
         latent_alignment=None if alignment == "none" else alignment,
         alignment_neighbours=c.integer("alignment_neighbours", 20, minimum=1),
         alignment_resamples=resamples,

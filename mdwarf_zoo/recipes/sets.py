@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mdwarf_zoo.labels import PARAMETERS
-from mdwarf_zoo.pipeline.gap import coverage_scale, measure_gap
+from mdwarf_zoo.pipeline.gap import coverage_profile, measure_gap
 from mdwarf_zoo.pipeline.pretrained import read_template, rest_frame
 from mdwarf_zoo.recipes import (
     cluster,
@@ -151,7 +151,7 @@ def twin_labels(run: Run, synthetic_labels: np.ndarray) -> np.ndarray:
 
 def measure_simulated_errors(
     run: Run, pipeline, synthetic_labels: np.ndarray
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float | dict[str, list[float]]]]:
     """The gap scale of ``[ensemble] gap = "simulator"`` and the coverage factor of the errors
     that use it, both measured on the same stars: ``GAP_TWINS`` new simulated stars (uniform
     over the recipe's label ranges, or, for a synthetic set simulated from a labels table, over
@@ -160,13 +160,14 @@ def measure_simulated_errors(
     knobs, at the observed set's S/N) through ``pipeline``'s own estimate.
 
     The gap is :func:`mdwarf_zoo.pipeline.gap.measure_gap` (``kind="excess"``). The factor
-    ``c`` of each parameter is :func:`mdwarf_zoo.pipeline.gap.coverage_scale` of the twins'
-    residuals against their errors under ``"spread+validation+gap"`` with that gap, each
-    star's error on the side of its truth: with ``c`` applied, +-1 sigma covers 68.27 % of
-    the twins.
+    ``c`` of each parameter is :func:`mdwarf_zoo.pipeline.gap.coverage_profile` of the twins'
+    estimates and residuals against their errors under ``"spread+validation+gap"`` with that
+    gap, each star's error on the side of its truth, in ``[ensemble] error_scale_bins`` bins
+    of the estimate: with ``c`` applied, +-1 sigma covers 68.27 % of the twins of each bin.
 
     Returns:
-        ``(gap, error_scale)``: parameter -> gap scale (physical units), parameter -> ``c``.
+        ``(gap, error_scale)``: parameter -> gap scale (physical units), parameter -> profile
+        ``{"edges": [...], "factors": [...]}`` (a factor when one bin).
     """
     synthetic = run.recipe.synthetic
     labels = twin_labels(run, synthetic_labels)
@@ -199,7 +200,11 @@ def measure_simulated_errors(
     for name in pipeline.parameters:
         errors = [np.asarray(twins[f"{name}_err_{side}"]) for side in ("lower", "upper")]
         residuals = np.asarray(twins[name]) - labels[:, PARAMETERS.index(name)]
-        scale[name] = coverage_scale(residuals, np.hypot(errors, gap[name]))
+        profile = coverage_profile(
+            np.asarray(twins[name]), residuals, np.hypot(errors, gap[name]),
+            bins=run.recipe.ensemble.error_scale_bins,
+        )
+        scale[name] = profile if profile["edges"] else profile["factors"][0]
     return gap, scale
 
 
