@@ -77,12 +77,14 @@ def measure_errors(run_folder: Path, staged: Path) -> None:
         "gap_source": f"measured on the simulator: {twins}, sqrt(mse observed - mse synthetic)",
         "error_scale": scale,
         "error_scale_source": f"measured on the simulator: {twins}, the 68.27 % quantile of "
-                              "|estimate - true| / error (spread+validation+gap with that gap)",
+                              "|estimate - true| / error (spread+validation+gap with that gap) "
+                              f"in {run.recipe.ensemble.error_scale_bins} bins of the estimate "
+                              "at most (coverage_profile)",
     })
     manifest["exported_from"]["dropped"] += "; measured again on this bundle"
     (staged / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     print("bundle gap " + ", ".join(f"{k} {v:.3g}" for k, v in gap.items())
-          + "; error scale " + ", ".join(f"{k} {v:.3g}" for k, v in scale.items()))
+          + "; error scale " + "; ".join(f"{k} {v}" for k, v in scale.items()))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from mdwarf_zoo.hub import from_pretrained
 from mdwarf_zoo.pipeline.pretrained import PIPELINE_FILE, load_pipeline
+from mdwarf_zoo.pipeline.gap import scale_factors
 from mdwarf_zoo.spectra.preprocess import scale
 from mdwarf_zoo.spectra.simulate import synthetic_spectra
 
@@ -136,12 +137,16 @@ def test_default_error_model_resolution(tmp_path, flux, caplog):
     both = demo.predict(flux, progress=False, error_model="spread+validation")
     # The bundle's own coverage factor, measured with that gap on the bundle's ensemble.
     factors = ensemble["error_scale"]
-    assert ensemble["error_scale_source"].endswith("spread+validation+gap with that gap)")
-    assert measured.meta["error_scale"] == pytest.approx(factors)
-    for name in demo.parameters:
+    assert ensemble["error_scale_source"].endswith(
+        "(spread+validation+gap with that gap) in 5 bins of the estimate at most "
+        "(coverage_profile)")
+    assert measured.meta["error_scale"] == factors
+    for name in demo.parameters:  # a profile: each star takes the factor of its estimate
+        assert len(factors[name]["factors"]) == 5
         np.testing.assert_allclose(
             measured[f"{name}_err_upper"],
-            factors[name] * np.hypot(both[f"{name}_err_upper"], ensemble["gap"][name]),
+            scale_factors(factors[name], np.asarray(measured[name]))
+            * np.hypot(both[f"{name}_err_upper"], ensemble["gap"][name]),
         )
     # An old manifest that names no error model: the gap model, with the prior.
     old = with_ensemble(tmp_path / "old", {"best": 3})
