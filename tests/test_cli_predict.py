@@ -9,6 +9,7 @@ import pytest
 from astropy.table import Table
 
 from mdwarf_zoo.cli import main
+from mdwarf_zoo.pipeline.gap import scale_factors
 from mdwarf_zoo.pipeline.pretrained import load_pipeline
 from mdwarf_zoo.spectra.grid import WavelengthGrid
 from mdwarf_zoo.spectra.observed import write_caracal
@@ -107,7 +108,10 @@ def test_predict_error_model_flag_widens_the_errors(tmp_path: Path, caracal_file
     assert gap.meta["error_model"] == "spread+validation+gap"
     assert gap.meta["gap"]["teff"] == pytest.approx(recorded)
     assert gap.meta["gap_source"]["teff"].startswith("measured on the simulator")
+    factor = scale_factors(factor, np.asarray(gap["teff"]))  # its estimate's bin's factor
     assert np.allclose(gap["teff_err_lower"], factor * np.hypot(both["teff_err_lower"], recorded))
+    assert gap.meta["error_scale"]["teff"] == load_pipeline(DEMO).manifest["ensemble"][
+        "error_scale"]["teff"]  # the profile survives the ECSV file
     assert "errors: spread\n" in printed["spread"]
     assert f"errors: spread+validation+gap (gap teff {recorded:g} K" in printed[
         "spread+validation+gap"
