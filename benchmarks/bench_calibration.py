@@ -8,7 +8,10 @@ On the spectrum simulator, where the truth is known:
    ``observe()`` with the default gap at S/N 150 (seed ``--seed``), the demo's preprocessing;
 2. the demo pipeline ``mb24_quickstart_demo`` estimates them twice: through its
    synthetic-trained encoder (no transfer) and through its fine-tuned encoder (the transfer
-   that travels with the demo), both with the pipeline's default error model (MB24's spread);
+   that travels with the demo), both with the pipeline's default error model (for the demo
+   ``spread+validation+gap`` with its measured gap and coverage factor, a profile in bins of
+   the estimate); ``--model FOLDER`` estimates with another pipeline instead (a bundle or a
+   run folder of a recipe with the quickstart's ranges, e.g. ``mdwarf-zoo demo --out FOLDER``);
 3. for N = 5, 10, 20, 50, 100 and ``--draws`` random draws each, N stars are the calibrators
    (``mdwarf_zoo.calibrate`` on the estimate table with their true labels) and every other
    star is the held-out test set; the calibration is applied to the test set and compared with
@@ -18,10 +21,12 @@ Reports per parameter, estimate and N the rms and bias (mean estimate - truth) o
 stars and the coverage (fraction of true values inside [value - lower, value + upper]), as the
 mean over draws (with the standard deviation of the rms over draws), which correction the
 cross-validation chose, and the floor of any linear correction (least squares of each true
-parameter on the four estimates over all the stars, in sample). Issue 16 target: with 20
-calibrators, at most half the no-transfer rms in Teff and [M/H].
+parameter on the four estimates over all the stars, in sample). Before any calibration it also
+prints the coverage of the errors over all the stars and in five equal-count bins of the
+estimate (does each range of estimates get honest errors, or only the population?). Issue 16
+target: with 20 calibrators, at most half the no-transfer rms in Teff and [M/H].
 
-Run: python benchmarks/bench_calibration.py [--n-stars 500] [--draws 20]
+Run: python benchmarks/bench_calibration.py [--n-stars 500] [--draws 20] [--model FOLDER]
      [--figure docs/calibration.png] [--json out.json]
 """
 
@@ -119,6 +124,20 @@ def run(tables: dict[str, Table], truth: np.ndarray, draws: int, seed: int) -> l
     return rows
 
 
+def coverage_by_estimate(table: Table, truth: np.ndarray, bins: int = 5) -> dict[str, list]:
+    """Per parameter: the coverage of all stars, then of ``bins`` equal-count bins of the
+    estimate (lowest estimates first)."""
+    result = {}
+    for j, p in enumerate(PARAMETERS):
+        value = np.asarray(table[p], dtype=float)
+        inside = ((truth[:, j] >= value - np.asarray(table[f"{p}_err_lower"]))
+                  & (truth[:, j] <= value + np.asarray(table[f"{p}_err_upper"])))
+        order = np.argsort(value, kind="stable")
+        result[p] = [float(inside.mean())] + [float(inside[part].mean())
+                                              for part in np.array_split(order, bins)]
+    return result
+
+
 def linear_floor(table: Table, truth: np.ndarray) -> dict[str, float]:
     """rms of the best linear map of the four estimates onto each true parameter, fitted on
     all the stars (least squares, in sample): no correction of this family does better."""
@@ -190,15 +209,23 @@ def main() -> None:
     parser.add_argument("--n-stars", type=int, default=500)
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--model", default=DEMO,
+                        help="pipeline bundle or run folder (default: the bundled demo)")
     parser.add_argument("--figure", default=None, help="write the figure here (PNG)")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     start = time.perf_counter()
-    pipeline = load_pipeline(DEMO)
+    pipeline = load_pipeline(args.model)
     flux, truth = simulate(pipeline, args.n_stars, args.seed)
     ids = [f"sim_{i:04d}" for i in range(args.n_stars)]
     tables = estimates(pipeline, flux, ids)
     print(f"simulated and estimated {args.n_stars} stars in {time.perf_counter() - start:.0f} s")
+    coverage = {estimate: coverage_by_estimate(table, truth) for estimate, table in tables.items()}
+    for estimate, by_parameter in coverage.items():
+        parts = [f"{p} {round(100 * c[0])} % / " + "/".join(str(round(100 * x)) for x in c[1:])
+                 for p, c in by_parameter.items()]
+        print(f"coverage before calibration ({estimate}), all stars / in 5 bins of the estimate: "
+              + "; ".join(parts))
     rows = run(tables, truth, args.draws, args.seed)
     print(markdown(rows))
     floors = {estimate: linear_floor(table, truth) for estimate, table in tables.items()}
@@ -218,7 +245,8 @@ def main() -> None:
         print(f"wrote {args.figure}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"rows": rows, "linear_floor": floors}, handle, indent=1)
+            json.dump({"model": str(args.model), "rows": rows, "linear_floor": floors,
+                       "coverage_by_estimate": coverage}, handle, indent=1)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
