@@ -58,23 +58,31 @@ def _max_difference(a: keras.Model, b: keras.Model) -> float:
     return max(float(np.max(np.abs(u - v))) for u, v in pairs)
 
 
+def _fused_and_separate(make, x, targets, seeds, splits, epochs, tmp_path):
+    """Train ``make(seeds)`` fused, then each seed's model alone with ``fit_resumable`` on the
+    same split; yields (fused model, its fused history, separate model, separate history)."""
+    fused = make(seeds)
+    results = train_fused(fused, x, targets, [t for t, _ in splits], [v for _, v in splits],
+                          seeds=seeds, epochs=epochs, batch_size=32, progress=False)
+    for k, seed in enumerate(seeds):
+        train, val = splits[k]
+        separate = make([seed])[0]
+        history = fit_resumable(separate, x[train], targets[k][train], epochs=epochs,
+                                batch_size=32, seed=seed, checkpoint=tmp_path / f"{k}.npz",
+                                validation=(x[val], targets[k][val]), progress=False)
+        yield fused[k], results[k], separate, history
+
+
 def test_fused_training_equals_separate_training(tmp_path):
     x, _, targets, seeds, splits = _problem()
     train_sizes = {len(t) for t, _ in splits}
     assert len(train_sizes) == 2  # the branches have different numbers of steps per epoch
-    fused = _models(seeds)
-    results = train_fused(fused, x, targets, [t for t, _ in splits], [v for _, v in splits],
-                          seeds=seeds, epochs=3, batch_size=32, progress=False)
-    for k, seed in enumerate(seeds):
-        train, val = splits[k]
-        separate = _models([seed])[0]
-        history = fit_resumable(separate, x[train], targets[k][train], epochs=3, batch_size=32,
-                                seed=seed, checkpoint=tmp_path / f"{k}.npz",
-                                validation=(x[val], targets[k][val]), progress=False)
-        assert _max_difference(fused[k], separate) < 1e-5
-        np.testing.assert_allclose(results[k].history["loss"], [h["loss"] for h in history],
+    for fused, result, separate, history in _fused_and_separate(
+            _models, x, targets, seeds, splits, 3, tmp_path):
+        assert _max_difference(fused, separate) < 1e-5
+        np.testing.assert_allclose(result.history["loss"], [h["loss"] for h in history],
                                    rtol=1e-5)
-        np.testing.assert_allclose(results[k].history["val_loss"],
+        np.testing.assert_allclose(result.history["val_loss"],
                                    [h["val_loss"] for h in history], rtol=1e-5)
 
 
@@ -87,23 +95,16 @@ def test_fused_training_of_mixed_precision_models_follows_separate_training(tmp_
         return [mz.create_model("latent_cnn", latent_dim=8, seed=s, learning_rate=0.01,
                                 precision="mixed_bfloat16", **SMALL) for s in chosen]
 
-    fused = models(seeds)
-    results = train_fused(fused, x, targets, [t for t, _ in splits], [v for _, v in splits],
-                          seeds=seeds, epochs=2, batch_size=32, progress=False)
-    for k, seed in enumerate(seeds):
-        train, val = splits[k]
-        separate = models([seed])[0]
-        history = fit_resumable(separate, x[train], targets[k][train], epochs=2, batch_size=32,
-                                seed=seed, checkpoint=tmp_path / f"{k}.npz",
-                                validation=(x[val], targets[k][val]), progress=False)
-        assert all(w.dtype == np.float32 for w in fused[k].get_weights())
+    for fused, result, separate, history in _fused_and_separate(
+            models, x, targets, seeds, splits, 2, tmp_path):
+        assert all(w.dtype == np.float32 for w in fused.get_weights())
         # bfloat16 keeps 8 bits of mantissa, and Adam turns its rounding of small gradients
         # into steps of the learning rate: the weights part at ~0.1, the losses stay close.
-        np.testing.assert_allclose(results[k].history["loss"], [h["loss"] for h in history],
+        np.testing.assert_allclose(result.history["loss"], [h["loss"] for h in history],
                                    rtol=2e-2)
-        np.testing.assert_allclose(results[k].history["val_loss"],
+        np.testing.assert_allclose(result.history["val_loss"],
                                    [h["val_loss"] for h in history], rtol=6e-2)
-        assert results[k].history["val_loss"][-1] < 0.8 * results[k].history["val_loss"][0]
+        assert result.history["val_loss"][-1] < 0.8 * result.history["val_loss"][0]
 
 
 def test_fused_early_stopping_follows_keras_early_stopping():

@@ -350,21 +350,29 @@ def _parameter_names(predictions: Mapping[str, np.ndarray], error_model: str) ->
     return [p for p in PARAMETERS if p in predictions]
 
 
+def _check_gap_model_argument(name: str, value: object, error_model: str, source: object) -> None:
+    """``gap`` and ``error_scale`` are arguments of the gap model only, and each comes with a
+    non-empty ``<name>_source``."""
+    if error_model != "spread+validation+gap":
+        raise ValueError(
+            f"ensemble_table: {name}={value!r} is only used by error_model="
+            f"'spread+validation+gap', got error_model={error_model!r}"
+        )
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(
+            f"ensemble_table: {name}_source must be a non-empty string, got {source!r}"
+        )
+
+
 def _gap_scales(
     error_model: str, gap: Mapping[str, float] | None, source: str, names: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, str]]:
     """The gap scale and its source for each parameter (empty without the gap model)."""
     if gap is not None:
         gap = check_gap(gap, "ensemble_table")
-        if error_model != "spread+validation+gap":
-            raise ValueError(
-                f"ensemble_table: gap={gap!r} is only used by error_model="
-                f"'spread+validation+gap', got error_model={error_model!r}"
-            )
+        _check_gap_model_argument("gap", gap, error_model, source)
     if error_model != "spread+validation+gap":
         return {}, {}
-    if gap is not None and (not isinstance(source, str) or not source.strip()):
-        raise ValueError(f"ensemble_table: gap_source must be a non-empty string, got {source!r}")
     gap = gap or {}
     scales = {name: gap.get(name, GAP_PRIOR[name]) for name in names}
     sources = {name: source if name in gap else GAP_PRIOR_SOURCE for name in names}
@@ -382,15 +390,7 @@ def _error_scales(
     = 1 where none is given); empty under the other models."""
     if scale is not None:
         scale = check_error_scale(scale, "ensemble_table")
-        if error_model != "spread+validation+gap":
-            raise ValueError(
-                f"ensemble_table: error_scale={scale!r} is only used by error_model="
-                f"'spread+validation+gap', got error_model={error_model!r}"
-            )
-        if not isinstance(source, str) or not source.strip():
-            raise ValueError(
-                f"ensemble_table: error_scale_source must be a non-empty string, got {source!r}"
-            )
+        _check_gap_model_argument("error_scale", scale, error_model, source)
     if error_model != "spread+validation+gap":
         return {}, ""
     if not scale:
